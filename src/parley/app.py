@@ -1,0 +1,111 @@
+"""create_app(settings): the ASGI application. Its lifespan owns every long-lived resource."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.cors import CORSMiddleware
+
+from parley import __version__
+from parley.bus.base import Bus
+from parley.bus.memory import LocalBus
+from parley.config import Settings
+from parley.logs import AccessLog
+from parley.providers.llm import ChatProvider
+from parley.providers.stt import STTProvider
+from parley.services import Services
+from parley.sessions.registry import SessionRegistry
+from parley.sessions.session import SessionConfig
+from parley.store.base import Store
+from parley.store.factory import build_store
+from parley.web import api, errors, static, ws
+
+log = logging.getLogger("parley")
+
+LOCAL_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
+
+
+def create_app(
+    settings: Settings,
+    *,
+    chat: ChatProvider | None = None,
+    stt: STTProvider | None = None,
+    store: Store | None = None,
+    bus: Bus | None = None,
+) -> FastAPI:
+    """Build the app. Parts passed in are used instead of the configured ones (tests, embedding)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        the_store = store or build_store(settings)
+        await the_store.open()
+        recovered = await the_store.fail_pending("the server stopped while this reply was written")
+        if recovered:
+            log.warning("marked %d interrupted replies as failed", recovered)
+        the_bus = bus or LocalBus()
+        the_chat, the_stt = chat, stt
+        if the_chat is None or the_stt is None:
+            from parley.providers.factory import build_chat, build_stt
+
+            the_chat = the_chat or build_chat(settings)
+            the_stt = the_stt or build_stt(settings)
+        registry = SessionRegistry(
+            store=the_store,
+            chat=the_chat,
+            bus=the_bus,
+            config=SessionConfig(
+                system_prompt=settings.system_prompt,
+                history_limit=settings.history_limit,
+                max_tokens=settings.max_tokens,
+                max_queued_turns=settings.max_queued_turns,
+            ),
+            idle_seconds=settings.session_idle_seconds,
+        )
+        registry.start()
+        app.state.services = Services(settings, the_store, the_bus, the_chat, the_stt, registry)
+        log.info(
+            "ready chat=%s model=%s stt=%s store=%s",
+            the_chat.name, the_chat.model or "-", the_stt.name, type(the_store).__name__,
+        )
+        try:
+            yield
+        finally:
+            await registry.aclose()
+            await the_chat.aclose()
+            await the_stt.aclose()
+            await the_bus.aclose()
+            await the_store.aclose()
+
+    app = FastAPI(
+        title="Parley",
+        version=__version__,
+        description="A self-hosted, real-time AI chat and voice assistant server.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(api.router)
+    app.include_router(ws.router)
+    app.include_router(static.router)
+    app.mount("/static", StaticFiles(directory=static.STATIC_DIR), name="static")
+    origins = [o for o in settings.cors_origins if o != "*"]
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"] if "*" in settings.cors_origins else origins,
+        allow_origin_regex=None if "*" in settings.cors_origins else LOCAL_ORIGINS,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Content-Type", "Accept"],
+        max_age=600,
+    )
+    app.add_middleware(AccessLog)
+    return app
+
+
+def origin_allowed(settings: Settings, origin: str) -> bool:
+    return "*" in settings.cors_origins or origin in settings.cors_origins or bool(
+        re.fullmatch(LOCAL_ORIGINS, origin)
+    )

@@ -1,0 +1,1 @@
+"""Audio handling that does not depend on any model: format detection, (later) decoding."""

@@ -1,0 +1,80 @@
+"""The `parley` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from parley import __version__
+from parley.config import Settings, settings_table
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from parley.app import create_app
+    from parley.logs import setup
+    from parley.providers.factory import describe_choice
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = Settings(**overrides)
+    setup(settings.log_level)
+    for line in describe_choice(settings):
+        print(f"parley: {line}", file=sys.stderr)
+    print(f"parley: serving on http://{settings.host}:{settings.port}", file=sys.stderr)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        # the app checks frames against PARLEY_MAX_WS_FRAME_BYTES with a clear error; this is
+        # only the hard ceiling that protects memory
+        ws_max_size=max(settings.max_ws_frame_bytes * 4, 1 << 20),
+        proxy_headers=True,
+    )
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print("| variable | default | meaning |\n|---|---|---|")
+        for env, default, help_ in settings_table():
+            print(f"| `{env}` | {'`' + default + '`' if default else ''} | {help_} |")
+        return 0
+    settings = Settings()
+    for env, _default, _help in settings_table():
+        name = env.removeprefix("PARLEY_").lower()
+        value = getattr(settings, name, None)
+        if value is None:
+            value = getattr(settings, env.lower(), None)
+        shown = "(set)" if "TOKEN" in env or "KEY" in env else value
+        print(f"{env}={'' if value is None else shown}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parley", description="Parley: a self-hosted AI chat and voice server.")
+    parser.add_argument("--version", action="version", version=f"parley {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host", default=None, help="listen address (PARLEY_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="listen port (PARLEY_PORT, default 8787)")
+    serve.set_defaults(func=_serve)
+    config = sub.add_parser("config", help="show the effective settings (secrets hidden)")
+    config.add_argument("--markdown", action="store_true", help="print the settings table for docs")
+    config.set_defaults(func=_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

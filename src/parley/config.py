@@ -1,0 +1,132 @@
+"""Settings: built once (from the environment, `.env` and a secrets directory) and passed down.
+
+Nothing below this module and `cli.py` reads `os.environ`. Every setting is one row of
+(env name, default, help), which the README's configuration table mirrors (a test checks it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful, friendly, and knowledgeable AI assistant. Provide clear, concise, and "
+    "accurate responses. Be conversational and engaging."
+)
+
+LLMName = Literal["workers-ai", "openai", "none"]
+STTName = Literal["workers-ai", "openai", "none"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class Settings(BaseSettings):
+    """Every knob of Parley. Field descriptions are the help shown by `parley config`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PARLEY_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        secrets_dir=None,
+    )
+
+    # -- server ---------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address `parley serve` listens on.")
+    port: int = Field(8787, ge=0, le=65535, description="Port `parley serve` listens on.")
+    data_dir: Path = Field(Path("data"), description="Where the SQLite database and models live.")
+    database_url: str | None = Field(
+        None, description="Store URL; unset means `sqlite:///<PARLEY_DATA_DIR>/parley.db`."
+    )
+    log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Extra origins allowed by CORS (JSON list, or `*`); same-origin and "
+        "localhost origins are always allowed.",
+    )
+
+    # -- conversation ---------------------------------------------------------------------------
+    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="System prompt of every turn.")
+    history_limit: int = Field(
+        20, ge=0, le=1000, description="How many earlier messages the model sees (storage keeps all)."
+    )
+    max_tokens: int = Field(512, ge=1, le=32768, description="Reply length limit passed to the model.")
+    max_message_chars: int = Field(
+        8000, ge=1, description="Longest user message accepted, in characters."
+    )
+    max_audio_bytes: int = Field(
+        25 * 1024 * 1024, ge=1024, description="Largest audio upload accepted, in bytes."
+    )
+    max_ws_frame_bytes: int = Field(
+        65536, ge=256, description="Largest WebSocket frame accepted from a client, in bytes."
+    )
+    max_queued_turns: int = Field(
+        32, ge=1, description="Turns that may wait behind the running one in a session."
+    )
+    session_idle_seconds: float = Field(
+        300.0, gt=0, description="A live session with no sockets and no turns is released after this."
+    )
+
+    # -- models ---------------------------------------------------------------------------------
+    llm: LLMName | None = Field(
+        None, description="Chat provider: workers-ai, openai or none; unset picks the first usable."
+    )
+    llm_model: str | None = Field(None, description="Chat model; unset uses the provider's default.")
+    llm_base_url: str | None = Field(
+        None, description="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1."
+    )
+    llm_api_key: SecretStr | None = Field(None, description="API key for the OpenAI-compatible server.")
+    stt: STTName | None = Field(
+        None, description="Speech-to-text provider: workers-ai, openai or none; unset picks the first usable."
+    )
+    stt_model: str | None = Field(None, description="Speech-to-text model; unset uses the provider default.")
+    stt_base_url: str | None = Field(
+        None, description="OpenAI-compatible base URL for speech-to-text; unset uses PARLEY_LLM_BASE_URL."
+    )
+    stt_api_key: SecretStr | None = Field(
+        None, description="API key for speech-to-text; unset uses PARLEY_LLM_API_KEY."
+    )
+    provider_timeout: float = Field(
+        60.0, gt=0, description="Seconds a model call may take before it fails with 504."
+    )
+    cloudflare_account_id: str | None = Field(
+        None,
+        validation_alias=_env("CLOUDFLARE_ACCOUNT_ID"),
+        description="Cloudflare account id for Workers AI.",
+    )
+    cloudflare_api_token: SecretStr | None = Field(
+        None,
+        validation_alias=_env("CLOUDFLARE_API_TOKEN"),
+        description="Cloudflare API token with Workers AI Read + Edit.",
+    )
+    workers_ai_base_url: str = Field(
+        "https://api.cloudflare.com/client/v4", description="Cloudflare API base URL."
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'parley.db'}"
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(env name, default, help) for every setting, for the CLI and the README check."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            env = str(alias.choices[0])
+        else:
+            env = "PARLEY_" + name.upper()
+        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        shown = "" if default is None else str(default)
+        rows.append((env, shown, field.description or ""))
+    return rows

@@ -1,0 +1,114 @@
+"""Parley's one exception tree.
+
+    ParleyError                      500 internal_error
+    ├── InvalidInput                 400 invalid_input     (a named field broke a named limit)
+    │   ├── PayloadTooLarge          413 payload_too_large
+    │   └── UnsupportedMediaType     415 unsupported_media_type
+    ├── NotFound                     404 not_found
+    ├── Busy                         429 busy              (a session's turn queue is full)
+    ├── TurnCancelled                499 cancelled         (a client stopped the turn)
+    └── ProviderError                502 provider_error    (a model call failed)
+        ├── ProviderNotConfigured    503 not_configured    (says which variable to set)
+        ├── ProviderRateLimited      429 rate_limited
+        ├── ProviderTimeout          504 timeout
+        └── ProviderUnavailable      503 unavailable
+
+Third-party errors are translated where they enter (`raise ProviderTimeout(...) from exc`);
+`web/errors.py` is the one place that turns these into HTTP JSON and WebSocket events, always
+with the shape of `ErrorBody`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ParleyError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+    #: whether the same call may succeed if tried again later
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        limit: int | float | str | None = None,
+        details: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.limit = limit
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.message, "code": self.code, "status": self.status}
+        if self.field is not None:
+            body["field"] = self.field
+        if self.limit is not None:
+            body["limit"] = self.limit
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+class InvalidInput(ParleyError):
+    status = 400
+    code = "invalid_input"
+
+
+class PayloadTooLarge(InvalidInput):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(InvalidInput):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class NotFound(ParleyError):
+    status = 404
+    code = "not_found"
+
+
+class Busy(ParleyError):
+    status = 429
+    code = "busy"
+    retryable = True
+
+
+class TurnCancelled(ParleyError):
+    # 499 is nginx's "client closed request": the turn was stopped on purpose.
+    status = 499
+    code = "cancelled"
+
+
+class ProviderError(ParleyError):
+    status = 502
+    code = "provider_error"
+
+
+class ProviderNotConfigured(ProviderError):
+    status = 503
+    code = "not_configured"
+
+
+class ProviderRateLimited(ProviderError):
+    status = 429
+    code = "rate_limited"
+    retryable = True
+
+
+class ProviderTimeout(ProviderError):
+    status = 504
+    code = "timeout"
+    retryable = True
+
+
+class ProviderUnavailable(ProviderError):
+    status = 503
+    code = "unavailable"
+    retryable = True

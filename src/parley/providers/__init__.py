@@ -1,0 +1,1 @@
+"""Model providers: one small base class per capability, one module per vendor and capability."""

@@ -1,0 +1,22 @@
+"""The long-lived parts of a running server, built once by the app's lifespan and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from parley.bus.base import Bus
+from parley.config import Settings
+from parley.providers.llm import ChatProvider
+from parley.providers.stt import STTProvider
+from parley.sessions.registry import SessionRegistry
+from parley.store.base import Store
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    store: Store
+    bus: Bus
+    chat: ChatProvider
+    stt: STTProvider
+    sessions: SessionRegistry

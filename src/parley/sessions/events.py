@@ -1,0 +1,88 @@
+"""Every event a session sends to its sockets (and to an SSE stream), one builder each.
+
+Each event is a JSON object with a `type`; the builders are the single list of what clients
+can receive, so the web app, the SSE endpoint and the docs agree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from parley.providers.llm import Usage
+from parley.store.base import Message
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    """An event serialised once: `data` goes unchanged to every socket and SSE stream."""
+
+    type: str
+    data: str
+
+    @classmethod
+    def make(cls, type_: str, **fields: Any) -> Event:
+        return cls(type_, json.dumps({"type": type_, **fields}, ensure_ascii=False, separators=(",", ":")))
+
+
+def usage_dict(usage: Usage | None) -> dict[str, int] | None:
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def connected(session_id: str) -> Event:
+    return Event.make("connected", message="Connected to chat session", sessionId=session_id)
+
+
+def user_message(session_id: str, msg: Message) -> Event:
+    return Event.make("user_message", sessionId=session_id, turnId=msg.turn_id, message=msg.to_wire())
+
+
+def turn_started(session_id: str, turn_id: str, message_id: int) -> Event:
+    return Event.make("turn_started", sessionId=session_id, turnId=turn_id, messageId=message_id)
+
+
+def chunk(session_id: str, turn_id: str, message_id: int, text: str) -> Event:
+    return Event.make("chunk", sessionId=session_id, turnId=turn_id, messageId=message_id, text=text)
+
+
+def reply(session_id: str, msg: Message, usage: Usage | None) -> Event:
+    return Event.make(
+        "reply",
+        sessionId=session_id,
+        turnId=msg.turn_id,
+        response=msg.content,
+        message=msg.to_wire(),
+        usage=usage_dict(usage),
+    )
+
+
+def cancelled(session_id: str, msg: Message) -> Event:
+    return Event.make(
+        "cancelled", sessionId=session_id, turnId=msg.turn_id, response=msg.content, message=msg.to_wire()
+    )
+
+
+def turn_failed(session_id: str, msg: Message, error: dict[str, Any]) -> Event:
+    return Event.make("error", sessionId=session_id, turnId=msg.turn_id, error=error, message=msg.to_wire())
+
+
+def transcription(session_id: str, text: str, language: str | None) -> Event:
+    return Event.make("transcription", sessionId=session_id, text=text, language=language)
+
+
+def cleared(session_id: str) -> Event:
+    return Event.make("cleared", sessionId=session_id)
+
+
+def error(err: dict[str, Any]) -> Event:
+    return Event.make("error", error=err)
+
+
+PONG = Event.make("pong")

@@ -1,0 +1,114 @@
+"""SessionRegistry: one live ChatSession per session id, made on first use, released when idle.
+
+A released session keeps nothing that storage does not also have, so the next use reloads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable
+
+from parley.bus.base import Bus
+from parley.errors import InvalidInput
+from parley.providers.llm import ChatProvider
+from parley.sessions.session import ChatSession, SessionConfig
+from parley.store.base import Store
+
+log = logging.getLogger("parley.sessions")
+
+SESSION_ID_MAX = 128
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+def check_session_id(value: object, field: str = "sessionId") -> str:
+    """A session id is 1-128 characters of letters, digits and `_ . : -`, starting alphanumeric."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"Missing {field}", field=field)
+    if len(value) > SESSION_ID_MAX:
+        raise InvalidInput(
+            f"{field} is longer than {SESSION_ID_MAX} characters", field=field, limit=SESSION_ID_MAX
+        )
+    if not SESSION_ID_RE.match(value):
+        raise InvalidInput(
+            f"{field} may hold only letters, digits and _ . : - and must start with a letter or digit",
+            field=field,
+            limit=SESSION_ID_RE.pattern,
+        )
+    return value
+
+
+class SessionRegistry:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        chat: ChatProvider,
+        bus: Bus,
+        config: SessionConfig,
+        idle_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._chat = chat
+        self._bus = bus
+        self._config = config
+        self._idle_seconds = idle_seconds
+        self._clock = clock
+        self._sessions: dict[str, ChatSession] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._sessions
+
+    def get(self, session_id: str) -> ChatSession:
+        session = self._sessions.get(session_id)
+        if session is None:
+            session = ChatSession(
+                session_id, store=self._store, chat=self._chat, bus=self._bus, config=self._config,
+                clock=self._clock,
+            )
+            self._sessions[session_id] = session
+        session.last_active = self._clock()
+        return session
+
+    def start(self) -> None:
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap_forever(), name="session-reaper")
+
+    async def _reap_forever(self) -> None:
+        interval = max(0.05, min(30.0, self._idle_seconds / 4))
+        while True:
+            await asyncio.sleep(interval)
+            await self.release_idle()
+
+    async def release_idle(self) -> int:
+        """Release sessions with no sockets, no turns and no activity for `idle_seconds`."""
+        now = self._clock()
+        idle = [
+            s for s in self._sessions.values()
+            if not s.busy
+            and self._bus.subscriber_count(s.id) == 0
+            and now - s.last_active >= self._idle_seconds
+        ]
+        for session in idle:
+            del self._sessions[session.id]
+            await session.aclose()
+        if idle:
+            log.debug("released %d idle sessions, %d live", len(idle), len(self._sessions))
+        return len(idle)
+
+    async def aclose(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        sessions, self._sessions = list(self._sessions.values()), {}
+        await asyncio.gather(*(s.aclose() for s in sessions), return_exceptions=True)

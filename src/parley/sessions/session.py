@@ -1,0 +1,289 @@
+"""ChatSession: the live, stateful actor of one conversation.
+
+It owns a FIFO of turns and one worker task that runs them one at a time, so concurrent sends
+from several tabs never interleave. For each turn it stores the user message before calling the
+model, streams the reply to every socket of the session through the bus, and stores the reply as
+complete, cancelled or failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from parley.bus.base import Bus
+from parley.errors import Busy, NotFound, ParleyError, ProviderError, TurnCancelled
+from parley.providers.llm import ChatMessage, ChatProvider, ChatRequest, Usage
+from parley.sessions import events
+from parley.sessions.events import Event
+from parley.sessions.turn import Turn, TurnState
+from parley.store.base import Message, MessageStatus, Store
+
+log = logging.getLogger("parley.turn")
+
+
+@dataclass(slots=True, frozen=True)
+class SessionConfig:
+    system_prompt: str
+    history_limit: int
+    max_tokens: int
+    max_queued_turns: int
+
+
+class ChatSession:
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        store: Store,
+        chat: ChatProvider,
+        bus: Bus,
+        config: SessionConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.id = session_id
+        self._store = store
+        self._chat = chat
+        self._bus = bus
+        self._config = config
+        self._clock = clock
+        self._queue: collections.deque[Turn] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._current: Turn | None = None
+        # The newest finished messages, enough for the model's context: no store read per turn.
+        self._recent: collections.deque[Message] | None = None
+        self._load_lock = asyncio.Lock()
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+        self.last_active = clock()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._current is not None or bool(self._queue)
+
+    def submit(self, text: str, *, source: str = "http") -> Turn:
+        """Queue a turn and return at once; await `turn.done` for the stored reply."""
+        if self._closed:
+            raise ParleyError("session is closing")
+        if len(self._queue) >= self._config.max_queued_turns:
+            raise Busy(
+                f"too many turns waiting in this session (limit {self._config.max_queued_turns})",
+                field="sessionId",
+                limit=self._config.max_queued_turns,
+            )
+        turn = Turn(text=text, source=source)
+        self._queue.append(turn)
+        self.last_active = self._clock()
+        self._idle.clear()
+        self._wakeup.set()
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._run(), name=f"session:{self.id}")
+        return turn
+
+    def stop(self, turn_id: str | None = None) -> Turn | None:
+        """Stop the running turn (or the named running or queued turn); returns it, or None."""
+        turn = self._current
+        if turn_id is not None and (turn is None or turn.id != turn_id):
+            turn = next((t for t in self._queue if t.id == turn_id), None)
+            if turn is None:
+                raise NotFound(f"no running or queued turn {turn_id!r} in this session", field="turnId")
+        if turn is None:
+            return None
+        turn.stop_requested = True
+        if turn.stream_task is not None:
+            turn.stream_task.cancel()
+        return turn
+
+    async def history(self, limit: int | None = None) -> list[Message]:
+        return await self._store.list_messages(self.id, limit=limit)
+
+    async def clear(self) -> int:
+        """Drop queued turns, stop the running one, then delete the history."""
+        dropped, self._queue = self._queue, collections.deque()
+        for turn in dropped:
+            turn.finish(TurnState.CANCELLED, TurnCancelled("the conversation was cleared"))
+        self.stop()
+        await self._idle.wait()
+        removed = await self._store.clear_session(self.id)
+        if self._recent is not None:
+            self._recent.clear()
+        await self.publish(events.cleared(self.id))
+        return removed
+
+    async def publish(self, event: Event) -> None:
+        self.last_active = self._clock()
+        await self._bus.publish(self.id, event.data)
+
+    async def aclose(self) -> None:
+        """Cancel the worker; a turn in flight is recorded as cancelled."""
+        self._closed = True
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+        for turn in self._queue:
+            turn.finish(TurnState.CANCELLED, TurnCancelled("server is shutting down"))
+        self._queue.clear()
+
+    # -- the worker ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._closed:
+            if not self._queue:
+                self._idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            turn = self._queue.popleft()
+            self._current = turn
+            try:
+                await self._run_turn(turn)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not kill the session's worker
+                log.exception("turn crashed session=%s turn=%s", self.id, turn.id)
+                if not turn.done.done():
+                    turn.finish(TurnState.FAILED, ParleyError("internal error"))
+            finally:
+                self._current = None
+                self.last_active = self._clock()
+
+    async def _context(self) -> collections.deque[Message]:
+        if self._recent is None:
+            async with self._load_lock:
+                if self._recent is None:
+                    limit = self._config.history_limit + 1
+                    loaded = await self._store.list_messages(self.id, limit=limit)
+                    self._recent = collections.deque(loaded, maxlen=limit)
+        return self._recent
+
+    def _model_messages(self, recent: collections.deque[Message]) -> list[ChatMessage]:
+        messages = [ChatMessage("system", self._config.system_prompt)]
+        # The newest entry is this turn's user message; before it, the last `history_limit`.
+        earlier = list(recent)[:-1][-self._config.history_limit :] if self._config.history_limit else []
+        for msg in [*earlier, recent[-1]]:
+            if msg.role == "assistant" and not msg.content:
+                continue  # a reply that failed before any text: nothing for the model to see
+            messages.append(ChatMessage(msg.role, msg.content))
+        return messages
+
+    async def _run_turn(self, turn: Turn) -> None:
+        recent = await self._context()
+        started = time.perf_counter()
+        user = await self._store.add_message(self.id, turn.id, "user", turn.text)
+        recent.append(user)
+        await self._emit(turn, events.user_message(self.id, user))
+        pending = await self._store.add_message(self.id, turn.id, "assistant", "", MessageStatus.PENDING)
+        turn.state = TurnState.RUNNING
+        await self._emit(turn, events.turn_started(self.id, turn.id, pending.id))
+
+        parts: list[str] = []
+        usage: list[Usage] = []
+        first_token: list[float] = []
+        if not turn.stop_requested:
+            request = ChatRequest(self._model_messages(recent), max_tokens=self._config.max_tokens)
+            turn.stream_task = asyncio.create_task(
+                self._pump(turn, pending.id, request, parts, usage, first_token), name=f"turn:{turn.id}"
+            )
+            try:
+                # wait(), not await: a stopped stream must not look like this task being cancelled.
+                await asyncio.wait([turn.stream_task])
+            except asyncio.CancelledError:
+                turn.stream_task.cancel()
+                await asyncio.gather(turn.stream_task, return_exceptions=True)
+                await self._finish(turn, pending, "".join(parts), None, TurnCancelled("server shutting down"))
+                raise
+
+        error: BaseException | None = None
+        if turn.stream_task is None or turn.stream_task.cancelled():
+            error = TurnCancelled("the turn was stopped")
+        else:
+            error = turn.stream_task.exception()
+        reply = await self._finish(turn, pending, "".join(parts), usage[-1] if usage else None, error)
+        recent.append(reply)
+        self._log_turn(turn, started, first_token, usage, reply, error)
+
+    async def _pump(
+        self,
+        turn: Turn,
+        message_id: int,
+        request: ChatRequest,
+        parts: list[str],
+        usage: list[Usage],
+        first_token: list[float],
+    ) -> None:
+        async for delta in self._chat.stream(request):
+            if delta.text:
+                if not first_token:
+                    first_token.append(time.perf_counter())
+                parts.append(delta.text)
+                await self._emit(turn, events.chunk(self.id, turn.id, message_id, delta.text))
+            if delta.usage is not None:
+                usage.append(delta.usage)
+
+    async def _finish(
+        self,
+        turn: Turn,
+        pending: Message,
+        text: str,
+        usage: Usage | None,
+        error: BaseException | None,
+    ) -> Message:
+        turn.usage = usage
+        result: Message | BaseException
+        if error is None:
+            msg = await self._store.finish_message(pending.id, text, MessageStatus.COMPLETE)
+            event, state, result = events.reply(self.id, msg, usage), TurnState.COMPLETE, msg
+        elif isinstance(error, TurnCancelled):
+            msg = await self._store.finish_message(pending.id, text, MessageStatus.CANCELLED)
+            event, state, result = events.cancelled(self.id, msg), TurnState.CANCELLED, error
+        else:
+            if not isinstance(error, ParleyError):
+                log.error("unexpected model error session=%s turn=%s: %r", self.id, turn.id, error)
+            perr = error if isinstance(error, ParleyError) else ProviderError(f"model call failed: {error}")
+            msg = await self._store.finish_message(pending.id, text, MessageStatus.FAILED, perr.message)
+            event, state, result = events.turn_failed(self.id, msg, perr.to_dict()), TurnState.FAILED, perr
+        turn.reply = msg
+        await self._emit(turn, event)
+        turn.finish(state, result)
+        return msg
+
+    async def _emit(self, turn: Turn, event: Event) -> None:
+        turn.notify(event)
+        await self.publish(event)
+
+    def _log_turn(
+        self,
+        turn: Turn,
+        started: float,
+        first_token: list[float],
+        usage: list[Usage],
+        reply: Message,
+        error: BaseException | None,
+    ) -> None:
+        now = time.perf_counter()
+        ttft = f"{(first_token[0] - started) * 1000:.1f}" if first_token else "-"
+        log.info(
+            "turn session=%s turn=%s source=%s provider=%s model=%s outcome=%s queue_ms=%.1f "
+            "ttft_ms=%s total_ms=%.1f reply_chars=%d completion_tokens=%s%s",
+            self.id,
+            turn.id,
+            turn.source,
+            self._chat.name,
+            self._chat.model or "-",
+            reply.status.value,
+            (started - turn.queued_at) * 1000,
+            ttft,
+            (now - started) * 1000,
+            len(reply.content),
+            usage[-1].completion_tokens if usage else "-",
+            f" error={type(error).__name__}" if error and not isinstance(error, TurnCancelled) else "",
+        )

@@ -1,0 +1,68 @@
+"""A turn: one user message and the reply to it, from queued to finished."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+
+from parley.providers.llm import Usage
+from parley.sessions.events import Event
+from parley.store.base import Message
+
+
+class TurnState(Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (TurnState.QUEUED, TurnState.RUNNING)
+
+
+def new_turn_id() -> str:
+    return "turn_" + uuid.uuid4().hex[:20]
+
+
+@dataclass(eq=False, slots=True)
+class Turn:
+    text: str
+    source: str = "http"
+    id: str = field(default_factory=new_turn_id)
+    state: TurnState = TurnState.QUEUED
+    queued_at: float = field(default_factory=time.perf_counter)
+    #: resolved with the stored reply, or with the error that ended the turn
+    done: asyncio.Future[Message] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    stop_requested: bool = False
+    #: the stored reply once finished (complete, cancelled or failed) and its token usage
+    reply: Message | None = None
+    usage: Usage | None = None
+    #: the task streaming from the model; cancelling it is how a turn is stopped
+    stream_task: asyncio.Task[None] | None = None
+    _watchers: list[asyncio.Queue[Event | None]] = field(default_factory=list)
+
+    def watch(self) -> asyncio.Queue[Event | None]:
+        """A private feed of this turn's events (for the HTTP request that started it); None ends it."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._watchers.append(queue)
+        return queue
+
+    def notify(self, event: Event | None) -> None:
+        for queue in self._watchers:
+            queue.put_nowait(event)
+
+    def finish(self, state: TurnState, result: Message | BaseException) -> None:
+        self.state = state
+        if not self.done.done():
+            if isinstance(result, BaseException):
+                self.done.set_exception(result)
+                # A turn nobody awaits (sent over WS) must not warn "exception never retrieved".
+                self.done.exception()
+            else:
+                self.done.set_result(result)
+        self.notify(None)

@@ -1,0 +1,94 @@
+"""The storage seam: what a live session needs from lasting storage, and nothing more.
+
+A backend (SQLite now, PostgreSQL later) implements `Store`; one contract test suite runs against
+every backend.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+Role = Literal["user", "assistant"]
+
+
+class MessageStatus(StrEnum):
+    #: an assistant reply still being written; never shown in history, never sent to the model
+    PENDING = "pending"
+    COMPLETE = "complete"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+@dataclass(slots=True, frozen=True)
+class Message:
+    id: int
+    session_id: str
+    turn_id: str
+    role: Role
+    content: str
+    status: MessageStatus
+    created_at: float
+    error: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The history entry shape: the seed's {role, content} plus Parley's fields."""
+        return {
+            "id": self.id,
+            "role": self.role,
+            "content": self.content,
+            "status": self.status.value,
+            "created_at": _iso(self.created_at),
+            "turnId": self.turn_id,
+            **({"error": self.error} if self.error else {}),
+        }
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+class Store(ABC):
+    """Lasting storage of messages, keyed by session id. Methods are safe to call concurrently."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and bring the schema up to date (migrations are versioned and idempotent)."""
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
+
+    @abstractmethod
+    async def add_message(
+        self,
+        session_id: str,
+        turn_id: str,
+        role: Role,
+        content: str,
+        status: MessageStatus = MessageStatus.COMPLETE,
+    ) -> Message: ...
+
+    @abstractmethod
+    async def finish_message(
+        self, message_id: int, content: str, status: MessageStatus, error: str | None = None
+    ) -> Message:
+        """Set the final content and status of a (pending) message."""
+
+    @abstractmethod
+    async def list_messages(self, session_id: str, *, limit: int | None = None) -> list[Message]:
+        """The session's finished messages, oldest first; `limit` keeps only the newest ones."""
+
+    @abstractmethod
+    async def clear_session(self, session_id: str) -> int:
+        """Delete every message of a session; returns how many went."""
+
+    @abstractmethod
+    async def fail_pending(self, reason: str) -> int:
+        """Mark replies left pending by a crash as failed; run once at start-up."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise if the store cannot answer (health checks)."""

@@ -1,0 +1,143 @@
+"""SQLite store: one file under PARLEY_DATA_DIR, WAL mode, versioned migrations.
+
+aiosqlite runs every statement on one connection in one worker thread, which is also what makes
+writes single-writer without extra locking.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import aiosqlite
+
+from parley.store.base import Message, MessageStatus, Role, Store
+
+# Each entry moves the schema one version up; never edit a shipped entry, append a new one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE messages (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id  TEXT    NOT NULL,
+        turn_id     TEXT    NOT NULL,
+        role        TEXT    NOT NULL CHECK (role IN ('user', 'assistant')),
+        content     TEXT    NOT NULL,
+        status      TEXT    NOT NULL,
+        created_at  REAL    NOT NULL,
+        error       TEXT
+    );
+    CREATE INDEX messages_by_session ON messages (session_id, id);
+    """,
+]
+
+_COLUMNS = "id, session_id, turn_id, role, content, status, created_at, error"
+
+
+def _row(row: aiosqlite.Row | tuple[object, ...]) -> Message:
+    return Message(
+        id=int(row[0]),  # type: ignore[call-overload]
+        session_id=str(row[1]),
+        turn_id=str(row[2]),
+        role=row[3],  # type: ignore[arg-type]
+        content=str(row[4]),
+        status=MessageStatus(row[5]),
+        created_at=float(row[6]),  # type: ignore[arg-type]
+        error=None if row[7] is None else str(row[7]),
+    )
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path) if str(path) != ":memory:" else path
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("SQLiteStore used before open()")
+        return self._db
+
+    async def open(self) -> None:
+        if isinstance(self.path, Path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(str(self.path))
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute("PRAGMA foreign_keys=ON")
+        await self._migrate()
+
+    async def _migrate(self) -> None:
+        async with self.db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            # executescript commits first; the version bump rides in the same script.
+            await self.db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+
+    async def schema_version(self) -> int:
+        async with self.db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def aclose(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def add_message(
+        self,
+        session_id: str,
+        turn_id: str,
+        role: Role,
+        content: str,
+        status: MessageStatus = MessageStatus.COMPLETE,
+    ) -> Message:
+        now = time.time()
+        cur = await self.db.execute(
+            "INSERT INTO messages (session_id, turn_id, role, content, status, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (session_id, turn_id, role, content, status.value, now),
+        )
+        await self.db.commit()
+        assert cur.lastrowid is not None
+        return Message(cur.lastrowid, session_id, turn_id, role, content, status, now)
+
+    async def finish_message(
+        self, message_id: int, content: str, status: MessageStatus, error: str | None = None
+    ) -> Message:
+        await self.db.execute(
+            "UPDATE messages SET content = ?, status = ?, error = ? WHERE id = ?",
+            (content, status.value, error, message_id),
+        )
+        await self.db.commit()
+        async with self.db.execute(f"SELECT {_COLUMNS} FROM messages WHERE id = ?", (message_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise KeyError(message_id)
+        return _row(row)
+
+    async def list_messages(self, session_id: str, *, limit: int | None = None) -> list[Message]:
+        sql = f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND status != 'pending' ORDER BY id DESC"
+        params: tuple[object, ...] = (session_id,)
+        if limit is not None:
+            sql += " LIMIT ?"
+            params += (limit,)
+        async with self.db.execute(sql, params) as cur:
+            rows = await cur.fetchall()
+        return [_row(r) for r in reversed(rows)]
+
+    async def clear_session(self, session_id: str) -> int:
+        cur = await self.db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
+        await self.db.commit()
+        return cur.rowcount
+
+    async def fail_pending(self, reason: str) -> int:
+        cur = await self.db.execute(
+            "UPDATE messages SET status = 'failed', error = ? WHERE status = 'pending'", (reason,)
+        )
+        await self.db.commit()
+        return cur.rowcount
+
+    async def ping(self) -> None:
+        async with self.db.execute("SELECT 1") as cur:
+            await cur.fetchone()

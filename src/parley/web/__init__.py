@@ -1,0 +1,1 @@
+"""The web edge: REST, SSE, WebSocket and the static app. Nothing here holds conversation state."""

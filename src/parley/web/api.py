@@ -1,0 +1,206 @@
+"""The REST API: the seed app's endpoints with their shapes, plus streaming, stop and health."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.datastructures import UploadFile
+
+from parley.audio.formats import MIME, check_audio
+from parley.errors import InvalidInput, PayloadTooLarge, TurnCancelled
+from parley.providers.stt import AudioInput
+from parley.services import Services
+from parley.sessions import events
+from parley.sessions.events import Event, usage_dict
+from parley.sessions.registry import check_session_id
+from parley.sessions.turn import Turn
+from parley.web import schemas
+from parley.web.body import read_json, validate
+from parley.web.errors import error_body
+
+router = APIRouter()
+
+SEED_MISSING_CHAT = "Missing message or sessionId"
+SEED_MISSING_AUDIO = "Missing audio or sessionId"
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def _json_limit(svc: Services) -> int:
+    # A message of the maximum length, every character escaped as \uXXXX, plus room for the rest.
+    return svc.settings.max_message_chars * 6 + 4096
+
+
+def _check_message(value: str | None, limit: int) -> str:
+    if value is None:
+        raise InvalidInput(SEED_MISSING_CHAT, field="message")
+    if not value.strip():
+        raise InvalidInput("message is empty", field="message")
+    if len(value) > limit:
+        raise InvalidInput(f"message is longer than {limit} characters", field="message", limit=limit)
+    return value
+
+
+def _wants_stream(request: Request, body: schemas.ChatIn) -> bool:
+    return body.stream or "text/event-stream" in request.headers.get("accept", "")
+
+
+@router.post(
+    "/api/chat",
+    response_model=schemas.ChatOut,
+    responses={**schemas.ERRORS, 200: {"content": {"text/event-stream": {}}}},
+    openapi_extra=schemas.json_body(schemas.ChatIn),
+    summary="Send a message; the reply comes as JSON, or as SSE with stream=true",
+)
+async def chat(request: Request) -> Any:
+    svc = services(request)
+    body = validate(schemas.ChatIn, await read_json(request, limit=_json_limit(svc)))
+    if body.message is None or body.sessionId is None:
+        raise InvalidInput(SEED_MISSING_CHAT, field="message" if body.message is None else "sessionId")
+    session_id = check_session_id(body.sessionId)
+    text = _check_message(body.message, svc.settings.max_message_chars)
+    session = svc.sessions.get(session_id)
+    turn = session.submit(text, source="http")
+    if _wants_stream(request, body):
+        return StreamingResponse(
+            _sse(turn.watch()),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Turn-Id": turn.id},
+        )
+    return await _reply_json(session_id, turn)
+
+
+async def _reply_json(session_id: str, turn: Turn) -> dict[str, Any]:
+    try:
+        # shield: a client hanging up must not cancel the turn, which others may be watching.
+        msg = await asyncio.shield(turn.done)
+    except TurnCancelled:
+        # A stopped turn is not an error for the sender: it gets what was written so far.
+        stopped = turn.reply
+        return {
+            "response": stopped.content if stopped else "",
+            "sessionId": session_id,
+            "turnId": turn.id,
+            "status": "cancelled",
+            "message": stopped.to_wire() if stopped else None,
+        }
+    return {
+        "response": msg.content,
+        "sessionId": session_id,
+        "turnId": turn.id,
+        "status": "complete",
+        "message": msg.to_wire(),
+        "usage": usage_dict(turn.usage),
+    }
+
+
+async def _sse(feed: asyncio.Queue[Event | None]) -> AsyncIterator[str]:
+    while (event := await feed.get()) is not None:
+        yield f"event: {event.type}\ndata: {event.data}\n\n"
+
+
+@router.post(
+    "/api/transcribe",
+    response_model=schemas.TranscribeOut,
+    responses=schemas.ERRORS,
+    summary="Transcribe a recording (multipart: audio, sessionId, optional language)",
+)
+async def transcribe(request: Request) -> dict[str, Any]:
+    svc = services(request)
+    limit = svc.settings.max_audio_bytes
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith("multipart/form-data"):
+        raise InvalidInput(
+            "Content-Type must be multipart/form-data with fields audio and sessionId",
+            field="Content-Type",
+            limit="multipart/form-data",
+        )
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 65536:
+        raise PayloadTooLarge(f"audio is larger than {limit} bytes", field="audio", limit=limit)
+    async with request.form(max_files=2, max_fields=8) as form:
+        audio = form.get("audio")
+        session_raw = form.get("sessionId")
+        language = form.get("language")
+        if not isinstance(audio, UploadFile) or not isinstance(session_raw, str) or not session_raw:
+            raise InvalidInput(SEED_MISSING_AUDIO, field="audio" if not isinstance(audio, UploadFile) else "sessionId")
+        session_id = check_session_id(session_raw)
+        if audio.size is not None and audio.size > limit:
+            raise PayloadTooLarge(f"audio is larger than {limit} bytes", field="audio", limit=limit)
+        data = await audio.read(limit + 1)
+    kind = check_audio(data, limit=limit)
+    if language is not None and (not isinstance(language, str) or not 2 <= len(language) <= 8):
+        raise InvalidInput("language must be a 2-8 letter code such as 'en'", field="language", limit=8)
+    transcript = await svc.stt.transcribe(
+        AudioInput(data, MIME[kind], audio.filename or f"recording.{kind}"), language=language or None
+    )
+    await svc.sessions.get(session_id).publish(
+        events.transcription(session_id, transcript.text, transcript.language)
+    )
+    return {"text": transcript.text, "sessionId": session_id, "language": transcript.language}
+
+
+@router.get("/api/history", response_model=schemas.HistoryOut, responses=schemas.ERRORS)
+async def history(
+    request: Request,
+    sessionId: str | None = Query(None),  # noqa: N803 - the seed's name
+    limit: int | None = Query(None, ge=1, le=10000, description="Only the newest N messages."),
+) -> dict[str, Any]:
+    session_id = check_session_id(sessionId)
+    svc = services(request)
+    messages = await svc.store.list_messages(session_id, limit=limit)
+    return {"sessionId": session_id, "messages": [m.to_wire() for m in messages]}
+
+
+@router.post(
+    "/api/clear",
+    response_model=schemas.ClearOut,
+    responses=schemas.ERRORS,
+    openapi_extra=schemas.json_body(schemas.SessionIn),
+)
+async def clear(request: Request) -> dict[str, Any]:
+    svc = services(request)
+    body = validate(schemas.SessionIn, await read_json(request, limit=4096))
+    session_id = check_session_id(body.sessionId)
+    removed = await svc.sessions.get(session_id).clear()
+    return {"success": True, "removed": removed}
+
+
+@router.post(
+    "/api/stop",
+    response_model=schemas.StopOut,
+    responses=schemas.ERRORS,
+    openapi_extra=schemas.json_body(schemas.StopIn),
+    summary="Stop the running turn of a session (or a named queued one)",
+)
+async def stop(request: Request) -> dict[str, Any]:
+    svc = services(request)
+    body = validate(schemas.StopIn, await read_json(request, limit=4096))
+    session_id = check_session_id(body.sessionId)
+    turn = svc.sessions.get(session_id).stop(body.turnId)
+    return {"stopped": turn is not None, "turnId": turn.id if turn else None}
+
+
+@router.get("/healthz", summary="Liveness and store health")
+async def healthz(request: Request) -> JSONResponse:
+    svc = services(request)
+    try:
+        await svc.store.ping()
+    except Exception as exc:
+        return JSONResponse({"status": "error", "store": error_body(exc)["error"]}, status_code=503)
+    return JSONResponse(
+        {
+            "status": "ok",
+            "store": "ok",
+            "chat": {"provider": svc.chat.name, "model": svc.chat.model},
+            "stt": {"provider": svc.stt.name, "model": svc.stt.model},
+            "liveSessions": len(svc.sessions),
+        }
+    )

@@ -1,0 +1,65 @@
+"""The one place where exceptions become HTTP JSON and WebSocket events (one error shape)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from parley.errors import InvalidInput, ParleyError
+
+log = logging.getLogger("parley.web")
+
+#: WebSocket close codes for errors that end a connection
+WS_POLICY_VIOLATION = 1008
+WS_MESSAGE_TOO_BIG = 1009
+WS_TRY_AGAIN_LATER = 1013
+
+
+def error_body(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, ParleyError):
+        return exc.to_dict()
+    return {"error": "Internal server error", "code": "internal_error", "status": 500}
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    body = error_body(exc)
+    return JSONResponse(body, status_code=int(body["status"]))
+
+
+def _from_validation(exc: RequestValidationError) -> InvalidInput:
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    field = ".".join(loc) or "body"
+    return InvalidInput(f"{field}: {first.get('msg', 'invalid value')}", field=field)
+
+
+def install(app: FastAPI) -> None:
+    async def on_parley(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(exc)
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(_from_validation(exc))
+
+    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            {"error": str(exc.detail), "code": code, "status": exc.status_code},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(exc)
+
+    app.add_exception_handler(ParleyError, on_parley)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,90 @@
+"""Wire models of the REST API (request bodies and documented replies)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class ChatIn(_Body):
+    message: str | None = Field(None, description="The user's message.")
+    sessionId: str | None = Field(None, description="Conversation id (letters, digits, `_ . : -`).")
+    stream: bool = Field(False, description="Answer as Server-Sent Events instead of one JSON reply.")
+
+
+class SessionIn(_Body):
+    sessionId: str | None = None
+
+
+class StopIn(_Body):
+    sessionId: str | None = None
+    turnId: str | None = Field(None, description="A running or queued turn; unset stops the running one.")
+
+
+class HistoryEntry(BaseModel):
+    id: int
+    role: Literal["user", "assistant"]
+    content: str
+    status: Literal["complete", "cancelled", "failed"]
+    created_at: str
+    turnId: str
+    error: str | None = None
+
+
+class ChatOut(BaseModel):
+    response: str
+    sessionId: str
+    turnId: str
+    status: Literal["complete", "cancelled"]
+    message: HistoryEntry
+    usage: dict[str, int] | None = None
+
+
+class TranscribeOut(BaseModel):
+    text: str
+    sessionId: str
+    language: str | None = None
+
+
+class HistoryOut(BaseModel):
+    sessionId: str
+    messages: list[HistoryEntry]
+
+
+class ClearOut(BaseModel):
+    success: bool
+    removed: int
+
+
+class StopOut(BaseModel):
+    stopped: bool
+    turnId: str | None
+
+
+class ErrorOut(BaseModel):
+    error: str
+    code: str
+    status: int
+    field: str | None = None
+    limit: int | float | str | None = None
+    details: Any = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 404, 413, 415, 429, 500, 502, 503, 504)
+}
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI text for a body that the route reads itself (so it controls the errors)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }

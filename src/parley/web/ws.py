@@ -1,0 +1,154 @@
+"""The session WebSocket: every event of a session to every socket of it, and a few commands back.
+
+Client -> server: `{"type":"ping"}`, `{"type":"chat","message":...}`, `{"type":"stop","turnId"?}`.
+Server -> client: `connected`, `pong`, and the session events of `sessions/events.py`. A bad frame
+gets an `error` event naming the field; only an oversized frame or a socket too slow to keep up
+closes the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+from starlette.websockets import WebSocketState
+
+from parley.bus.base import Subscription
+from parley.errors import InvalidInput, ParleyError, PayloadTooLarge
+from parley.services import Services
+from parley.sessions import events
+from parley.sessions.registry import check_session_id
+from parley.web.errors import WS_MESSAGE_TOO_BIG, WS_POLICY_VIOLATION, WS_TRY_AGAIN_LATER, error_body
+
+router = APIRouter()
+log = logging.getLogger("parley.ws")
+
+CLIENT_TYPES = ("ping", "chat", "stop")
+
+
+@router.get("/ws", include_in_schema=False)
+async def ws_over_http(request: Request) -> JSONResponse:
+    """The seed's answers to a plain GET: 400 without a session id, else 426."""
+    try:
+        check_session_id(request.query_params.get("sessionId"))
+    except ParleyError as exc:
+        return JSONResponse(exc.to_dict(), status_code=400)
+    return JSONResponse(
+        {"error": "Expected Upgrade: websocket", "code": "upgrade_required", "status": 426},
+        status_code=426,
+        headers={"Upgrade": "websocket"},
+    )
+
+
+@router.websocket("/ws")
+async def ws_endpoint(websocket: WebSocket) -> None:
+    svc: Services = websocket.app.state.services
+    try:
+        session_id = check_session_id(websocket.query_params.get("sessionId"))
+    except ParleyError as exc:
+        await _deny(websocket, exc)
+        return
+    await websocket.accept()
+    sub = svc.bus.subscribe(session_id)
+    svc.sessions.get(session_id)  # the session is live while a socket is on it
+    writer = asyncio.create_task(_write(websocket, sub), name=f"ws-writer:{session_id}")
+    started = time.perf_counter()
+    frames = 0
+    try:
+        await websocket.send_text(events.connected(session_id).data)
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            frames += 1
+            raw, size = _frame(message)
+            if size > svc.settings.max_ws_frame_bytes:
+                limit = svc.settings.max_ws_frame_bytes
+                await _send_error(
+                    websocket, PayloadTooLarge(f"frame is larger than {limit} bytes", field="frame", limit=limit)
+                )
+                await websocket.close(WS_MESSAGE_TOO_BIG, f"frame larger than {limit} bytes")
+                break
+            try:
+                await _handle(websocket, svc, session_id, raw)
+            except ParleyError as exc:
+                await _send_error(websocket, exc)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        svc.bus.unsubscribe(sub)
+        log.info(
+            "ws session=%s frames=%d duration_ms=%.0f overflowed=%s",
+            session_id, frames, (time.perf_counter() - started) * 1000, sub.overflowed,
+        )
+
+
+def _frame(message: Any) -> tuple[str, int]:
+    text = message.get("text")
+    if text is not None:
+        return text, len(text.encode("utf-8", "replace"))
+    data = message.get("bytes") or b""
+    return data.decode("utf-8", "replace"), len(data)
+
+
+async def _deny(websocket: WebSocket, exc: ParleyError) -> None:
+    """Refuse the handshake with an HTTP 400 where the server supports it, else close 1008."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(JSONResponse(exc.to_dict(), status_code=400))
+    else:
+        await websocket.close(WS_POLICY_VIOLATION, exc.message[:120])
+
+
+async def _write(websocket: WebSocket, sub: Subscription) -> None:
+    """This socket's writer: drains its own inbox so a slow socket only delays itself."""
+    while True:
+        event = await sub.get()
+        if not event:
+            await websocket.close(WS_TRY_AGAIN_LATER, "client too slow; reconnect")
+            return
+        await websocket.send_text(event)
+
+
+async def _send_error(websocket: WebSocket, exc: ParleyError) -> None:
+    if websocket.client_state is WebSocketState.CONNECTED:
+        await websocket.send_text(events.error(error_body(exc)).data)
+
+
+async def _handle(websocket: WebSocket, svc: Services, session_id: str, raw: str) -> None:
+    try:
+        data: Any = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"frame is not valid JSON: {exc.msg}", field="frame") from exc
+    if not isinstance(data, dict):
+        raise InvalidInput("frame must be a JSON object with a type", field="type")
+    kind = data.get("type")
+    if kind == "ping":
+        await websocket.send_text(events.PONG.data)
+    elif kind == "chat":
+        message = data.get("message")
+        limit = svc.settings.max_message_chars
+        if not isinstance(message, str) or not message.strip():
+            raise InvalidInput("message is missing or empty", field="message")
+        if len(message) > limit:
+            raise InvalidInput(f"message is longer than {limit} characters", field="message", limit=limit)
+        svc.sessions.get(session_id).submit(message, source="ws")
+    elif kind == "stop":
+        turn_id = data.get("turnId")
+        if turn_id is not None and not isinstance(turn_id, str):
+            raise InvalidInput("turnId must be a string", field="turnId")
+        svc.sessions.get(session_id).stop(turn_id)
+    else:
+        raise InvalidInput(
+            f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}",
+            field="type",
+            limit=", ".join(CLIENT_TYPES),
+        )

@@ -1,0 +1,96 @@
+"""Shared fixtures: real servers on 127.0.0.1, real clients, no mocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from parley.app import create_app
+from parley.config import Settings
+from parley.providers.llm import ChatProvider
+from parley.providers.stt import STTProvider
+from parley.standins.server import BackgroundServer
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_tool(name: str, why: str) -> str:
+    """The path of a command the test needs: skip where it is missing, but fail under CI=true."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed ({why}); `make test` installs it"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "data_dir": data_dir,
+        "llm": "none",
+        "stt": "none",
+        "cloudflare_account_id": None,
+        "cloudflare_api_token": None,
+        "log_level": "WARNING",
+    }
+    base.update(overrides)
+    return Settings(_env_file=None, **base)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data")
+
+
+ServerFactory = Callable[..., BackgroundServer]
+
+
+@pytest.fixture
+def serve(settings: Settings) -> Iterator[ServerFactory]:
+    """Start Parley on real uvicorn: `serve(chat=EchoChat(), settings=...)`; stopped after the test."""
+    started: list[BackgroundServer] = []
+
+    def start(
+        *,
+        chat: ChatProvider | None = None,
+        stt: STTProvider | None = None,
+        settings: Settings = settings,
+        port: int = 0,
+    ) -> BackgroundServer:
+        app = create_app(settings, chat=chat, stt=stt)
+        server = BackgroundServer(app, port=port, ws_max_size=1 << 20).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@contextmanager
+def running(app: Any) -> Iterator[BackgroundServer]:
+    with BackgroundServer(app) as server:
+        yield server
+
+
+def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """Parse a whole SSE body into (event, data) pairs."""
+    out = []
+    for block in text.strip().split("\n\n"):
+        name, data = "message", ""
+        for line in block.splitlines():
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data += line[5:].strip()
+        if data:
+            out.append((name, json.loads(data)))
+    return out
