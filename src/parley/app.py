@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from parley import __version__
 from parley.bus.base import Bus
 from parley.bus.memory import LocalBus
+from parley.web.origins import LOCAL_ORIGINS
 from parley.config import Settings
 from parley.logs import AccessLog
 from parley.providers.llm import ChatProvider
@@ -27,7 +27,6 @@ from parley.web import api, errors, static, ws
 
 log = logging.getLogger("parley")
 
-LOCAL_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
 
 
 def create_app(
@@ -104,8 +103,3 @@ def create_app(
     app.add_middleware(AccessLog)
     return app
 
-
-def origin_allowed(settings: Settings, origin: str) -> bool:
-    return "*" in settings.cors_origins or origin in settings.cors_origins or bool(
-        re.fullmatch(LOCAL_ORIGINS, origin)
-    )

@@ -4,7 +4,9 @@
     ├── InvalidInput                 400 invalid_input     (a named field broke a named limit)
     │   ├── PayloadTooLarge          413 payload_too_large
     │   └── UnsupportedMediaType     415 unsupported_media_type
+    ├── Forbidden                    403 forbidden
     ├── NotFound                     404 not_found
+    ├── ConfigError                  500 config_error      (a setting is wrong; names it)
     ├── Busy                         429 busy              (a session's turn queue is full)
     ├── TurnCancelled                499 cancelled         (a client stopped the turn)
     └── ProviderError                502 provider_error    (a model call failed)
@@ -67,6 +69,17 @@ class PayloadTooLarge(InvalidInput):
 class UnsupportedMediaType(InvalidInput):
     status = 415
     code = "unsupported_media_type"
+
+
+class Forbidden(ParleyError):
+    status = 403
+    code = "forbidden"
+
+
+class ConfigError(ParleyError):
+    """A setting is wrong; raised at start-up, names the variable in `field`."""
+
+    code = "config_error"
 
 
 class NotFound(ParleyError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from parley.config import Settings
-from parley.errors import ProviderNotConfigured
+from parley.errors import ConfigError
 from parley.store.base import Store
 
 
@@ -13,7 +13,7 @@ def build_store(settings: Settings) -> Store:
         from parley.store.sqlite import SQLiteStore
 
         return SQLiteStore(url.removeprefix("sqlite:///"))
-    raise ProviderNotConfigured(
+    raise ConfigError(
         f"PARLEY_DATABASE_URL scheme not supported: {url.split(':', 1)[0]!r} (supported: sqlite:///PATH)",
         field="PARLEY_DATABASE_URL",
     )

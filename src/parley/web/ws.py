@@ -20,7 +20,8 @@ from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketState
 
 from parley.bus.base import Subscription
-from parley.errors import InvalidInput, ParleyError, PayloadTooLarge
+from parley.errors import Forbidden, InvalidInput, ParleyError, PayloadTooLarge
+from parley.web.origins import origin_allowed
 from parley.services import Services
 from parley.sessions import events
 from parley.sessions.registry import check_session_id
@@ -51,6 +52,7 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     svc: Services = websocket.app.state.services
     try:
         session_id = check_session_id(websocket.query_params.get("sessionId"))
+        _check_origin(websocket, svc)
     except ParleyError as exc:
         await _deny(websocket, exc)
         return
@@ -92,6 +94,18 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         )
 
 
+def _check_origin(websocket: WebSocket, svc: Services) -> None:
+    """Browsers send Origin on every WebSocket and CORS does not apply to it: refuse foreign pages
+    so another site cannot open a socket into a user's conversation."""
+    origin = websocket.headers.get("origin")
+    if origin is None or origin_allowed(svc.settings, origin):
+        return
+    host = websocket.headers.get("host", "")
+    if origin.split("://", 1)[-1] == host:
+        return
+    raise Forbidden(f"origin {origin!r} is not allowed (PARLEY_CORS_ORIGINS)", field="Origin")
+
+
 def _frame(message: Any) -> tuple[str, int]:
     text = message.get("text")
     if text is not None:
@@ -103,7 +117,7 @@ def _frame(message: Any) -> tuple[str, int]:
 async def _deny(websocket: WebSocket, exc: ParleyError) -> None:
     """Refuse the handshake with an HTTP 400 where the server supports it, else close 1008."""
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(JSONResponse(exc.to_dict(), status_code=400))
+        await websocket.send_denial_response(JSONResponse(exc.to_dict(), status_code=exc.status))
     else:
         await websocket.close(WS_POLICY_VIOLATION, exc.message[:120])
 

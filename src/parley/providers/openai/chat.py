@@ -1,0 +1,129 @@
+"""Chat on any OpenAI-compatible server, streamed with `stream_options.include_usage`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import httpx
+
+from parley.errors import ProviderError, ProviderUnavailable
+from parley.providers.llm import ChatDelta, ChatProvider, ChatRequest, Usage
+from parley.providers.openai.client import OpenAIClient, upstream_error
+from parley.providers.sse import iter_sse_data
+
+DEFAULT_CHAT_MODEL = "gpt-4o-mini"
+MODEL_SETTING = "PARLEY_LLM_MODEL"
+
+
+class OpenAIChat(ChatProvider):
+    """Streams `/chat/completions`. Owns `client`; cancelling the consumer closes the connection."""
+
+    name = "openai"
+
+    def __init__(self, client: OpenAIClient, *, model: str = DEFAULT_CHAT_MODEL) -> None:
+        self.client = client
+        self.model = model
+
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "max_tokens": request.max_tokens,
+            "stream": True,
+            # Without this the usage is never sent on a streamed reply.
+            "stream_options": {"include_usage": True},
+        }
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.stop:
+            body["stop"] = list(request.stop)
+        return body
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+        usage: Usage | None = None
+        async with self.client.stream(
+            "/chat/completions", model=self.model, model_setting=MODEL_SETTING, json=self._body(request)
+        ) as resp:
+            if "text/event-stream" not in resp.headers.get("content-type", ""):
+                # A server that ignores `stream` answers one completion object.
+                async for delta in self._from_completion(resp):
+                    yield delta
+                return
+            finished = False
+            async with aclosing(iter_sse_data(resp)) as events:
+                async for data in events:
+                    if data.strip() == "[DONE]":
+                        finished = True
+                        break
+                    chunk = self._decode(data)
+                    text = content_of(chunk, "delta")
+                    if text:
+                        yield ChatDelta(text=text)
+                    usage = usage_of(chunk) or usage
+            if not finished:
+                raise ProviderUnavailable(
+                    f"{self.client.base_url} ended the {self.model} stream before the reply was complete"
+                )
+        if usage is not None:
+            yield ChatDelta(usage=usage)
+
+    def _decode(self, data: str) -> dict[str, Any]:
+        try:
+            chunk = json.loads(data)
+        except ValueError as exc:
+            raise ProviderError(
+                f"{self.client.base_url} sent an unreadable stream event: {data[:120]!r}"
+            ) from exc
+        if not isinstance(chunk, dict):
+            raise ProviderError(f"{self.client.base_url} sent an unexpected stream event: {data[:120]!r}")
+        if chunk.get("error"):
+            message, code = upstream_error(chunk)
+            raise self.client.map_error(None, message, code, model=self.model, model_setting=MODEL_SETTING)
+        return chunk
+
+    async def _from_completion(self, resp: httpx.Response) -> AsyncIterator[ChatDelta]:
+        await resp.aread()
+        try:
+            completion = resp.json()
+        except ValueError as exc:
+            raise ProviderError(f"{self.client.base_url} answered with neither a stream nor JSON") from exc
+        if not isinstance(completion, dict):
+            raise ProviderError(f"{self.client.base_url} answered with unexpected JSON")
+        text = content_of(completion, "message")
+        if text:
+            yield ChatDelta(text=text)
+        usage = usage_of(completion)
+        if usage is not None:
+            yield ChatDelta(usage=usage)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def content_of(chunk: dict[str, Any], key: str) -> str:
+    """`choices[0][key].content`, where key is `delta` in a stream and `message` in a completion."""
+    choices = chunk.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        part = choices[0].get(key)
+        if isinstance(part, dict):
+            content = part.get("content")
+            if isinstance(content, str):
+                return content
+    return ""
+
+
+def usage_of(chunk: dict[str, Any]) -> Usage | None:
+    # Chunks before the last carry `"usage": null` when include_usage is on.
+    raw = chunk.get("usage")
+    if not isinstance(raw, dict):
+        return None
+
+    def count(key: str) -> int:
+        value = raw.get(key)
+        return value if isinstance(value, int) else 0
+
+    prompt, completion = count("prompt_tokens"), count("completion_tokens")
+    return Usage(prompt, completion, count("total_tokens") or prompt + completion)

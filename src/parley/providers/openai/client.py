@@ -1,0 +1,174 @@
+"""The HTTP side of OpenAI-compatible servers, shared by chat and speech-to-text.
+
+"OpenAI-compatible" covers OpenAI itself, Groq, vLLM, llama.cpp's server, LM Studio and Ollama,
+which agree on paths and bodies but not on error shapes: OpenAI nests `{"error": {"message",
+"type", "code"}}`, Ollama answers `{"error": "..."}`, vLLM puts `message` at the top level. All of
+them are read here and translated into Parley's exception tree where they enter. The API key is
+only ever in the client's default headers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from parley.errors import (
+    ParleyError,
+    PayloadTooLarge,
+    ProviderError,
+    ProviderNotConfigured,
+    ProviderRateLimited,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def upstream_error(body: Any) -> tuple[str, str | None]:
+    """(message, code) from any of the error shapes above; code may be a string or a number."""
+    if not isinstance(body, dict):
+        return "", None
+    error = body.get("error")
+    if isinstance(error, dict):
+        code = error.get("code")
+        return str(error.get("message") or ""), None if code is None else str(code)
+    if isinstance(error, str):
+        return error, None
+    message = body.get("message") or body.get("detail")
+    return (str(message) if message else ""), None
+
+
+class OpenAIClient:
+    """Calls one OpenAI-compatible base URL (which includes `/v1`, as in `http://127.0.0.1:11434/v1`).
+
+    `key_setting` and `base_url_setting` name the variables that configured this client, so an
+    error can say which one to change.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        key_setting: str = "PARLEY_LLM_API_KEY",
+        base_url_setting: str = "PARLEY_LLM_BASE_URL",
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.key_setting = key_setting
+        self.base_url_setting = base_url_setting
+        self._has_key = bool(api_key)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout), transport=transport
+        )
+
+    async def post(
+        self,
+        path: str,
+        *,
+        model: str,
+        model_setting: str,
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
+    ) -> dict[str, Any]:
+        """POST and return the decoded JSON object of a 2xx answer."""
+        try:
+            response = await self._http.post(path, json=json, data=data, files=files)
+        except httpx.HTTPError as exc:
+            raise self.transport_error(exc, model) from exc
+        if response.is_error:
+            raise self.response_error(response, model, model_setting)
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise ProviderError(f"{self.base_url} answered {path} with something other than JSON") from exc
+        if not isinstance(body, dict):
+            raise ProviderError(f"{self.base_url} answered {path} with unexpected JSON")
+        return body
+
+    @asynccontextmanager
+    async def stream(
+        self, path: str, *, model: str, model_setting: str, json: Any
+    ) -> AsyncIterator[httpx.Response]:
+        """Open a streamed POST; leaving the block (or cancelling it) closes the connection."""
+        try:
+            async with self._http.stream("POST", path, json=json) as response:
+                if response.is_error:
+                    await response.aread()
+                    raise self.response_error(response, model, model_setting)
+                yield response
+        except httpx.HTTPError as exc:
+            raise self.transport_error(exc, model) from exc
+
+    def response_error(self, response: httpx.Response, model: str, model_setting: str) -> ParleyError:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        message, code = upstream_error(body)
+        if not message and body is None:
+            message = response.text[:300]
+        log.debug("%s answered HTTP %s (%s)", self.base_url, response.status_code, code)
+        return self.map_error(response.status_code, message, code, model=model, model_setting=model_setting)
+
+    def map_error(
+        self, status: int | None, message: str, code: str | None, *, model: str, model_setting: str
+    ) -> ParleyError:
+        """Translate an HTTP status (None for an error inside a stream) into Parley's tree."""
+        details = {"upstream_status": status, "upstream_code": code, "upstream_message": message or None}
+        where = f"The server at {self.base_url}"
+        if status in (401, 403):
+            hint = "rejected the API key" if self._has_key else "requires an API key"
+            return ProviderNotConfigured(
+                f"{where} {hint}; set {self.key_setting}", field=self.key_setting, details=details
+            )
+        if status == 404 or code == "model_not_found":
+            return ProviderNotConfigured(
+                f"{where} has no model {model!r} (or no such endpoint); set {model_setting} to a model "
+                f"it serves and check that {self.base_url_setting} ends with the API prefix, e.g. /v1",
+                field=model_setting,
+                details=details,
+            )
+        if status == 429:
+            if code == "insufficient_quota":
+                return ProviderRateLimited(f"{where} says the account's quota is used up", details=details)
+            return ProviderRateLimited(
+                f"{where} is rate limiting: {message or 'retry later'}", details=details
+            )
+        if status in (408, 504):
+            return ProviderTimeout(f"{where} timed out running {model}", details=details)
+        if status == 413:
+            return PayloadTooLarge(f"The request is too large for {where}", details=details)
+        if status is not None and status >= 500:
+            return ProviderUnavailable(
+                f"{where} failed (HTTP {status}): {message or 'no message'}", details=details
+            )
+        label = f"HTTP {status}" if status is not None else "a stream error"
+        return ProviderError(f"{where} answered {label}: {message or 'no message'}", details=details)
+
+    def transport_error(self, exc: httpx.HTTPError, model: str) -> ParleyError:
+        if isinstance(exc, httpx.TimeoutException):
+            return ProviderTimeout(f"{self.base_url} did not answer {model} within {self.timeout:g} s")
+        if isinstance(exc, httpx.ConnectError):
+            return ProviderUnavailable(
+                f"Cannot reach {self.base_url} ({exc}); is the server running? ({self.base_url_setting})"
+            )
+        if isinstance(exc, httpx.TransportError):
+            return ProviderUnavailable(
+                f"The connection to {self.base_url} failed while running {model}: {exc}"
+            )
+        return ProviderError(f"The call to {self.base_url} for {model} failed: {exc}")
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

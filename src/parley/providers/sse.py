@@ -1,0 +1,79 @@
+"""Reading server-sent events from a model's streamed reply.
+
+Both Workers AI and OpenAI-compatible servers stream `data: <json>` events. We decode them
+ourselves rather than with `httpx.Response.aiter_lines()`, because that splits on every Unicode
+line break (U+2028, U+2029, U+0085) and JSON may carry those characters unescaped inside a token;
+the event-stream format ends lines only at CR, LF or CRLF.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncGenerator
+
+import httpx
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+class SSEDecoder:
+    """Turns text, in chunks cut anywhere, into the `data` payload of each complete event.
+
+    Fields other than `data` (`event`, `id`, `retry`) and comment lines are dropped: none of the
+    model APIs we speak put meaning in them.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = ""
+        self._data: list[str] = []
+        # A chunk that ends in CR may be half of a CRLF; the LF that follows must not end a second line.
+        self._skip_lf = False
+
+    def feed(self, text: str) -> list[str]:
+        if self._skip_lf and text:
+            self._skip_lf = False
+            if text.startswith("\n"):
+                text = text[1:]
+        buffer = self._buffer + text
+        events: list[str] = []
+        start = 0
+        for match in _LINE_END.finditer(buffer):
+            if match.group() == "\r" and match.end() == len(buffer):
+                self._skip_lf = True
+            self._line(buffer[start : match.start()], events)
+            start = match.end()
+        self._buffer = buffer[start:]
+        return events
+
+    def flush(self) -> list[str]:
+        """Dispatch what is left when the stream ends without a final blank line (lenient)."""
+        events: list[str] = []
+        if self._buffer:
+            self._line(self._buffer, events)
+            self._buffer = ""
+        self._line("", events)
+        return events
+
+    def _line(self, line: str, events: list[str]) -> None:
+        if not line:
+            if self._data:
+                events.append("\n".join(self._data))
+                self._data = []
+            return
+        if line.startswith(":"):
+            return
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+
+
+async def iter_sse_data(response: httpx.Response) -> AsyncGenerator[str, None]:
+    """Yield each event's data from a streamed response (UTF-8 split across reads is handled by httpx)."""
+    decoder = SSEDecoder()
+    async for text in response.aiter_text():
+        for data in decoder.feed(text):
+            yield data
+    for data in decoder.flush():
+        yield data

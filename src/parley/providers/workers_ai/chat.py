@@ -1,0 +1,134 @@
+"""Chat on Workers AI (Llama 3.3 70B by default), streamed as server-sent events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import httpx
+
+from parley.errors import ProviderError, ProviderUnavailable
+from parley.providers.llm import ChatDelta, ChatProvider, ChatRequest, Usage
+from parley.providers.sse import iter_sse_data
+from parley.providers.workers_ai.client import WorkersAIClient, map_error, upstream_error
+
+DEFAULT_CHAT_MODEL = "@cf/meta/llama-3.3-70b-instruct-fp8-fast"
+MODEL_SETTING = "PARLEY_LLM_MODEL"
+
+
+class WorkersAIChat(ChatProvider):
+    """Streams replies from a Workers AI text-generation model.
+
+    Owns `client` and closes it in `aclose()`. Cancelling the task that iterates `stream()`
+    closes the HTTP connection, which ends generation (and billing) upstream.
+    """
+
+    name = "workers-ai"
+
+    def __init__(self, client: WorkersAIClient, *, model: str = DEFAULT_CHAT_MODEL) -> None:
+        self.client = client
+        self.model = model
+
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        # `stop` is not part of the Workers AI text-generation input, so it is not sent.
+        body: dict[str, Any] = {
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "max_tokens": request.max_tokens,
+            "stream": True,
+        }
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        return body
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+        usage: Usage | None = None
+        async with self.client.stream(
+            self.model, model_setting=MODEL_SETTING, json=self._body(request)
+        ) as resp:
+            if "text/event-stream" not in resp.headers.get("content-type", ""):
+                # Some gateways answer a streamed request with one JSON envelope; accept it whole.
+                async for delta in self._from_envelope(resp):
+                    yield delta
+                return
+            finished = False
+            async with aclosing(iter_sse_data(resp)) as events:
+                async for data in events:
+                    if data.strip() == "[DONE]":
+                        finished = True
+                        break
+                    event = self._decode(data)
+                    text = token_of(event)
+                    if text:
+                        yield ChatDelta(text=text)
+                    usage = usage_of(event) or usage
+            if not finished:
+                raise ProviderUnavailable(
+                    f"Workers AI ended the {self.model} stream before the reply was complete"
+                )
+        if usage is not None:
+            yield ChatDelta(usage=usage)
+
+    def _decode(self, data: str) -> dict[str, Any]:
+        try:
+            event = json.loads(data)
+        except ValueError as exc:
+            raise ProviderError(f"Workers AI sent an unreadable stream event: {data[:120]!r}") from exc
+        if not isinstance(event, dict):
+            raise ProviderError(f"Workers AI sent an unexpected stream event: {data[:120]!r}")
+        if event.get("errors") or event.get("error") or event.get("success") is False:
+            code, message = upstream_error(event)
+            raise map_error(None, code, message, model=self.model, model_setting=MODEL_SETTING)
+        return event
+
+    async def _from_envelope(self, resp: httpx.Response) -> AsyncIterator[ChatDelta]:
+        await resp.aread()
+        try:
+            envelope = resp.json()
+        except ValueError as exc:
+            raise ProviderError(f"Workers AI answered {self.model} with neither a stream nor JSON") from exc
+        result = envelope.get("result") if isinstance(envelope, dict) else None
+        if not isinstance(result, dict):
+            code, message = upstream_error(envelope)
+            raise map_error(resp.status_code, code, message, model=self.model, model_setting=MODEL_SETTING)
+        text = token_of(result)
+        if text:
+            yield ChatDelta(text=text)
+        usage = usage_of(result)
+        if usage is not None:
+            yield ChatDelta(usage=usage)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def token_of(event: dict[str, Any]) -> str:
+    """The text of one event: `response`, or else `choices[0].delta.content` — never both.
+
+    Some Workers AI streams carry each token in both places; adding them up would double it.
+    """
+    text = event.get("response")
+    if isinstance(text, str) and text:
+        return text
+    choices = event.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        delta = choices[0].get("delta")
+        if isinstance(delta, dict):
+            content = delta.get("content")
+            if isinstance(content, str):
+                return content
+    return ""
+
+
+def usage_of(event: dict[str, Any]) -> Usage | None:
+    raw = event.get("usage")
+    if not isinstance(raw, dict):
+        return None
+
+    def count(key: str) -> int:
+        value = raw.get(key)
+        return value if isinstance(value, int) else 0
+
+    prompt, completion = count("prompt_tokens"), count("completion_tokens")
+    return Usage(prompt, completion, count("total_tokens") or prompt + completion)

@@ -1,0 +1,243 @@
+"""A local OpenAI-compatible server: chat completions (streamed or not), transcriptions, models.
+
+It writes the chunk format of OpenAI's API (role chunk, content chunks, finish chunk, a usage
+chunk with empty `choices` when `stream_options.include_usage` is set, then `[DONE]`) and its
+error JSON, so `OpenAIChat` and `OpenAISTT` run unchanged against it:
+
+    app = create_app(api_key="k")
+    with BackgroundServer(app) as server:
+        client = OpenAIClient(base_url=server.url + "/v1", api_key="k")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+import time
+from collections.abc import AsyncGenerator, Collection
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from parley.standins.common import (
+    StreamAborted,
+    TrackedStream,
+    Triggers,
+    init_state,
+    last_user_text,
+    mark_first_token,
+    pause,
+    quiet_aborts,
+    record,
+    sse,
+    tokens_of,
+    transcript_of,
+    triggers_in,
+    triggers_in_audio,
+)
+
+DEFAULT_MODELS = ("gpt-4o-mini", "whisper-1")
+
+# (status, message, type, code) of OpenAI's error answers, by the `#error:` trigger that asks for them.
+_ERRORS: dict[str, tuple[int, str, str, str | None]] = {
+    "400": (400, "Invalid request.", "invalid_request_error", None),
+    "401": (401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
+    "403": (403, "You are not allowed to sample from this model.", "invalid_request_error", None),
+    "404": (
+        404,
+        "The model does not exist or you do not have access to it.",
+        "invalid_request_error",
+        "model_not_found",
+    ),
+    "429": (429, "Rate limit reached for requests.", "requests", "rate_limit_exceeded"),
+    "insufficient_quota": (
+        429,
+        "You exceeded your current quota, please check your plan and billing details.",
+        "insufficient_quota",
+        "insufficient_quota",
+    ),
+    "500": (
+        500,
+        "The server had an error while processing your request. Sorry about that!",
+        "server_error",
+        None,
+    ),
+    "503": (503, "The engine is currently overloaded, please try again later.", "server_error", None),
+}
+
+
+def error(
+    status: int, message: str, type_: str, code: str | None = None, param: str | None = None
+) -> JSONResponse:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status)
+
+
+def triggered_error(trigger: str) -> JSONResponse:
+    status, message, type_, code = _ERRORS.get(
+        trigger, (int(trigger) if trigger.isdigit() else 500, "Error.", "server_error", None)
+    )
+    return error(status, message, type_, code)
+
+
+def create_app(
+    *,
+    api_key: str | None = None,
+    first_token_delay: float = 0.0,
+    token_interval: float = 0.0,
+    models: Collection[str] = DEFAULT_MODELS,
+) -> Starlette:
+    """An OpenAI-compatible stand-in; base URL for clients is `<server url>/v1`.
+
+    `api_key=None` accepts any request, as Ollama does. State for tests: `requests`,
+    `cancelled_streams`, `completed_streams`, `first_byte_times`.
+    """
+    quiet_aborts()
+
+    def refused(request: Request) -> JSONResponse | None:
+        if api_key is None:
+            return None
+        header = request.headers.get("authorization", "")
+        if not header:
+            return error(401, "You didn't provide an API key.", "invalid_request_error")
+        if not hmac.compare_digest(header, f"Bearer {api_key}"):
+            return error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+        return None
+
+    def unknown_model(model: Any) -> JSONResponse | None:
+        if model in models:
+            return None
+        message = f"The model `{model}` does not exist or you do not have access to it."
+        return error(404, message, "invalid_request_error", "model_not_found")
+
+    async def chat_completions(request: Request) -> Response:
+        try:
+            payload = await request.json()
+        except ValueError:
+            payload = None
+        record(request, model=payload.get("model") if isinstance(payload, dict) else None, json=payload)
+        if (answer := refused(request)) is not None:
+            return answer
+        if not isinstance(payload, dict) or not isinstance(payload.get("messages"), list):
+            return error(400, "'messages' is a required property", "invalid_request_error", param="messages")
+        if (answer := unknown_model(payload.get("model"))) is not None:
+            return answer
+        said = last_user_text(payload["messages"])
+        triggers = triggers_in(said)
+        if triggers.error is not None:
+            return triggered_error(triggers.error)
+        limit = payload.get("max_completion_tokens") or payload.get("max_tokens")
+        tokens = tokens_of("You said: " + said)
+        truncated = isinstance(limit, int) and len(tokens) > limit
+        tokens = tokens[:limit] if isinstance(limit, int) else tokens
+        prompt = sum(
+            len(tokens_of(str(m.get("content", "")))) for m in payload["messages"] if isinstance(m, dict)
+        )
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": len(tokens),
+            "total_tokens": prompt + len(tokens),
+        }
+        head = {
+            "id": f"chatcmpl-{secrets.token_hex(12)}",
+            "created": int(time.time()),
+            "model": payload["model"],
+        }
+        finish = "length" if truncated else "stop"
+        if not payload.get("stream"):
+            await pause(request, first_token_delay + triggers.sleep)
+            message = {"role": "assistant", "content": "".join(tokens)}
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+            return JSONResponse(head | {"object": "chat.completion", "choices": [choice], "usage": usage})
+        options = payload.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        chunks = stream(request, head, tokens, finish, usage if include_usage else None, triggers)
+        return TrackedStream(request.app.state, chunks)
+
+    async def stream(
+        request: Request,
+        head: dict[str, Any],
+        tokens: list[str],
+        finish: str,
+        usage: dict[str, int] | None,
+        triggers: Triggers,
+    ) -> AsyncGenerator[bytes, None]:
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            body = head | {"object": "chat.completion.chunk", "choices": [choice]}
+            # With include_usage, every chunk but the last says `"usage": null`.
+            return sse(body | {"usage": None} if usage is not None else body)
+
+        await asyncio.sleep(first_token_delay + triggers.sleep)
+        yield chunk({"role": "assistant", "content": ""})
+        for index, token in enumerate(tokens):
+            if index:
+                await asyncio.sleep(token_interval)
+            if triggers.fail_midstream and index == 2:
+                raise StreamAborted
+            if index == 0:
+                mark_first_token(request.app.state)
+            yield chunk({"content": token})
+        yield chunk({}, finish)
+        if usage is not None:
+            yield sse(head | {"object": "chat.completion.chunk", "choices": [], "usage": usage})
+        yield sse("[DONE]")
+
+    async def transcriptions(request: Request) -> Response:
+        form = await request.form()
+        upload = form.get("file")
+        audio = await upload.read() if isinstance(upload, UploadFile) else b""
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        record(
+            request,
+            model=fields.get("model"),
+            form=fields,
+            file={
+                "filename": upload.filename if isinstance(upload, UploadFile) else None,
+                "content_type": upload.content_type if isinstance(upload, UploadFile) else None,
+                "bytes": len(audio),
+            },
+        )
+        await form.close()
+        if (answer := refused(request)) is not None:
+            return answer
+        if not isinstance(upload, UploadFile):
+            return error(400, "'file' is a required property", "invalid_request_error", param="file")
+        if (answer := unknown_model(fields.get("model"))) is not None:
+            return answer
+        triggers = triggers_in_audio(audio)
+        if triggers.error is not None:
+            return triggered_error(triggers.error)
+        await pause(request, triggers.sleep)
+        text = transcript_of(audio)
+        response_format = fields.get("response_format", "json")
+        if response_format == "text":
+            return PlainTextResponse(text)
+        if response_format == "verbose_json":
+            duration = round(len(audio) / 32000, 3)
+            language = fields.get("language") or "english"
+            body = {"task": "transcribe", "language": language, "duration": duration, "text": text}
+            return JSONResponse(body | {"segments": []})
+        return JSONResponse({"text": text})
+
+    async def list_models(request: Request) -> Response:
+        record(request, model=None)
+        if (answer := refused(request)) is not None:
+            return answer
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "parley-standin"} for m in models]
+        return JSONResponse({"object": "list", "data": data})
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+        ]
+    )
+    init_state(app.state)
+    return app

@@ -1,0 +1,146 @@
+"""Live sessions: turns one at a time, storage before the model, restarts, idle release."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from parley.bus.memory import LocalBus
+from parley.errors import Busy
+from parley.providers.testing import EchoChat
+from parley.sessions.registry import SessionRegistry
+from parley.sessions.session import SessionConfig
+from parley.store.base import MessageStatus
+from parley.store.sqlite import SQLiteStore
+from tests.conftest import ServerFactory, make_settings
+
+SID = "session-turns"
+CONFIG = SessionConfig(system_prompt="sys", history_limit=20, max_tokens=64, max_queued_turns=4)
+
+
+async def test_five_concurrent_sends_give_strictly_alternating_history(serve: ServerFactory) -> None:
+    server = serve(chat=EchoChat(first_token_delay=0.01, token_interval=0.005))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        texts = [f"message number {i}" for i in range(5)]
+        replies = await asyncio.gather(
+            *(client.post("/api/chat", json={"message": t, "sessionId": SID}) for t in texts)
+        )
+        for text, r in zip(texts, replies, strict=True):
+            assert r.json()["response"] == f"You said: {text}"  # each reply answers its own message
+        messages = (await client.get("/api/history", params={"sessionId": SID})).json()["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"] * 5
+    for user, assistant in zip(messages[::2], messages[1::2], strict=True):
+        assert assistant["content"] == f"You said: {user['content']}"
+        assert assistant["turnId"] == user["turnId"]
+    assert sorted(m["content"] for m in messages[::2]) == texts
+
+
+async def test_history_survives_a_restart_and_the_model_sees_it(serve: ServerFactory, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    first = serve(chat=EchoChat(), settings=settings)
+    async with httpx.AsyncClient(base_url=first.url) as client:
+        await client.post("/api/chat", json={"message": "remember me", "sessionId": SID})
+    first.stop()
+    chat = EchoChat()
+    second = serve(chat=chat, settings=settings)
+    async with httpx.AsyncClient(base_url=second.url) as client:
+        messages = (await client.get("/api/history", params={"sessionId": SID})).json()["messages"]
+        assert [m["content"] for m in messages] == ["remember me", "You said: remember me"]
+        await client.post("/api/chat", json={"message": "and now?", "sessionId": SID})
+    assert [m.content for m in chat.requests[0].messages[1:]] == [
+        "remember me",
+        "You said: remember me",
+        "and now?",
+    ]
+
+
+async def test_a_reply_cut_off_by_a_crash_is_marked_failed_at_start(serve: ServerFactory, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    store = SQLiteStore(settings.data_dir / "parley.db")
+    await store.open()
+    await store.add_message(SID, "turn_x", "user", "hello?")
+    await store.add_message(SID, "turn_x", "assistant", "", MessageStatus.PENDING)
+    await store.aclose()
+    server = serve(chat=EchoChat(), settings=settings)
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        messages = (await client.get("/api/history", params={"sessionId": SID})).json()["messages"]
+    assert [(m["role"], m["status"]) for m in messages] == [("user", "complete"), ("assistant", "failed")]
+    assert "stopped" in messages[1]["error"]
+
+
+async def test_the_user_message_is_stored_before_the_model_answers(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "p.db")
+    await store.open()
+    bus = LocalBus()
+    registry = SessionRegistry(store=store, chat=EchoChat(first_token_delay=0.3), bus=bus, config=CONFIG)
+    turn = registry.get(SID).submit("stored first?")
+    await asyncio.sleep(0.15)
+    assert [m.content for m in await store.list_messages(SID)] == ["stored first?"]
+    reply = await turn.done
+    assert reply.content == "You said: stored first?"
+    await registry.aclose()
+    await store.aclose()
+
+
+async def test_a_full_queue_answers_busy_and_changes_nothing(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "p.db")
+    await store.open()
+    registry = SessionRegistry(store=store, chat=EchoChat(first_token_delay=0.2), bus=LocalBus(), config=CONFIG)
+    session = registry.get(SID)
+    turns = [session.submit("t0")]
+    await asyncio.sleep(0.05)  # t0 is running: the queue now holds only waiting turns
+    turns += [session.submit(f"t{i}") for i in range(1, 5)]
+    with pytest.raises(Busy) as busy:
+        session.submit("too many")
+    assert busy.value.limit == 4 and busy.value.status == 429
+    await asyncio.gather(*(t.done for t in turns))
+    assert [m.content for m in await store.list_messages(SID)][::2] == [f"t{i}" for i in range(5)]
+    await registry.aclose()
+    await store.aclose()
+
+
+async def test_idle_sessions_are_released_and_reload_from_storage(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "p.db")
+    await store.open()
+    bus = LocalBus()
+    now = [0.0]
+    chat = EchoChat()
+    registry = SessionRegistry(
+        store=store, chat=chat, bus=bus, config=CONFIG, idle_seconds=60, clock=lambda: now[0]
+    )
+    await registry.get(SID).submit("before").done
+    sub = bus.subscribe(SID)  # a connected socket keeps the session live
+    now[0] = 1000.0
+    assert await registry.release_idle() == 0
+    bus.unsubscribe(sub)
+    assert await registry.release_idle() == 1
+    assert SID not in registry
+    await registry.get(SID).submit("after").done
+    assert [m.content for m in chat.requests[-1].messages[1:]] == ["before", "You said: before", "after"]
+    await registry.aclose()
+    await store.aclose()
+
+
+async def test_shutdown_mid_turn_records_the_reply_as_cancelled(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "p.db")
+    await store.open()
+    registry = SessionRegistry(
+        store=store, chat=EchoChat(token_interval=0.1), bus=LocalBus(), config=CONFIG
+    )
+    turn = registry.get(SID).submit("a b c d e f g h")
+    while turn.reply is None and not turn.state.finished:
+        await asyncio.sleep(0.05)
+        if turn.stream_task is not None:
+            break
+    await asyncio.sleep(0.15)
+    await registry.aclose()
+    messages = await store.list_messages(SID)
+    assert [(m.role, m.status) for m in messages] == [
+        ("user", MessageStatus.COMPLETE),
+        ("assistant", MessageStatus.CANCELLED),
+    ]
+    assert messages[1].content.startswith("You")
+    await store.aclose()
