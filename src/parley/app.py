@@ -13,7 +13,6 @@ from starlette.middleware.cors import CORSMiddleware
 from parley import __version__
 from parley.bus.base import Bus
 from parley.bus.memory import LocalBus
-from parley.web.origins import LOCAL_ORIGINS
 from parley.config import Settings
 from parley.logs import AccessLog
 from parley.providers.llm import ChatProvider
@@ -24,9 +23,9 @@ from parley.sessions.session import SessionConfig
 from parley.store.base import Store
 from parley.store.factory import build_store
 from parley.web import api, errors, static, ws
+from parley.web.origins import LOCAL_ORIGINS
 
 log = logging.getLogger("parley")
-
 
 
 def create_app(
@@ -69,7 +68,10 @@ def create_app(
         app.state.services = Services(settings, the_store, the_bus, the_chat, the_stt, registry)
         log.info(
             "ready chat=%s model=%s stt=%s store=%s",
-            the_chat.name, the_chat.model or "-", the_stt.name, type(the_store).__name__,
+            the_chat.name,
+            the_chat.model or "-",
+            the_stt.name,
+            type(the_store).__name__,
         )
         try:
             yield
@@ -102,4 +104,3 @@ def create_app(
     )
     app.add_middleware(AccessLog)
     return app
-

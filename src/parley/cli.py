@@ -54,7 +54,9 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="parley", description="Parley: a self-hosted AI chat and voice server.")
+    parser = argparse.ArgumentParser(
+        prog="parley", description="Parley: a self-hosted AI chat and voice server."
+    )
     parser.add_argument("--version", action="version", version=f"parley {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server")
@@ -77,4 +79,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -58,9 +58,7 @@ class Settings(BaseSettings):
         20, ge=0, le=1000, description="How many earlier messages the model sees (storage keeps all)."
     )
     max_tokens: int = Field(512, ge=1, le=32768, description="Reply length limit passed to the model.")
-    max_message_chars: int = Field(
-        8000, ge=1, description="Longest user message accepted, in characters."
-    )
+    max_message_chars: int = Field(8000, ge=1, description="Longest user message accepted, in characters.")
     max_audio_bytes: int = Field(
         25 * 1024 * 1024, ge=1024, description="Largest audio upload accepted, in bytes."
     )
@@ -122,10 +120,7 @@ def settings_table() -> list[tuple[str, str, str]]:
     rows = []
     for name, field in Settings.model_fields.items():
         alias = field.validation_alias
-        if isinstance(alias, AliasChoices):
-            env = str(alias.choices[0])
-        else:
-            env = "PARLEY_" + name.upper()
+        env = str(alias.choices[0]) if isinstance(alias, AliasChoices) else "PARLEY_" + name.upper()
         default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
         shown = "" if default is None else str(default)
         rows.append((env, shown, field.description or ""))

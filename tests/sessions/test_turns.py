@@ -57,7 +57,9 @@ async def test_history_survives_a_restart_and_the_model_sees_it(serve: ServerFac
     ]
 
 
-async def test_a_reply_cut_off_by_a_crash_is_marked_failed_at_start(serve: ServerFactory, tmp_path: Path) -> None:
+async def test_a_reply_cut_off_by_a_crash_is_marked_failed_at_start(
+    serve: ServerFactory, tmp_path: Path
+) -> None:
     settings = make_settings(tmp_path / "data")
     store = SQLiteStore(settings.data_dir / "parley.db")
     await store.open()
@@ -88,7 +90,9 @@ async def test_the_user_message_is_stored_before_the_model_answers(tmp_path: Pat
 async def test_a_full_queue_answers_busy_and_changes_nothing(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "p.db")
     await store.open()
-    registry = SessionRegistry(store=store, chat=EchoChat(first_token_delay=0.2), bus=LocalBus(), config=CONFIG)
+    registry = SessionRegistry(
+        store=store, chat=EchoChat(first_token_delay=0.2), bus=LocalBus(), config=CONFIG
+    )
     session = registry.get(SID)
     turns = [session.submit("t0")]
     await asyncio.sleep(0.05)  # t0 is running: the queue now holds only waiting turns
@@ -127,9 +131,7 @@ async def test_idle_sessions_are_released_and_reload_from_storage(tmp_path: Path
 async def test_shutdown_mid_turn_records_the_reply_as_cancelled(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "p.db")
     await store.open()
-    registry = SessionRegistry(
-        store=store, chat=EchoChat(token_interval=0.1), bus=LocalBus(), config=CONFIG
-    )
+    registry = SessionRegistry(store=store, chat=EchoChat(token_interval=0.1), bus=LocalBus(), config=CONFIG)
     turn = registry.get(SID).submit("a b c d e f g h")
     while turn.reply is None and not turn.state.finished:
         await asyncio.sleep(0.05)

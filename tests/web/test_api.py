@@ -126,7 +126,9 @@ async def test_clear_empties_history_and_keeps_other_sessions(serve: ServerFacto
 
 async def test_history_limit_parameter_and_model_context_window(serve: ServerFactory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     chat = EchoChat()
-    server = serve(chat=chat, settings=make_settings(tmp_path / "d", history_limit=4, system_prompt="Be brief."))
+    server = serve(
+        chat=chat, settings=make_settings(tmp_path / "d", history_limit=4, system_prompt="Be brief.")
+    )
     async with httpx.AsyncClient(base_url=server.url) as client:
         for i in range(5):
             await client.post("/api/chat", json={"message": f"m{i}", "sessionId": SID})

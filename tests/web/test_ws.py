@@ -118,7 +118,9 @@ async def test_bad_frames_get_an_error_event_and_the_socket_stays(
         assert r.json()["messages"] == []
 
 
-async def test_oversized_frame_is_refused_and_closes_only_that_socket(serve: ServerFactory, tmp_path: Any) -> None:
+async def test_oversized_frame_is_refused_and_closes_only_that_socket(
+    serve: ServerFactory, tmp_path: Any
+) -> None:
     server = serve(chat=EchoChat(), settings=make_settings(tmp_path / "d", max_ws_frame_bytes=1024))
     async with websockets.connect(ws_url(server.url)) as big, websockets.connect(ws_url(server.url)) as calm:
         await recv(big)

@@ -47,4 +47,3 @@ def check_audio(data: bytes, *, limit: int, field: str = "audio") -> str:
             f"{field} is not a recording in a supported format ({SUPPORTED})", field=field, limit=SUPPORTED
         )
     return kind
-

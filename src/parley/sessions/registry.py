@@ -71,7 +71,11 @@ class SessionRegistry:
         session = self._sessions.get(session_id)
         if session is None:
             session = ChatSession(
-                session_id, store=self._store, chat=self._chat, bus=self._bus, config=self._config,
+                session_id,
+                store=self._store,
+                chat=self._chat,
+                bus=self._bus,
+                config=self._config,
                 clock=self._clock,
             )
             self._sessions[session_id] = session
@@ -92,7 +96,8 @@ class SessionRegistry:
         """Release sessions with no sockets, no turns and no activity for `idle_seconds`."""
         now = self._clock()
         idle = [
-            s for s in self._sessions.values()
+            s
+            for s in self._sessions.values()
             if not s.busy
             and self._bus.subscriber_count(s.id) == 0
             and now - s.last_active >= self._idle_seconds

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -33,15 +34,15 @@ MIGRATIONS: list[str] = [
 _COLUMNS = "id, session_id, turn_id, role, content, status, created_at, error"
 
 
-def _row(row: aiosqlite.Row | tuple[object, ...]) -> Message:
+def _row(row: Any) -> Message:
     return Message(
-        id=int(row[0]),  # type: ignore[call-overload]
+        id=int(row[0]),
         session_id=str(row[1]),
         turn_id=str(row[2]),
-        role=row[3],  # type: ignore[arg-type]
+        role=row[3],
         content=str(row[4]),
         status=MessageStatus(row[5]),
-        created_at=float(row[6]),  # type: ignore[arg-type]
+        created_at=float(row[6]),
         error=None if row[7] is None else str(row[7]),
     )
 
@@ -124,7 +125,7 @@ class SQLiteStore(Store):
             params += (limit,)
         async with self.db.execute(sql, params) as cur:
             rows = await cur.fetchall()
-        return [_row(r) for r in reversed(rows)]
+        return [_row(r) for r in reversed(list(rows))]
 
     async def clear_session(self, session_id: str) -> int:
         cur = await self.db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))

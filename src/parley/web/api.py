@@ -130,7 +130,9 @@ async def transcribe(request: Request) -> dict[str, Any]:
         session_raw = form.get("sessionId")
         language = form.get("language")
         if not isinstance(audio, UploadFile) or not isinstance(session_raw, str) or not session_raw:
-            raise InvalidInput(SEED_MISSING_AUDIO, field="audio" if not isinstance(audio, UploadFile) else "sessionId")
+            raise InvalidInput(
+                SEED_MISSING_AUDIO, field="audio" if not isinstance(audio, UploadFile) else "sessionId"
+            )
         session_id = check_session_id(session_raw)
         if audio.size is not None and audio.size > limit:
             raise PayloadTooLarge(f"audio is larger than {limit} bytes", field="audio", limit=limit)
@@ -150,7 +152,7 @@ async def transcribe(request: Request) -> dict[str, Any]:
 @router.get("/api/history", response_model=schemas.HistoryOut, responses=schemas.ERRORS)
 async def history(
     request: Request,
-    sessionId: str | None = Query(None),  # noqa: N803 - the seed's name
+    sessionId: str | None = Query(None),
     limit: int | None = Query(None, ge=1, le=10000, description="Only the newest N messages."),
 ) -> dict[str, Any]:
     session_id = check_session_id(sessionId)

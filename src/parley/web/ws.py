@@ -21,11 +21,11 @@ from starlette.websockets import WebSocketState
 
 from parley.bus.base import Subscription
 from parley.errors import Forbidden, InvalidInput, ParleyError, PayloadTooLarge
-from parley.web.origins import origin_allowed
 from parley.services import Services
 from parley.sessions import events
 from parley.sessions.registry import check_session_id
 from parley.web.errors import WS_MESSAGE_TOO_BIG, WS_POLICY_VIOLATION, WS_TRY_AGAIN_LATER, error_body
+from parley.web.origins import origin_allowed
 
 router = APIRouter()
 log = logging.getLogger("parley.ws")
@@ -73,7 +73,8 @@ async def ws_endpoint(websocket: WebSocket) -> None:
             if size > svc.settings.max_ws_frame_bytes:
                 limit = svc.settings.max_ws_frame_bytes
                 await _send_error(
-                    websocket, PayloadTooLarge(f"frame is larger than {limit} bytes", field="frame", limit=limit)
+                    websocket,
+                    PayloadTooLarge(f"frame is larger than {limit} bytes", field="frame", limit=limit),
                 )
                 await websocket.close(WS_MESSAGE_TOO_BIG, f"frame larger than {limit} bytes")
                 break
@@ -90,7 +91,10 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         svc.bus.unsubscribe(sub)
         log.info(
             "ws session=%s frames=%d duration_ms=%.0f overflowed=%s",
-            session_id, frames, (time.perf_counter() - started) * 1000, sub.overflowed,
+            session_id,
+            frames,
+            (time.perf_counter() - started) * 1000,
+            sub.overflowed,
         )
 
 
