@@ -17,8 +17,10 @@ DEFAULT_SYSTEM_PROMPT = (
     "accurate responses. Be conversational and engaging."
 )
 
-LLMName = Literal["workers-ai", "openai", "none"]
-STTName = Literal["workers-ai", "openai", "none"]
+LLMName = Literal["llama-cpp", "ollama", "openai", "workers-ai", "none"]
+STTName = Literal["faster-whisper", "pocketsphinx", "workers-ai", "openai", "none"]
+TTSName = Literal["piper", "espeak", "workers-ai", "openai", "none"]
+VADName = Literal["silero", "webrtcvad"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
@@ -74,7 +76,8 @@ class Settings(BaseSettings):
 
     # -- models ---------------------------------------------------------------------------------
     llm: LLMName | None = Field(
-        None, description="Chat provider: workers-ai, openai or none; unset picks the first usable."
+        None,
+        description="Chat provider: llama-cpp, ollama, openai, workers-ai or none; unset picks the first usable.",
     )
     llm_model: str | None = Field(None, description="Chat model; unset uses the provider's default.")
     llm_base_url: str | None = Field(
@@ -82,7 +85,9 @@ class Settings(BaseSettings):
     )
     llm_api_key: SecretStr | None = Field(None, description="API key for the OpenAI-compatible server.")
     stt: STTName | None = Field(
-        None, description="Speech-to-text provider: workers-ai, openai or none; unset picks the first usable."
+        None,
+        description="Speech-to-text provider: faster-whisper, pocketsphinx, workers-ai, openai or none; "
+        "unset picks the first usable.",
     )
     stt_model: str | None = Field(None, description="Speech-to-text model; unset uses the provider default.")
     stt_base_url: str | None = Field(
@@ -90,6 +95,22 @@ class Settings(BaseSettings):
     )
     stt_api_key: SecretStr | None = Field(
         None, description="API key for speech-to-text; unset uses PARLEY_LLM_API_KEY."
+    )
+    stt_language: str | None = Field(
+        None, description="Fixed speech language (e.g. `en`); unset detects it where the model can."
+    )
+    tts: TTSName | None = Field(
+        None, description="Text-to-speech provider: piper, espeak, workers-ai, openai or none; unset picks."
+    )
+    tts_voice: str | None = Field(None, description="Voice name; unset uses the provider's default.")
+    max_speak_chars: int = Field(4000, ge=1, description="Longest text /api/speak accepts, in characters.")
+    vad: VADName | None = Field(None, description="Voice activity detector: silero or webrtcvad; unset picks.")
+    vad_threshold: float = Field(0.5, gt=0, lt=1, description="Speech probability that counts as speech.")
+    vad_start_secs: float = Field(0.2, ge=0, description="Speech needed before a speech-start event.")
+    vad_stop_secs: float = Field(0.2, ge=0, description="Silence needed before a speech-end event (hangover).")
+    ollama_url: str = Field("http://127.0.0.1:11434", description="Where `parley serve` looks for Ollama.")
+    model_base_url: str = Field(
+        "https://huggingface.co", description="Where model files are downloaded from (a mirror works too)."
     )
     provider_timeout: float = Field(
         60.0, gt=0, description="Seconds a model call may take before it fails with 504."
