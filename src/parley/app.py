@@ -17,6 +17,7 @@ from parley.config import Settings
 from parley.logs import AccessLog
 from parley.providers.llm import ChatProvider
 from parley.providers.stt import STTProvider
+from parley.providers.tts import TTSProvider
 from parley.services import Services
 from parley.sessions.registry import SessionRegistry
 from parley.sessions.session import SessionConfig
@@ -33,6 +34,7 @@ def create_app(
     *,
     chat: ChatProvider | None = None,
     stt: STTProvider | None = None,
+    tts: TTSProvider | None = None,
     store: Store | None = None,
     bus: Bus | None = None,
 ) -> FastAPI:
@@ -46,12 +48,13 @@ def create_app(
         if recovered:
             log.warning("marked %d interrupted replies as failed", recovered)
         the_bus = bus or LocalBus()
-        the_chat, the_stt = chat, stt
-        if the_chat is None or the_stt is None:
-            from parley.providers.factory import build_chat, build_stt
+        the_chat, the_stt, the_tts = chat, stt, tts
+        if the_chat is None or the_stt is None or the_tts is None:
+            from parley.providers.factory import build_chat, build_stt, build_tts
 
             the_chat = the_chat or build_chat(settings)
             the_stt = the_stt or build_stt(settings)
+            the_tts = the_tts or build_tts(settings)
         registry = SessionRegistry(
             store=the_store,
             chat=the_chat,
@@ -65,7 +68,7 @@ def create_app(
             idle_seconds=settings.session_idle_seconds,
         )
         registry.start()
-        app.state.services = Services(settings, the_store, the_bus, the_chat, the_stt, registry)
+        app.state.services = Services(settings, the_store, the_bus, the_chat, the_stt, registry, the_tts)
         log.info(
             "ready chat=%s model=%s stt=%s store=%s",
             the_chat.name,
@@ -79,6 +82,7 @@ def create_app(
             await registry.aclose()
             await the_chat.aclose()
             await the_stt.aclose()
+            await the_tts.aclose()
             await the_bus.aclose()
             await the_store.aclose()
 

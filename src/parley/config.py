@@ -104,10 +104,14 @@ class Settings(BaseSettings):
     )
     tts_voice: str | None = Field(None, description="Voice name; unset uses the provider's default.")
     max_speak_chars: int = Field(4000, ge=1, description="Longest text /api/speak accepts, in characters.")
-    vad: VADName | None = Field(None, description="Voice activity detector: silero or webrtcvad; unset picks.")
+    vad: VADName | None = Field(
+        None, description="Voice activity detector: silero or webrtcvad; unset picks."
+    )
     vad_threshold: float = Field(0.5, gt=0, lt=1, description="Speech probability that counts as speech.")
     vad_start_secs: float = Field(0.2, ge=0, description="Speech needed before a speech-start event.")
-    vad_stop_secs: float = Field(0.2, ge=0, description="Silence needed before a speech-end event (hangover).")
+    vad_stop_secs: float = Field(
+        0.2, ge=0, description="Silence needed before a speech-end event (hangover)."
+    )
     ollama_url: str = Field("http://127.0.0.1:11434", description="Where `parley serve` looks for Ollama.")
     model_base_url: str = Field(
         "https://huggingface.co", description="Where model files are downloaded from (a mirror works too)."

@@ -8,6 +8,7 @@ from parley.bus.base import Bus
 from parley.config import Settings
 from parley.providers.llm import ChatProvider
 from parley.providers.stt import STTProvider
+from parley.providers.tts import TTSProvider
 from parley.sessions.registry import SessionRegistry
 from parley.store.base import Store
 
@@ -20,3 +21,4 @@ class Services:
     chat: ChatProvider
     stt: STTProvider
     sessions: SessionRegistry
+    tts: TTSProvider

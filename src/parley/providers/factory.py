@@ -16,7 +16,8 @@ from pydantic import SecretStr
 from parley.config import Settings
 from parley.providers.llm import ChatProvider
 from parley.providers.stt import STTProvider
-from parley.providers.unconfigured import UnconfiguredChat, UnconfiguredSTT
+from parley.providers.tts import TTSProvider
+from parley.providers.unconfigured import UnconfiguredChat, UnconfiguredSTT, UnconfiguredTTS
 
 if TYPE_CHECKING:
     from parley.providers.workers_ai import WorkersAIClient
@@ -28,7 +29,7 @@ _CF_VARS = ("CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN")
 
 @dataclass(slots=True, frozen=True)
 class _Choice:
-    vendor: Vendor
+    vendor: str
     because: str
     explicit: bool
 
@@ -43,7 +44,7 @@ def _cloudflare_missing(settings: Settings) -> list[str]:
 
 
 def _choose(
-    explicit: Vendor | None, setting: str, settings: Settings, base_urls: dict[str, str | None]
+    explicit: str | None, setting: str, settings: Settings, base_urls: dict[str, str | None]
 ) -> _Choice:
     """Explicit wins; else Workers AI if fully configured; else the first base URL that is set."""
     if explicit is not None:
@@ -197,3 +198,8 @@ def _vendor_details(settings: Settings, vendor: Vendor, chat: bool) -> tuple[str
         )
     stt_url, _, key, key_var = _stt_openai_config(settings)
     return settings.stt_model or DEFAULT_STT_MODEL, f" at {stt_url or DEFAULT_BASE_URL}", key_var, bool(key)
+
+
+def build_tts(settings: Settings) -> TTSProvider:
+    """Text-to-speech; local voices arrive with the local models work."""
+    return UnconfiguredTTS()

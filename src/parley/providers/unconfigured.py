@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from parley.errors import ProviderNotConfigured
 from parley.providers.llm import ChatDelta, ChatProvider, ChatRequest
 from parley.providers.stt import AudioInput, STTProvider, Transcript
+from parley.providers.tts import AudioChunk, TTSProvider
 
 CHAT_HINT = (
     "No chat model is configured. Set CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN for Workers AI, "
@@ -16,6 +17,10 @@ CHAT_HINT = (
 STT_HINT = (
     "No speech-to-text model is configured. Set CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN for "
     "Workers AI Whisper, or PARLEY_STT=openai with PARLEY_STT_BASE_URL (or PARLEY_LLM_BASE_URL)."
+)
+TTS_HINT = (
+    "No text-to-speech is configured. Install espeak-ng (apt-get install espeak-ng) for the offline "
+    "voice, or set PARLEY_TTS=workers-ai (with Cloudflare credentials) or PARLEY_TTS=openai."
 )
 
 
@@ -38,3 +43,16 @@ class UnconfiguredSTT(STTProvider):
 
     async def transcribe(self, audio: AudioInput, *, language: str | None = None) -> Transcript:
         raise ProviderNotConfigured(self.reason, field="PARLEY_STT")
+
+
+class UnconfiguredTTS(TTSProvider):
+    name = "none"
+
+    def __init__(self, reason: str = TTS_HINT) -> None:
+        self.reason = reason
+
+    async def synthesize(
+        self, text: str, *, voice: str | None = None, language: str | None = None
+    ) -> AsyncIterator[AudioChunk]:
+        raise ProviderNotConfigured(self.reason, field="PARLEY_TTS")
+        yield AudioChunk(b"", 16000)  # pragma: no cover - makes this an async generator

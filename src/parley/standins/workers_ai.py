@@ -100,7 +100,9 @@ def create_app(
     """A Workers AI stand-in; base URL for clients is `<server url>/client/v4`.
 
     `doubled` also puts each token in `choices[0].delta.content`, as some real streams do.
-    State for tests: `requests`, `cancelled_streams`, `completed_streams`, `first_byte_times`.
+    State for tests: `requests`, `cancelled_streams`, `completed_streams`, `first_byte_times`, and
+    `first_bytes` (the same first-token time keyed by the stream's last user message, so a benchmark
+    can pair each upstream stream with what its client saw).
     """
     rng = random.Random()
     quiet_aborts()
@@ -148,10 +150,10 @@ def create_app(
         if not payload.get("stream"):
             await pause(request, first_token_delay + triggers.sleep)
             return envelope({"response": "".join(tokens), "tool_calls": [], "usage": usage})
-        return TrackedStream(request.app.state, stream(request, tokens, usage, triggers))
+        return TrackedStream(request.app.state, stream(request, said, tokens, usage, triggers))
 
     async def stream(
-        request: Request, tokens: list[str], usage: dict[str, int], triggers: Triggers
+        request: Request, said: str, tokens: list[str], usage: dict[str, int], triggers: Triggers
     ) -> AsyncGenerator[bytes, None]:
         await asyncio.sleep(first_token_delay + triggers.sleep)
         for index, token in enumerate(tokens):
@@ -166,6 +168,7 @@ def create_app(
                 event["choices"] = [{"index": 0, "delta": {"content": token}}]
             if index == 0:
                 mark_first_token(request.app.state)
+                request.app.state.first_bytes[said] = request.app.state.first_byte_times[-1]
             yield sse(event)
         yield sse({"response": "", "usage": usage})
         yield sse("[DONE]")
@@ -217,4 +220,5 @@ def create_app(
         routes=[Route("/client/v4/accounts/{account_id}/ai/run/{model:path}", run, methods=["POST"])]
     )
     init_state(app.state)
+    app.state.first_bytes = {}
     return app
