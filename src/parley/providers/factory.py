@@ -178,7 +178,7 @@ def describe_choice(settings: Settings) -> list[str]:
     return lines
 
 
-def _vendor_details(settings: Settings, vendor: Vendor, chat: bool) -> tuple[str, str, str, bool]:
+def _vendor_details(settings: Settings, vendor: str, chat: bool) -> tuple[str, str, str, bool]:
     """(model, " at <url>" or "", key variable, whether a key is set) for one picked vendor."""
     if vendor == "workers-ai":
         from parley.providers.workers_ai import DEFAULT_CHAT_MODEL as WAI_CHAT
