@@ -117,7 +117,9 @@ class Settings(BaseSettings):
         "https://huggingface.co", description="Where model files are downloaded from (a mirror works too)."
     )
     provider_timeout: float = Field(
-        60.0, gt=0, description="Seconds a model call may take before it fails with 504."
+        60.0,
+        gt=0,
+        description="Seconds a model call may wait to connect or for its next bytes before it fails with 504.",
     )
     cloudflare_account_id: str | None = Field(
         None,
