@@ -1,0 +1,82 @@
+"""The Store contract, run against SQLite (PostgreSQL joins this suite when it lands)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from parley.store.base import MessageStatus, Store
+from parley.store.sqlite import MIGRATIONS, SQLiteStore
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = SQLiteStore(tmp_path / "db" / "parley.db")
+    await s.open()
+    yield s
+    await s.aclose()
+
+
+async def test_messages_round_trip_in_order(store: Store) -> None:
+    u = await store.add_message("s1", "t1", "user", "hello ünïcode ✓")
+    a = await store.add_message("s1", "t1", "assistant", "", MessageStatus.PENDING)
+    assert await store.list_messages("s1") == [u]  # pending replies are not history yet
+    done = await store.finish_message(a.id, "hi!", MessageStatus.COMPLETE)
+    assert (done.content, done.status, done.turn_id) == ("hi!", MessageStatus.COMPLETE, "t1")
+    listed = await store.list_messages("s1")
+    assert [(m.role, m.content) for m in listed] == [("user", "hello ünïcode ✓"), ("assistant", "hi!")]
+    assert listed[0].created_at <= listed[1].created_at
+
+
+async def test_limit_keeps_the_newest(store: Store) -> None:
+    for i in range(6):
+        await store.add_message("s", f"t{i}", "user", f"m{i}")
+    assert [m.content for m in await store.list_messages("s", limit=2)] == ["m4", "m5"]
+
+
+async def test_sessions_are_isolated_and_clear_removes_one(store: Store) -> None:
+    await store.add_message("a", "t", "user", "x")
+    await store.add_message("b", "t", "user", "y")
+    assert await store.clear_session("a") == 1
+    assert await store.list_messages("a") == []
+    assert [m.content for m in await store.list_messages("b")] == ["y"]
+
+
+async def test_failed_and_cancelled_keep_their_status_and_error(store: Store) -> None:
+    a = await store.add_message("s", "t", "assistant", "", MessageStatus.PENDING)
+    await store.finish_message(a.id, "part", MessageStatus.FAILED, "upstream said no")
+    (m,) = await store.list_messages("s")
+    assert (m.status, m.error, m.content) == (MessageStatus.FAILED, "upstream said no", "part")
+
+
+async def test_fail_pending_marks_only_pending(store: Store) -> None:
+    await store.add_message("s", "t1", "user", "q")
+    await store.add_message("s", "t1", "assistant", "", MessageStatus.PENDING)
+    assert await store.fail_pending("crashed") == 1
+    assert [m.status for m in await store.list_messages("s")] == [
+        MessageStatus.COMPLETE,
+        MessageStatus.FAILED,
+    ]
+    assert await store.fail_pending("crashed") == 0
+
+
+async def test_concurrent_writers_lose_nothing(store: Store) -> None:
+    await asyncio.gather(*(store.add_message("s", f"t{i}", "user", str(i)) for i in range(200)))
+    assert sorted(int(m.content) for m in await store.list_messages("s")) == list(range(200))
+
+
+async def test_schema_is_versioned_wal_and_reopening_migrates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    for _ in range(2):
+        s = SQLiteStore(path)
+        await s.open()
+        assert await s.schema_version() == len(MIGRATIONS)
+        await s.add_message("s", "t", "user", "kept")
+        await s.aclose()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 2
