@@ -53,6 +53,9 @@ class AccessLog:
                 "status": status[0] if status else 500,
                 "ms": round((time.perf_counter() - started) * 1000, 1),
             }
+            session_id = scope.get("state", {}).get("session_id")
+            if session_id:
+                fields["session"] = session_id
             if first_byte:
                 fields["ttfb_ms"] = round((first_byte[0] - started) * 1000, 1)
             access.info("request %s", " ".join(f"{k}={v}" for k, v in fields.items()))

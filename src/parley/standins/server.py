@@ -21,6 +21,7 @@ class BackgroundServer:
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0, **config: Any) -> None:
         if port == 0:
             port = free_port(host)
+        self.app = app
         self.host = host
         self.port = port
         config.setdefault("log_level", "warning")

@@ -33,6 +33,13 @@ def services(request: Request) -> Services:
     return svc
 
 
+def _session(request: Request, value: object) -> str:
+    """Check a session id and note it for the request's access-log line."""
+    session_id = check_session_id(value)
+    request.state.session_id = session_id
+    return session_id
+
+
 def _json_limit(svc: Services) -> int:
     # A message of the maximum length, every character escaped as \uXXXX, plus room for the rest.
     return svc.settings.max_message_chars * 6 + 4096
@@ -64,7 +71,7 @@ async def chat(request: Request) -> Any:
     body = validate(schemas.ChatIn, await read_json(request, limit=_json_limit(svc)))
     if body.message is None or body.sessionId is None:
         raise InvalidInput(SEED_MISSING_CHAT, field="message" if body.message is None else "sessionId")
-    session_id = check_session_id(body.sessionId)
+    session_id = _session(request, body.sessionId)
     text = _check_message(body.message, svc.settings.max_message_chars)
     session = svc.sessions.get(session_id)
     turn = session.submit(text, source="http")
@@ -133,7 +140,7 @@ async def transcribe(request: Request) -> dict[str, Any]:
             raise InvalidInput(
                 SEED_MISSING_AUDIO, field="audio" if not isinstance(audio, UploadFile) else "sessionId"
             )
-        session_id = check_session_id(session_raw)
+        session_id = _session(request, session_raw)
         if audio.size is not None and audio.size > limit:
             raise PayloadTooLarge(f"audio is larger than {limit} bytes", field="audio", limit=limit)
         data = await audio.read(limit + 1)
@@ -155,7 +162,7 @@ async def history(
     sessionId: str | None = Query(None),
     limit: int | None = Query(None, ge=1, le=10000, description="Only the newest N messages."),
 ) -> dict[str, Any]:
-    session_id = check_session_id(sessionId)
+    session_id = _session(request, sessionId)
     svc = services(request)
     messages = await svc.store.list_messages(session_id, limit=limit)
     return {"sessionId": session_id, "messages": [m.to_wire() for m in messages]}
@@ -170,7 +177,7 @@ async def history(
 async def clear(request: Request) -> dict[str, Any]:
     svc = services(request)
     body = validate(schemas.SessionIn, await read_json(request, limit=4096))
-    session_id = check_session_id(body.sessionId)
+    session_id = _session(request, body.sessionId)
     removed = await svc.sessions.get(session_id).clear()
     return {"success": True, "removed": removed}
 
@@ -185,7 +192,7 @@ async def clear(request: Request) -> dict[str, Any]:
 async def stop(request: Request) -> dict[str, Any]:
     svc = services(request)
     body = validate(schemas.StopIn, await read_json(request, limit=4096))
-    session_id = check_session_id(body.sessionId)
+    session_id = _session(request, body.sessionId)
     turn = svc.sessions.get(session_id).stop(body.turnId)
     return {"stopped": turn is not None, "turnId": turn.id if turn else None}
 
