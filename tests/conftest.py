@@ -40,6 +40,8 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "cloudflare_account_id": None,
         "cloudflare_api_token": None,
         "log_level": "WARNING",
+        # never let a test probe the real model hub: a closed local port answers "unreachable" at once
+        "model_base_url": "http://127.0.0.1:9",
     }
     base.update(overrides)
     return Settings(_env_file=None, **base)  # type: ignore[call-arg]

@@ -1,0 +1,42 @@
+"""Piper: local neural text-to-speech, a voice per language (extra `piper`)."""
+
+from __future__ import annotations
+
+from parley.config import Settings
+from parley.errors import NotFound
+from parley.models.catalog import DEFAULT_PIPER_VOICE, piper_voice
+from parley.models.download import Downloader, probe
+from parley.providers.availability import Availability, missing_package
+from parley.providers.piper.tts import PiperTTS, choose_voice
+
+__all__ = ["DEFAULT_PIPER_VOICE", "PiperTTS", "check", "choose_voice"]
+
+
+def check(settings: Settings) -> Availability:
+    """Package, voice name, then the voice files: present, or downloadable (a 2 s probe of the hub).
+
+    Only the configured (or default) voice is checked; voices for other languages are fetched
+    when a turn in that language first needs one.
+    """
+    missing = missing_package("piper", "piper")
+    if missing is not None:
+        return missing
+    name = settings.tts_voice or DEFAULT_PIPER_VOICE
+    try:
+        spec = piper_voice(name)
+    except NotFound as exc:
+        return Availability.no(exc.message)
+    downloader = Downloader.from_settings(settings, progress=False)
+    path = downloader.local_path(spec)
+    if downloader.is_present(spec):
+        return Availability.ok(f"voice {name} at {path}")
+    unreachable = probe(settings.model_base_url)
+    if unreachable is None:
+        return Availability.ok(
+            f"voice {name} not downloaded yet: fetched from {settings.model_base_url} on first use "
+            f"(or now: parley models pull {name})"
+        )
+    return Availability.no(
+        f"voice {name} not downloaded and {unreachable}: run `parley models pull {name}` where there "
+        f"is network and copy {path.parent} here, or set PARLEY_MODEL_BASE_URL to a mirror"
+    )

@@ -1,0 +1,121 @@
+"""Piper: natural-sounding local speech (VITS voices run by onnxruntime), a voice per language.
+
+Voices (.onnx + .onnx.json, 20-120 MB) are fetched on first use through Parley's `Downloader`
+and kept in memory once loaded, one per voice used. Piper's own `synthesize` already yields one
+chunk per sentence, which is exactly the streaming grain a voice reply wants: each sentence is
+produced in a worker thread and handed over before the next starts, so the first sentence plays
+while the rest are still being made and cancelling the consumer stops after the current one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
+
+from parley.errors import ProviderError, ProviderUnavailable
+from parley.models.catalog import DEFAULT_PIPER_VOICE, piper_voice, voice_for_language
+from parley.models.download import Downloader
+from parley.providers.tts import AudioChunk, TTSProvider
+
+if TYPE_CHECKING:
+    from piper import AudioChunk as PiperChunk
+    from piper import PiperVoice
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "piper-tts is not installed: pip install 'parley[piper]'"
+
+
+def choose_voice(configured: str | None, voice: str | None, language: str | None) -> str:
+    """The voice for one request: the asked-for one; else the configured one if it speaks
+    `language` (or no language is given); else the catalog's voice for `language`."""
+    if voice:
+        return voice
+    if configured and (not language or _speaks(configured, language)):
+        return configured
+    if language:
+        return voice_for_language(language)
+    return configured or DEFAULT_PIPER_VOICE
+
+
+def _speaks(voice: str, language: str) -> bool:
+    # "en_US-lessac-medium" speaks "en", "en-US" and "en_us"; not "en-GB".
+    locale = voice.split("-", 1)[0].lower()
+    tag = language.replace("-", "_").lower()
+    return locale == tag or locale.split("_")[0] == tag
+
+
+class PiperTTS(TTSProvider):
+    """`voice` is the configured default (PARLEY_TTS_VOICE); None means by language, English else."""
+
+    name = "piper"
+
+    def __init__(
+        self, downloader: Downloader, *, voice: str | None = None, length_scale: float = 1.0
+    ) -> None:
+        if voice is not None:
+            piper_voice(voice)  # a malformed name fails at start-up, not on the first reply
+        self.configured = voice
+        self.voice = voice or DEFAULT_PIPER_VOICE
+        self.downloader = downloader
+        self.length_scale = length_scale
+        self._voices: dict[str, PiperVoice] = {}
+        self._loading = asyncio.Lock()
+
+    async def load(self, name: str) -> PiperVoice:
+        """Download (first time) and load voice `name`; synthesis does this on demand."""
+        async with self._loading:
+            loaded = self._voices.get(name)
+            if loaded is None:
+                loaded = self._voices[name] = await asyncio.to_thread(self._load, name)
+            return loaded
+
+    def _load(self, name: str) -> PiperVoice:
+        try:
+            from piper import PiperVoice
+        except ImportError as exc:
+            raise ProviderUnavailable(INSTALL_HINT, field="PARLEY_TTS") from exc
+        path = self.downloader.fetch_model(piper_voice(name))
+        log.info("loading piper voice %s from %s", name, path)
+        try:
+            return PiperVoice.load(path)
+        except Exception as exc:
+            # onnxruntime raises its own classes (InvalidProtobuf, Fail) straight from Exception,
+            # the config reader raises ValueError/KeyError: all mean "these files are not a voice".
+            raise ProviderUnavailable(
+                f"cannot load piper voice {name} from {path} ({type(exc).__name__}: {exc}); the files "
+                f"may be damaged: delete {path.parent} to download them again",
+                field="PARLEY_TTS_VOICE",
+            ) from exc
+
+    async def synthesize(
+        self, text: str, *, voice: str | None = None, language: str | None = None
+    ) -> AsyncIterator[AudioChunk]:
+        if not text.strip():
+            return
+        name = choose_voice(self.configured, voice, language)
+        piper = await self.load(name)
+        sentences = self._sentences(piper, text)
+        while True:
+            chunk = await asyncio.to_thread(self._next, sentences)
+            if chunk is None:
+                return
+            yield chunk
+
+    def _sentences(self, piper: PiperVoice, text: str) -> Iterator[PiperChunk]:
+        # A generator: nothing runs until the first `next`, which happens in the worker thread.
+        from piper import SynthesisConfig
+
+        return iter(piper.synthesize(text, SynthesisConfig(length_scale=self.length_scale)))
+
+    @staticmethod
+    def _next(sentences: Iterator[PiperChunk]) -> AudioChunk | None:
+        try:
+            piece = next(sentences, None)
+        except Exception as exc:
+            raise ProviderError(f"piper failed to synthesise: {type(exc).__name__}: {exc}") from exc
+        if piece is None:
+            return None
+        return AudioChunk(piece.audio_int16_bytes, piece.sample_rate)

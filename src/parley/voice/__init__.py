@@ -1,0 +1,1 @@
+"""The streaming voice pipeline: voice activity, turn-taking and barge-in on live audio."""
