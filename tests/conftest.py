@@ -16,6 +16,7 @@ from parley.app import create_app
 from parley.config import Settings
 from parley.providers.llm import ChatProvider
 from parley.providers.stt import STTProvider
+from parley.providers.tts import TTSProvider
 from parley.standins.server import BackgroundServer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -64,10 +65,11 @@ def serve(settings: Settings) -> Iterator[ServerFactory]:
         *,
         chat: ChatProvider | None = None,
         stt: STTProvider | None = None,
+        tts: TTSProvider | None = None,
         settings: Settings = settings,
         port: int = 0,
     ) -> BackgroundServer:
-        app = create_app(settings, chat=chat, stt=stt)
+        app = create_app(settings, chat=chat, stt=stt, tts=tts)
         server = BackgroundServer(app, port=port, ws_max_size=1 << 20).start()
         started.append(server)
         return server

@@ -23,7 +23,7 @@ from parley.sessions.registry import SessionRegistry
 from parley.sessions.session import SessionConfig
 from parley.store.base import Store
 from parley.store.factory import build_store
-from parley.web import api, errors, static, ws
+from parley.web import api, errors, speak, static, ws
 from parley.web.origins import LOCAL_ORIGINS
 
 log = logging.getLogger("parley")
@@ -94,6 +94,7 @@ def create_app(
     )
     errors.install(app)
     app.include_router(api.router)
+    app.include_router(speak.router)
     app.include_router(ws.router)
     app.include_router(static.router)
     app.mount("/static", StaticFiles(directory=static.STATIC_DIR), name="static")

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     max_audio_bytes: int = Field(
         25 * 1024 * 1024, ge=1024, description="Largest audio upload accepted, in bytes."
     )
+    max_audio_seconds: float = Field(
+        300.0, gt=0, description="Longest recording accepted for transcription, in seconds."
+    )
     max_ws_frame_bytes: int = Field(
         65536, ge=256, description="Largest WebSocket frame accepted from a client, in bytes."
     )
@@ -102,6 +105,7 @@ class Settings(BaseSettings):
     tts: TTSName | None = Field(
         None, description="Text-to-speech provider: piper, espeak, workers-ai, openai or none; unset picks."
     )
+    tts_model: str | None = Field(None, description="Text-to-speech model; unset uses the provider default.")
     tts_voice: str | None = Field(None, description="Voice name; unset uses the provider's default.")
     max_speak_chars: int = Field(4000, ge=1, description="Longest text /api/speak accepts, in characters.")
     vad: VADName | None = Field(

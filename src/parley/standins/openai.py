@@ -16,6 +16,7 @@ import hmac
 import secrets
 import time
 from collections.abc import AsyncGenerator, Collection
+from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -236,8 +237,55 @@ def create_app(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
+            Route("/v1/audio/speech", partial(speech, refused=refused), methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
         ]
     )
     init_state(app.state)
     return app
+
+
+# -- text to speech: real audio (a tone as long as the text) in the response_format asked for ---
+TTS_MODELS = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts"})
+TTS_VOICES = frozenset(
+    {"alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse"}
+)
+# response_format -> (stand-in format, Content-Type); OpenAI's pcm is raw 24 kHz s16le.
+_SPEECH_FORMATS = {
+    "mp3": ("mp3", "audio/mpeg"),
+    "opus": ("ogg", "audio/ogg"),
+    "aac": ("m4a", "audio/aac"),
+    "flac": ("flac", "audio/flac"),
+    "wav": ("wav", "audio/wav"),
+    "pcm": ("pcm", "audio/pcm"),
+}
+
+
+async def speech(request: Request, refused: Any) -> Response:
+    """`/v1/audio/speech`: wav is sent with streaming placeholder sizes, as OpenAI does."""
+    from parley.standins.speech import speech_audio, streamed_wav
+
+    try:
+        payload = await request.json()
+    except ValueError:
+        payload = None
+    record(request, model=payload.get("model") if isinstance(payload, dict) else None, json=payload)
+    if (answer := refused(request)) is not None:
+        return answer  # type: ignore[no-any-return]
+    if not isinstance(payload, dict) or not isinstance(payload.get("input"), str) or not payload["input"]:
+        return error(400, "'input' is a required property", "invalid_request_error", param="input")
+    if payload.get("model") not in TTS_MODELS:
+        message = f"The model `{payload.get('model')}` does not exist or you do not have access to it."
+        return error(404, message, "invalid_request_error", "model_not_found")
+    if payload.get("voice") not in TTS_VOICES:
+        return error(400, f"Invalid voice {payload.get('voice')!r}.", "invalid_request_error", param="voice")
+    response_format = payload.get("response_format", "mp3")
+    if response_format not in _SPEECH_FORMATS:
+        return error(400, "Invalid response_format.", "invalid_request_error", param="response_format")
+    triggers = triggers_in(payload["input"])
+    if triggers.error is not None:
+        return triggered_error(triggers.error)
+    await pause(request, triggers.sleep)
+    fmt, media_type = _SPEECH_FORMATS[response_format]
+    data = await asyncio.to_thread(speech_audio, payload["input"], fmt, 48000 if fmt == "ogg" else 24000)
+    return Response(streamed_wav(data) if fmt == "wav" else data, media_type=media_type)

@@ -118,6 +118,8 @@ def create_app(
             return envelope_error(
                 7003, f"Could not route to {path}, perhaps your object identifier is invalid?", 400
             )
+        if model in TTS_MODELS:
+            return await speak(request, model, entry)
         if model in RAW_AUDIO_MODELS or model == WHISPER_TURBO:
             return await transcribe(request, model, body, entry)
         if model not in chat_models:
@@ -222,3 +224,73 @@ def create_app(
     init_state(app.state)
     app.state.first_bytes = {}
     return app
+
+
+# -- text to speech: real audio (a tone as long as the text) in the encoding asked for ----------
+AURA = "@cf/deepgram/aura-1"
+MELOTTS = "@cf/myshell-ai/melotts"
+TTS_MODELS = frozenset({AURA, MELOTTS})
+AURA_SPEAKERS = frozenset(
+    {
+        "angus",
+        "asteria",
+        "arcas",
+        "orion",
+        "orpheus",
+        "athena",
+        "luna",
+        "zeus",
+        "perseus",
+        "helios",
+        "hera",
+        "stella",
+    }
+)
+MELOTTS_LANGS = frozenset({"en", "es", "fr", "zh", "jp", "kr"})
+# Deepgram encoding -> (stand-in format, Content-Type); linear16 is wav or raw by `container`.
+_AURA_ENCODINGS = {"mp3": ("mp3", "audio/mpeg"), "opus": ("ogg", "audio/ogg"), "flac": ("flac", "audio/flac")}
+
+
+async def speak(request: Request, model: str, entry: dict[str, Any]) -> Response:
+    """Aura answers binary audio; MeloTTS a JSON envelope with base64 MP3 (raw MP3 if `#raw`)."""
+    from parley.standins.speech import speech_audio, streamed_wav
+
+    try:
+        payload = await request.json()
+    except ValueError:
+        payload = None
+    entry["json"] = payload
+    key = "text" if model == AURA else "prompt"
+    if not isinstance(payload, dict) or not isinstance(payload.get(key), str) or not payload[key]:
+        return envelope_error(5006, f"AiError: Error: required properties at '/' are '{key}'", 400)
+    text = payload[key]
+    triggers = triggers_in(text)
+    if triggers.error is not None:
+        return envelope_error(_code(triggers.error))
+    await pause(request, triggers.sleep)
+    if model == MELOTTS:
+        lang = payload.get("lang", "en")
+        if lang not in MELOTTS_LANGS:
+            return envelope_error(5006, f"AiError: lang must be one of {sorted(MELOTTS_LANGS)}", 400)
+        mp3 = await asyncio.to_thread(speech_audio, text, "mp3", 44100)
+        if "#raw" in text:
+            return Response(mp3, media_type="audio/mpeg")
+        return envelope({"audio": base64.b64encode(mp3).decode("ascii")})
+    speaker = payload.get("speaker", "angus")
+    if speaker not in AURA_SPEAKERS:
+        return envelope_error(5006, f"AiError: speaker must be one of {sorted(AURA_SPEAKERS)}", 400)
+    encoding = payload.get("encoding", "mp3")
+    rate = payload.get("sample_rate", 24000)
+    if not isinstance(rate, int) or not 8000 <= rate <= 48000:
+        return envelope_error(5006, "AiError: sample_rate must be an integer from 8000 to 48000", 400)
+    if encoding == "linear16":
+        if payload.get("container", "wav") == "wav":
+            wav = await asyncio.to_thread(speech_audio, text, "wav", rate)
+            return Response(streamed_wav(wav), media_type="audio/wav")
+        pcm = await asyncio.to_thread(speech_audio, text, "pcm", rate)
+        return Response(pcm, media_type="application/octet-stream")
+    if encoding not in _AURA_ENCODINGS:
+        return envelope_error(5006, f"AiError: unsupported encoding {encoding!r}", 400)
+    fmt, media_type = _AURA_ENCODINGS[encoding]
+    data = await asyncio.to_thread(speech_audio, text, fmt, 48000 if fmt == "ogg" else 24000)
+    return Response(data, media_type=media_type)
