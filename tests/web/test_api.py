@@ -167,3 +167,18 @@ async def test_cors_allows_localhost_origins_and_not_others(serve: ServerFactory
         assert ok.headers["access-control-allow-origin"] == "http://localhost:3000"
         bad = await client.options("/api/chat", headers={"Origin": "https://evil.example", **preflight})
         assert "access-control-allow-origin" not in bad.headers
+
+
+async def test_the_users_language_reaches_the_models_prompt(serve: ServerFactory) -> None:
+    chat = EchoChat()
+    server = serve(chat=chat)
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        r = await client.post("/api/chat", json={"message": "Hallo", "sessionId": SID, "language": "de"})
+        assert r.status_code == 200
+        bad = await client.post("/api/chat", json={"message": "x", "sessionId": SID, "language": "not a code"})
+        assert bad.status_code == 400 and bad.json()["field"] == "language"
+        await client.post("/api/chat", json={"message": "hello", "sessionId": SID})
+    assert len(chat.requests) == 2
+    german, plain = (req.messages[0].content for req in chat.requests)
+    assert "Reply in German" in german and "(de)" in german
+    assert "Reply in" not in plain

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from parley.bus.base import Bus
 from parley.errors import Busy, NotFound, ParleyError, ProviderError, TurnCancelled
+from parley.language import reply_instruction
 from parley.providers.llm import ChatMessage, ChatProvider, ChatRequest, Usage
 from parley.sessions import events
 from parley.sessions.events import Event
@@ -69,7 +70,7 @@ class ChatSession:
     def busy(self) -> bool:
         return self._current is not None or bool(self._queue)
 
-    def submit(self, text: str, *, source: str = "http") -> Turn:
+    def submit(self, text: str, *, source: str = "http", language: str | None = None) -> Turn:
         """Queue a turn and return at once; await `turn.done` for the stored reply."""
         if self._closed:
             raise ParleyError("session is closing")
@@ -79,7 +80,7 @@ class ChatSession:
                 field="sessionId",
                 limit=self._config.max_queued_turns,
             )
-        turn = Turn(text=text, source=source)
+        turn = Turn(text=text, source=source, language=language)
         self._queue.append(turn)
         self.last_active = self._clock()
         self._idle.clear()
@@ -165,8 +166,11 @@ class ChatSession:
                     self._recent = collections.deque(loaded, maxlen=limit)
         return self._recent
 
-    def _model_messages(self, recent: collections.deque[Message]) -> list[ChatMessage]:
-        messages = [ChatMessage("system", self._config.system_prompt)]
+    def _model_messages(self, recent: collections.deque[Message], language: str | None) -> list[ChatMessage]:
+        system = self._config.system_prompt
+        if language:
+            system = f"{system}\n\n{reply_instruction(language)}"
+        messages = [ChatMessage("system", system)]
         # The newest entry is this turn's user message; before it, the last `history_limit`.
         earlier = list(recent)[:-1][-self._config.history_limit :] if self._config.history_limit else []
         for msg in [*earlier, recent[-1]]:
@@ -189,7 +193,9 @@ class ChatSession:
         usage: list[Usage] = []
         first_token: list[float] = []
         if not turn.stop_requested:
-            request = ChatRequest(self._model_messages(recent), max_tokens=self._config.max_tokens)
+            request = ChatRequest(
+                self._model_messages(recent, turn.language), max_tokens=self._config.max_tokens
+            )
             turn.stream_task = asyncio.create_task(
                 self._pump(turn, pending.id, request, parts, usage, first_token), name=f"turn:{turn.id}"
             )

@@ -33,6 +33,8 @@ def new_turn_id() -> str:
 class Turn:
     text: str
     source: str = "http"
+    #: the user's language when known (speech-to-text or the UI); the reply should use it
+    language: str | None = None
     id: str = field(default_factory=new_turn_id)
     state: TurnState = TurnState.QUEUED
     queued_at: float = field(default_factory=time.perf_counter)

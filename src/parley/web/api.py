@@ -12,6 +12,7 @@ from starlette.datastructures import UploadFile
 
 from parley.audio.formats import MIME, check_audio
 from parley.errors import InvalidInput, PayloadTooLarge, TurnCancelled
+from parley.language import check_language
 from parley.providers.stt import AudioInput
 from parley.services import Services
 from parley.sessions import events
@@ -73,8 +74,9 @@ async def chat(request: Request) -> Any:
         raise InvalidInput(SEED_MISSING_CHAT, field="message" if body.message is None else "sessionId")
     session_id = _session(request, body.sessionId)
     text = _check_message(body.message, svc.settings.max_message_chars)
+    language = check_language(body.language)
     session = svc.sessions.get(session_id)
-    turn = session.submit(text, source="http")
+    turn = session.submit(text, source="http", language=language)
     if _wants_stream(request, body):
         return StreamingResponse(
             _sse(turn.watch()),
@@ -145,8 +147,7 @@ async def transcribe(request: Request) -> dict[str, Any]:
             raise PayloadTooLarge(f"audio is larger than {limit} bytes", field="audio", limit=limit)
         data = await audio.read(limit + 1)
     kind = check_audio(data, limit=limit)
-    if language is not None and (not isinstance(language, str) or not 2 <= len(language) <= 8):
-        raise InvalidInput("language must be a 2-8 letter code such as 'en'", field="language", limit=8)
+    language = check_language(language)
     transcript = await svc.stt.transcribe(
         AudioInput(data, MIME[kind], audio.filename or f"recording.{kind}"), language=language or None
     )

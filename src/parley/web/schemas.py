@@ -15,6 +15,9 @@ class ChatIn(_Body):
     message: str | None = Field(None, description="The user's message.")
     sessionId: str | None = Field(None, description="Conversation id (letters, digits, `_ . : -`).")
     stream: bool = Field(False, description="Answer as Server-Sent Events instead of one JSON reply.")
+    language: str | None = Field(
+        None, description="The user's language (e.g. `de`, from speech-to-text or the UI): the reply uses it."
+    )
 
 
 class SessionIn(_Body):

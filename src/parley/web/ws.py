@@ -21,6 +21,7 @@ from starlette.websockets import WebSocketState
 
 from parley.bus.base import Subscription
 from parley.errors import Forbidden, InvalidInput, ParleyError, PayloadTooLarge
+from parley.language import check_language
 from parley.services import Services
 from parley.sessions import events
 from parley.sessions.registry import check_session_id
@@ -158,7 +159,8 @@ async def _handle(websocket: WebSocket, svc: Services, session_id: str, raw: str
             raise InvalidInput("message is missing or empty", field="message")
         if len(message) > limit:
             raise InvalidInput(f"message is longer than {limit} characters", field="message", limit=limit)
-        svc.sessions.get(session_id).submit(message, source="ws")
+        language = check_language(data.get("language"))
+        svc.sessions.get(session_id).submit(message, source="ws", language=language)
     elif kind == "stop":
         turn_id = data.get("turnId")
         if turn_id is not None and not isinstance(turn_id, str):
