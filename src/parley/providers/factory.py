@@ -1,114 +1,93 @@
-"""Settings in, providers out: the one place that knows every vendor.
+"""Settings in, providers out: the one place that builds every vendor.
 
-The choice is made once at startup and never fails: a provider that is asked for but cannot
-work (say, `PARLEY_LLM=workers-ai` without a token) is still built, and each of its calls raises
-`ProviderNotConfigured` naming the variable to set, so the server starts and the UI can say so.
-Vendor modules are imported only when picked.
+Which vendor serves each capability is decided in `selection.py` (explicit setting first, else
+the first usable in a fixed order). The build never fails: a provider that is asked for but
+cannot work (say, `PARLEY_LLM=workers-ai` without a token) is still built, and each of its calls
+raises `ProviderNotConfigured` naming what to set, so the server starts and the UI can say so.
+Vendor modules are imported only when picked, and no provider loads a model here: loading
+happens on first use (or in the vendor's `load()`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
-
-from pydantic import SecretStr
+import logging
+from typing import TYPE_CHECKING
 
 from parley.config import Settings
+from parley.errors import ParleyError
 from parley.providers.llm import ChatProvider
+from parley.providers.selection import (
+    ORDER,
+    Capability,
+    Checks,
+    Choice,
+    DoctorRow,
+    choose,
+    cloudflare_missing,
+    doctor,
+    secret,
+)
 from parley.providers.stt import STTProvider
 from parley.providers.tts import TTSProvider
-from parley.providers.unconfigured import UnconfiguredChat, UnconfiguredSTT, UnconfiguredTTS
+from parley.providers.unconfigured import (
+    CHAT_HINT,
+    STT_HINT,
+    TTS_HINT,
+    UnconfiguredChat,
+    UnconfiguredSTT,
+    UnconfiguredTTS,
+)
+from parley.providers.vad import SpeechModel
 
 if TYPE_CHECKING:
+    from parley.providers.openai import OpenAIClient
     from parley.providers.workers_ai import WorkersAIClient
 
-Vendor = Literal["workers-ai", "openai", "none"]
+__all__ = [
+    "DoctorRow",
+    "build_chat",
+    "build_stt",
+    "build_tts",
+    "build_vad",
+    "describe_choice",
+    "doctor",
+]
 
-_CF_VARS = ("CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN")
-
-
-@dataclass(slots=True, frozen=True)
-class _Choice:
-    vendor: str
-    because: str
-    explicit: bool
-
-
-def _secret(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if value is not None else None
+log = logging.getLogger(__name__)
 
 
-def _cloudflare_missing(settings: Settings) -> list[str]:
-    values = (settings.cloudflare_account_id, _secret(settings.cloudflare_api_token))
-    return [name for name, value in zip(_CF_VARS, values, strict=True) if not value]
-
-
-def _choose(
-    explicit: str | None, setting: str, settings: Settings, base_urls: dict[str, str | None]
-) -> _Choice:
-    """Explicit wins; else Workers AI if fully configured; else the first base URL that is set."""
-    if explicit is not None:
-        return _Choice(explicit, f"{setting}={explicit}", explicit=True)
-    if not _cloudflare_missing(settings):
-        return _Choice("workers-ai", "CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN are set", explicit=False)
-    for name, value in base_urls.items():
-        if value:
-            return _Choice("openai", f"{name} is set", explicit=False)
-    return _Choice("none", "no model service is configured", explicit=False)
-
-
-def _chat_choice(settings: Settings) -> _Choice:
-    return _choose(settings.llm, "PARLEY_LLM", settings, {"PARLEY_LLM_BASE_URL": settings.llm_base_url})
-
-
-def _stt_choice(settings: Settings) -> _Choice:
-    base_urls = {"PARLEY_STT_BASE_URL": settings.stt_base_url, "PARLEY_LLM_BASE_URL": settings.llm_base_url}
-    return _choose(settings.stt, "PARLEY_STT", settings, base_urls)
-
-
-def _stt_openai_config(settings: Settings) -> tuple[str | None, str, str | None, str]:
-    """(base URL, its variable, API key, its variable): speech falls back to the chat server's."""
-    if settings.stt_base_url:
-        base_url, base_var = settings.stt_base_url, "PARLEY_STT_BASE_URL"
-    elif settings.llm_base_url:
-        base_url, base_var = settings.llm_base_url, "PARLEY_LLM_BASE_URL"
-    else:
-        base_url, base_var = None, "PARLEY_STT_BASE_URL"
-    if settings.stt_api_key is not None:
-        key, key_var = _secret(settings.stt_api_key), "PARLEY_STT_API_KEY"
-    elif settings.llm_api_key is not None:
-        key, key_var = _secret(settings.llm_api_key), "PARLEY_LLM_API_KEY"
-    else:
-        key, key_var = None, "PARLEY_STT_API_KEY"
-    return base_url, base_var, key, key_var
+def _passed_over(choice: Choice) -> str:
+    return " ".join(f"{vendor}: {reason}." for vendor, reason in choice.passed if "not set" not in reason)
 
 
 def build_chat(settings: Settings) -> ChatProvider:
-    """The chat provider the settings ask for; see `describe_choice` for the rules."""
-    choice = _chat_choice(settings)
+    """The chat provider the settings ask for; see `selection.py` for the rules."""
+    choice = choose("chat", settings)
     if choice.vendor == "workers-ai":
         from parley.providers.workers_ai import DEFAULT_CHAT_MODEL, WorkersAIChat
 
         return WorkersAIChat(_workers_ai_client(settings), model=settings.llm_model or DEFAULT_CHAT_MODEL)
     if choice.vendor == "openai":
-        from parley.providers.openai import DEFAULT_BASE_URL, DEFAULT_CHAT_MODEL, OpenAIChat, OpenAIClient
+        from parley.providers.openai import DEFAULT_CHAT_MODEL, OpenAIChat
 
-        client = OpenAIClient(
-            base_url=settings.llm_base_url or DEFAULT_BASE_URL,
-            api_key=_secret(settings.llm_api_key),
-            timeout=settings.provider_timeout,
-            key_setting="PARLEY_LLM_API_KEY",
-            base_url_setting="PARLEY_LLM_BASE_URL",
-        )
-        return OpenAIChat(client, model=settings.llm_model or DEFAULT_CHAT_MODEL)
+        return OpenAIChat(_llm_openai_client(settings), model=settings.llm_model or DEFAULT_CHAT_MODEL)
+    if choice.vendor == "ollama":
+        from parley.providers.ollama.chat import OllamaChat, ollama_client
+
+        client = ollama_client(settings.ollama_url, timeout=settings.provider_timeout)
+        return OllamaChat(client, ollama_url=settings.ollama_url, model=settings.llm_model)
+    if choice.vendor == "llama-cpp":
+        from parley.providers import llama_cpp
+
+        return llama_cpp.build(settings)
     if choice.explicit:
         return UnconfiguredChat("Chat is switched off (PARLEY_LLM=none).")
-    return UnconfiguredChat()
+    return UnconfiguredChat(f"{CHAT_HINT} {_passed_over(choice)}".strip())
 
 
 def build_stt(settings: Settings) -> STTProvider:
-    """The speech-to-text provider the settings ask for; see `describe_choice` for the rules."""
-    choice = _stt_choice(settings)
+    """The speech-to-text provider the settings ask for; see `selection.py` for the rules."""
+    choice = choose("speech-to-text", settings)
     if choice.vendor == "workers-ai":
         from parley.providers.workers_ai import DEFAULT_STT_MODEL, WorkersAISTT
 
@@ -125,9 +104,73 @@ def build_stt(settings: Settings) -> STTProvider:
             base_url_setting=base_var,
         )
         return OpenAISTT(client, model=settings.stt_model or DEFAULT_STT_MODEL)
+    if choice.vendor == "faster-whisper":
+        from parley.models.catalog import DEFAULT_WHISPER
+        from parley.models.download import Downloader
+        from parley.providers.faster_whisper import FasterWhisperSTT
+
+        downloader = Downloader.from_settings(settings, progress=True)
+        size = settings.stt_model or DEFAULT_WHISPER
+        try:
+            return FasterWhisperSTT(downloader, model=size, language=settings.stt_language)
+        except ParleyError as exc:  # an unknown model size
+            return UnconfiguredSTT(exc.message)
+    if choice.vendor == "pocketsphinx":
+        from parley.providers.pocketsphinx import PocketSphinxSTT
+
+        return PocketSphinxSTT()
     if choice.explicit:
         return UnconfiguredSTT("Speech-to-text is switched off (PARLEY_STT=none).")
-    return UnconfiguredSTT()
+    return UnconfiguredSTT(f"{STT_HINT} {_passed_over(choice)}".strip())
+
+
+def build_tts(settings: Settings) -> TTSProvider:
+    """The text-to-speech provider the settings ask for; see `selection.py` for the rules."""
+    choice = choose("text-to-speech", settings)
+    if choice.vendor == "piper":
+        from parley.models.download import Downloader
+        from parley.providers.piper import PiperTTS
+
+        try:
+            return PiperTTS(Downloader.from_settings(settings, progress=True), voice=settings.tts_voice)
+        except ParleyError as exc:  # a malformed voice name
+            return UnconfiguredTTS(exc.message)
+    if choice.vendor == "espeak":
+        from parley.providers.espeak import DEFAULT_VOICE, EspeakTTS
+
+        return EspeakTTS(voice=settings.tts_voice or DEFAULT_VOICE)
+    if choice.vendor == "workers-ai":
+        from parley.providers.workers_ai.tts import WorkersAITTS
+
+        return WorkersAITTS(_workers_ai_client(settings), voice=settings.tts_voice)
+    if choice.vendor == "openai":
+        from parley.providers.openai.tts import DEFAULT_TTS_VOICE, OpenAITTS
+
+        return OpenAITTS(_llm_openai_client(settings), voice=settings.tts_voice or DEFAULT_TTS_VOICE)
+    if choice.explicit:
+        return UnconfiguredTTS("Text-to-speech is switched off (PARLEY_TTS=none).")
+    return UnconfiguredTTS(f"{TTS_HINT} {_passed_over(choice)}".strip())
+
+
+def build_vad(settings: Settings) -> SpeechModel | None:
+    """The voice activity model, or None when none can run here (voice input is then unavailable).
+
+    Unlike the others this loads its model now: both detectors ship their weights in their
+    wheel and load in milliseconds, and a broken install is better found at start-up.
+    """
+    choice = choose("voice activity", settings)
+    try:
+        if choice.vendor == "silero":
+            from parley.providers.silero import SileroVAD
+
+            return SileroVAD()
+        if choice.vendor == "webrtcvad":
+            from parley.providers.webrtcvad import WebRTCVAD
+
+            return WebRTCVAD()
+    except (ParleyError, ImportError) as exc:
+        log.warning("voice activity detection unavailable: %s", exc)
+    return None
 
 
 def _workers_ai_client(settings: Settings) -> WorkersAIClient:
@@ -135,71 +178,151 @@ def _workers_ai_client(settings: Settings) -> WorkersAIClient:
 
     return WorkersAIClient(
         account_id=settings.cloudflare_account_id,
-        api_token=_secret(settings.cloudflare_api_token),
+        api_token=secret(settings.cloudflare_api_token),
         base_url=settings.workers_ai_base_url,
         timeout=settings.provider_timeout,
     )
 
 
+def _llm_openai_client(settings: Settings) -> OpenAIClient:
+    from parley.providers.openai import DEFAULT_BASE_URL, OpenAIClient
+
+    return OpenAIClient(
+        base_url=settings.llm_base_url or DEFAULT_BASE_URL,
+        api_key=secret(settings.llm_api_key),
+        timeout=settings.provider_timeout,
+        key_setting="PARLEY_LLM_API_KEY",
+        base_url_setting="PARLEY_LLM_BASE_URL",
+    )
+
+
+def _stt_openai_config(settings: Settings) -> tuple[str | None, str, str | None, str]:
+    """(base URL, its variable, API key, its variable): speech falls back to the chat server's."""
+    if settings.stt_base_url:
+        base_url, base_var = settings.stt_base_url, "PARLEY_STT_BASE_URL"
+    elif settings.llm_base_url:
+        base_url, base_var = settings.llm_base_url, "PARLEY_LLM_BASE_URL"
+    else:
+        base_url, base_var = None, "PARLEY_STT_BASE_URL"
+    if settings.stt_api_key is not None:
+        key, key_var = secret(settings.stt_api_key), "PARLEY_STT_API_KEY"
+    elif settings.llm_api_key is not None:
+        key, key_var = secret(settings.llm_api_key), "PARLEY_LLM_API_KEY"
+    else:
+        key, key_var = None, "PARLEY_STT_API_KEY"
+    return base_url, base_var, key, key_var
+
+
 def describe_choice(settings: Settings) -> list[str]:
-    """Human lines saying which providers were picked and why (for startup logs and `parley config`).
+    """Human lines saying which provider serves each capability and why (printed by `parley serve`).
 
     Never contains a token or key, only the names of the variables involved.
     """
     lines: list[str] = []
-    missing_cf = _cloudflare_missing(settings)
-    for capability, choice in (("chat", _chat_choice(settings)), ("speech-to-text", _stt_choice(settings))):
-        chat = capability == "chat"
-        model_var = "PARLEY_LLM_MODEL" if chat else "PARLEY_STT_MODEL"
+    missing_cf = cloudflare_missing(settings)
+    checks = Checks(settings)
+    for capability in ORDER:
+        choice = choose(capability, settings, checks)
         if choice.vendor == "none":
-            if choice.explicit:
-                lines.append(f"{capability}: off, because {choice.because}")
-            else:
-                fix = "PARLEY_LLM_BASE_URL" if chat else "PARLEY_STT_BASE_URL or PARLEY_LLM_BASE_URL"
-                lines.append(
-                    f"{capability}: none, because {choice.because}; set CLOUDFLARE_ACCOUNT_ID and "
-                    f"CLOUDFLARE_API_TOKEN for Workers AI, or {fix} for an OpenAI-compatible server"
-                )
-                if len(missing_cf) == 1:
-                    lines.append(
-                        f"{capability}: note: Workers AI was not picked because {missing_cf[0]} is unset"
-                    )
-            continue
-        model, where, key_var, has_key = _vendor_details(settings, choice.vendor, chat)
-        lines.append(f"{capability}: {choice.vendor}, model {model}{where}, because {choice.because}")
-        if (settings.llm_model if chat else settings.stt_model) is None:
-            lines[-1] += f" (default model; set {model_var} to change it)"
-        if choice.vendor == "workers-ai" and missing_cf:
-            lines.append(
-                f"{capability}: warning: {' and '.join(missing_cf)} not set; every call fails until it is"
-            )
-        if choice.vendor == "openai" and "api.openai.com" in where and not has_key:
-            lines.append(f"{capability}: warning: api.openai.com needs an API key; set {key_var}")
+            lines.append(f"{capability}: {_none_line(capability, choice)}")
+        else:
+            details, model_var = _details(capability, choice.vendor, settings)
+            lines.append(f"{capability}: {choice.vendor}{details}, because {choice.because}")
+            if model_var is not None:
+                lines[-1] += f" (default model; set {model_var} to change it)"
+        # Why local engines earlier in the order were passed over: "not set" reasons say nothing new.
+        for vendor, reason in choice.passed:
+            if "not set" not in reason:
+                lines.append(f"{capability}: note: {vendor} passed over: {reason}")
+        half_cf = len(missing_cf) == 1 and "workers-ai" in ORDER[capability]
+        if half_cf and not choice.explicit and choice.vendor != "workers-ai":
+            lines.append(f"{capability}: note: Workers AI was not picked because {missing_cf[0]} is unset")
+        if choice.explicit and choice.vendor != "none":
+            lines += _warnings(capability, choice.vendor, settings, checks)
     return lines
 
 
-def _vendor_details(settings: Settings, vendor: str, chat: bool) -> tuple[str, str, str, bool]:
-    """(model, " at <url>" or "", key variable, whether a key is set) for one picked vendor."""
+def _none_line(capability: Capability, choice: Choice) -> str:
+    if choice.explicit:
+        return f"off, because {choice.because}"
+    if capability == "voice activity":
+        return "none, because neither silero nor webrtcvad is installed: pip install 'parley[local]'"
+    if capability == "text-to-speech":
+        return f"none, because no usable provider was found; {TTS_HINT}"
+    fix = "PARLEY_LLM_BASE_URL" if capability == "chat" else "PARLEY_STT_BASE_URL or PARLEY_LLM_BASE_URL"
+    return (
+        "none, because no model service is configured and no local model is usable; set "
+        f"CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN for Workers AI, or {fix} for an "
+        "OpenAI-compatible server"
+    )
+
+
+def _warnings(capability: Capability, vendor: str, settings: Settings, checks: Checks) -> list[str]:
+    """What will go wrong with an explicitly chosen provider, said at start-up rather than per call."""
+    available = checks(capability, vendor)
+    if vendor == "workers-ai" and not available.usable:
+        return [f"{capability}: warning: {available.reason}; every call fails until it is"]
+    if vendor == "openai":
+        where, has_key, key_var = _openai_target(capability, settings)
+        if "api.openai.com" in where and not has_key:
+            return [f"{capability}: warning: api.openai.com needs an API key; set {key_var}"]
+        return []
+    if not available.usable:
+        return [f"{capability}: warning: {vendor} is not usable here: {available.reason}"]
+    return []
+
+
+def _openai_target(capability: Capability, settings: Settings) -> tuple[str, bool, str]:
+    """(base URL, whether a key is set, the key's variable) of the OpenAI-compatible server used."""
+    from parley.providers.openai import DEFAULT_BASE_URL
+
+    if capability == "speech-to-text":
+        url, _, key, key_var = _stt_openai_config(settings)
+        return url or DEFAULT_BASE_URL, bool(key), key_var
+    return settings.llm_base_url or DEFAULT_BASE_URL, settings.llm_api_key is not None, "PARLEY_LLM_API_KEY"
+
+
+def _details(capability: Capability, vendor: str, settings: Settings) -> tuple[str, str | None]:
+    """(", model X at URL"-style details, the model variable when its default is in use)."""
+    chat = capability == "chat"
+    if capability == "voice activity":
+        return "", None
     if vendor == "workers-ai":
-        from parley.providers.workers_ai import DEFAULT_CHAT_MODEL as WAI_CHAT
-        from parley.providers.workers_ai import DEFAULT_STT_MODEL as WAI_STT
+        from parley.providers import workers_ai
 
-        model = (settings.llm_model or WAI_CHAT) if chat else (settings.stt_model or WAI_STT)
-        return model, "", "CLOUDFLARE_API_TOKEN", True
-    from parley.providers.openai import DEFAULT_BASE_URL, DEFAULT_CHAT_MODEL, DEFAULT_STT_MODEL
+        if capability == "text-to-speech":
+            from parley.providers.workers_ai.tts import DEFAULT_TTS_MODEL
 
-    if chat:
-        base_url = settings.llm_base_url or DEFAULT_BASE_URL
-        return (
-            settings.llm_model or DEFAULT_CHAT_MODEL,
-            f" at {base_url}",
-            "PARLEY_LLM_API_KEY",
-            settings.llm_api_key is not None,
-        )
-    stt_url, _, key, key_var = _stt_openai_config(settings)
-    return settings.stt_model or DEFAULT_STT_MODEL, f" at {stt_url or DEFAULT_BASE_URL}", key_var, bool(key)
+            return f", model {DEFAULT_TTS_MODEL}", None
+        configured = settings.llm_model if chat else settings.stt_model
+        default = workers_ai.DEFAULT_CHAT_MODEL if chat else workers_ai.DEFAULT_STT_MODEL
+        return f", model {configured or default}", None if configured else _model_var(chat)
+    if vendor == "openai":
+        from parley.providers import openai
+
+        where = f" at {_openai_target(capability, settings)[0]}"
+        if capability == "text-to-speech":
+            from parley.providers.openai.tts import DEFAULT_TTS_MODEL
+
+            return f", model {DEFAULT_TTS_MODEL}{where}", None
+        configured = settings.llm_model if chat else settings.stt_model
+        default = openai.DEFAULT_CHAT_MODEL if chat else openai.DEFAULT_STT_MODEL
+        return f", model {configured or default}{where}", None if configured else _model_var(chat)
+    if vendor == "ollama":
+        model = settings.llm_model or "the first model it has pulled"
+        return f", model {model} at {settings.ollama_url}", None
+    if vendor == "llama-cpp":
+        from parley.providers.llama_cpp import model_source
+
+        return f", model {model_source(settings)[0]}", None
+    if vendor == "faster-whisper":
+        from parley.models.catalog import DEFAULT_WHISPER
+
+        return f", model {settings.stt_model or DEFAULT_WHISPER}", None
+    if vendor in ("piper", "espeak"):
+        return (f", voice {settings.tts_voice}" if settings.tts_voice else ", default voice"), None
+    return "", None
 
 
-def build_tts(settings: Settings) -> TTSProvider:
-    """Text-to-speech; local voices arrive with the local models work."""
-    return UnconfiguredTTS()
+def _model_var(chat: bool) -> str:
+    return "PARLEY_LLM_MODEL" if chat else "PARLEY_STT_MODEL"

@@ -226,14 +226,22 @@ class ChatSession:
         usage: list[Usage],
         first_token: list[float],
     ) -> None:
-        async for delta in self._chat.stream(request):
-            if delta.text:
-                if not first_token:
-                    first_token.append(time.perf_counter())
-                parts.append(delta.text)
-                await self._emit(turn, events.chunk(self.id, turn.id, message_id, delta.text))
-            if delta.usage is not None:
-                usage.append(delta.usage)
+        stream = self._chat.stream(request)
+        try:
+            async for delta in stream:
+                if delta.text:
+                    if not first_token:
+                        first_token.append(time.perf_counter())
+                    parts.append(delta.text)
+                    await self._emit(turn, events.chunk(self.id, turn.id, message_id, delta.text))
+                if delta.usage is not None:
+                    usage.append(delta.usage)
+        finally:
+            # Close the provider's generator now, not at garbage collection: a stop that lands
+            # between two deltas must end the upstream call (or the local model's thread) at once.
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def _finish(
         self,

@@ -1,0 +1,74 @@
+"""In-process chat with llama.cpp on a GGUF file (optional extra `llama`, which compiles llama.cpp).
+
+PARLEY_LLM_MODEL is either a path to a `.gguf` file or a catalogue name (`parley models list`);
+unset means the catalogue's small default, downloaded into PARLEY_DATA_DIR on the first turn.
+Importing this package does not import llama-cpp-python: that happens when the model loads.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from parley.config import Settings
+from parley.errors import NotFound
+from parley.providers.availability import Availability
+from parley.providers.llama_cpp.chat import INSTALL_HINT, MODEL_SETTING, LlamaCppChat, ModelSource
+
+__all__ = ["INSTALL_HINT", "LlamaCppChat", "build", "check", "model_source"]
+
+
+def _is_path(name: str) -> bool:
+    return name.endswith(".gguf") or "/" in name or Path(name).is_file()
+
+
+def _model_name(settings: Settings) -> str:
+    from parley.models.catalog import DEFAULT_GGUF
+
+    return settings.llm_model or DEFAULT_GGUF
+
+
+def model_source(settings: Settings) -> tuple[str, ModelSource]:
+    """(model label, where its file comes from): a path as given, or a catalogue download."""
+    name = _model_name(settings)
+    if _is_path(name):
+        path = Path(name).expanduser()
+        return path.stem, path
+    from parley.models import pull
+
+    fetch: Callable[[], Path] = partial(pull, name, settings, progress=True)
+    return name, fetch
+
+
+def build(settings: Settings) -> LlamaCppChat:
+    model, source = model_source(settings)
+    return LlamaCppChat(source, model=model)
+
+
+def check(settings: Settings) -> Availability:
+    """Installed, and the model is a file here or can be downloaded now (a quick probe of the hub)."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return Availability.no(INSTALL_HINT)
+    name = _model_name(settings)
+    if _is_path(name):
+        path = Path(name).expanduser()
+        if path.is_file():
+            return Availability.ok(f"model file {path}")
+        return Availability.no(f"{MODEL_SETTING}={name} is not a file")
+    from parley import models
+
+    try:
+        spec = models.lookup(name)
+        if models.is_present(name, settings):
+            return Availability.ok(f"model {name} at {models.local_path(name, settings)}")
+    except NotFound as exc:
+        return Availability.no(exc.message)
+    unreachable = models.probe(settings.model_base_url, timeout=1.0)
+    if unreachable is None:
+        return Availability.ok(f"model {name} ({spec.description}) is downloaded on first use")
+    return Availability.no(
+        f"model {name} is not downloaded and {unreachable}; run `parley models pull {name}` "
+        f"where the hub is reachable, or set {MODEL_SETTING} to a .gguf file"
+    )

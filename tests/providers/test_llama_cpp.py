@@ -1,0 +1,250 @@
+"""LlamaCppChat on a real llama.cpp with a tiny GGUF model the suite writes itself (random weights).
+
+The model's words are gibberish, but everything around them is real: the GGUF loader, the chat
+template from the file, sampling, streaming, limits, stop strings, and the worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import itertools
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
+from pathlib import Path
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from parley.config import Settings
+from parley.errors import ProviderError, ProviderNotConfigured, ProviderUnavailable
+from parley.providers import llama_cpp
+from parley.providers.llama_cpp import LlamaCppChat
+from parley.providers.llama_cpp.chat import AHEAD
+from parley.providers.llm import ChatDelta, ChatMessage, ChatRequest, Usage
+from parley.standins.server import BackgroundServer
+from tests.fixtures.tiny_gguf import write_tiny_gguf
+
+
+@pytest.fixture(autouse=True)
+def _needs_llama_cpp() -> None:
+    if importlib.util.find_spec("llama_cpp") is None:
+        message = "llama-cpp-python is not installed (the `llama` extra); `make test` installs it"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    started = time.perf_counter()
+    path = write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")
+    assert time.perf_counter() - started < 1.0
+    return path
+
+
+@pytest.fixture
+async def chat(tiny: Path) -> AsyncIterator[LlamaCppChat]:
+    provider = LlamaCppChat(tiny, n_ctx=512)
+    yield provider
+    await provider.aclose()
+
+
+def ask(text: str = "hello", **options: object) -> ChatRequest:
+    return ChatRequest([ChatMessage("system", "be brief"), ChatMessage("user", text)], **options)  # type: ignore[arg-type]
+
+
+async def collect(chat: LlamaCppChat, request: ChatRequest) -> tuple[list[str], Usage | None]:
+    texts: list[str] = []
+    usage = None
+    async for delta in chat.stream(request):
+        if delta.text:
+            texts.append(delta.text)
+        usage = delta.usage or usage
+    return texts, usage
+
+
+async def test_a_reply_streams_piece_by_piece_with_its_usage(chat: LlamaCppChat) -> None:
+    texts, usage = await collect(chat, ask(max_tokens=20))
+    assert len(texts) >= 5 and "".join(texts).strip()
+    assert chat.model == "tiny"
+    # The tiny model never picks end-of-text, so it writes exactly max_tokens tokens.
+    assert usage is not None and usage.completion_tokens == 20
+    assert usage.prompt_tokens > 5 and usage.total_tokens == usage.prompt_tokens + 20
+
+
+async def test_max_tokens_bounds_the_reply(chat: LlamaCppChat) -> None:
+    texts, usage = await collect(chat, ask(max_tokens=7))
+    assert usage is not None and usage.completion_tokens == 7
+    assert 1 <= len(texts) <= 7
+
+
+async def test_a_stop_string_ends_the_reply_before_it(chat: LlamaCppChat) -> None:
+    full = "".join((await collect(chat, ask(max_tokens=40, temperature=0.0)))[0])
+    words = full.split(" ")
+    # A word that first appears a few words in, so the reply is cut in its middle.
+    stop = next(" " + w for i, w in enumerate(words) if i >= 3 and w and w not in words[:i])
+    texts, usage = await collect(chat, ask(max_tokens=40, temperature=0.0, stop=[stop]))
+    assert "".join(texts) == full[: full.index(stop)]
+    assert usage is not None and usage.completion_tokens < 40
+
+
+async def test_cancelling_the_consumer_stops_the_thread_within_one_token(chat: LlamaCppChat) -> None:
+    got: list[ChatDelta] = []
+    three = asyncio.Event()
+
+    async def consume() -> None:
+        # aclosing: a cancellation that lands in the loop body must still close the stream.
+        async with aclosing(chat.stream(ask(max_tokens=400))) as stream:
+            async for delta in stream:
+                got.append(delta)
+                if len(got) == 3:
+                    three.set()
+                await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(three.wait(), 10)
+    assert chat.generating
+    started = time.perf_counter()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The cancelled stream waited for the thread: it is out of llama.cpp's loop already.
+    assert time.perf_counter() - started < 0.5
+    assert not chat.generating
+    stopped_at = chat.generated_tokens
+    await asyncio.sleep(0.2)
+    assert chat.generated_tokens == stopped_at
+    # It never ran on towards max_tokens: at most the pieces read, the bounded backlog, one more.
+    assert stopped_at <= len(got) + AHEAD + 1 < 400
+    # The model is free for the next turn at once.
+    texts, _ = await asyncio.wait_for(collect(chat, ask(max_tokens=3)), 5)
+    assert texts
+
+
+async def test_the_event_loop_keeps_running_while_the_model_loads_and_writes(tiny: Path) -> None:
+    ticks: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            await asyncio.sleep(0.002)
+
+    provider = LlamaCppChat(tiny, n_ctx=512)
+    ticking = asyncio.create_task(ticker())
+    try:
+        started = time.perf_counter()
+        _, usage = await collect(provider, ask(max_tokens=400))
+        elapsed = time.perf_counter() - started
+    finally:
+        stop.set()
+        await ticking
+        await provider.aclose()
+    assert usage is not None and usage.completion_tokens > 100
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
+    # Generation took `elapsed` seconds; had it run on the loop, one gap would be about that long.
+    assert max(gaps) < min(0.05, elapsed / 2), (max(gaps), elapsed)
+
+
+async def test_generations_take_turns_on_one_model(chat: LlamaCppChat) -> None:
+    requests = [ask(f"question {i}", max_tokens=30, temperature=0.0) for i in range(3)]
+    alone = [(await collect(chat, r))[0] for r in requests]
+    together = await asyncio.gather(*(collect(chat, r) for r in requests))
+    # Interleaved on one llama.cpp context, the replies would come out garbled.
+    assert [texts for texts, _ in together] == alone
+
+
+async def test_a_missing_file_names_the_setting() -> None:
+    provider = LlamaCppChat(Path("/nowhere/model.gguf"))
+    try:
+        with pytest.raises(ProviderNotConfigured, match="does not exist") as caught:
+            await collect(provider, ask())
+    finally:
+        await provider.aclose()
+    assert caught.value.field == "PARLEY_LLM_MODEL"
+
+
+async def test_a_file_that_is_not_gguf_is_refused_with_the_reason(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF but not really" * 100)
+    provider = LlamaCppChat(junk)
+    try:
+        with pytest.raises(ProviderNotConfigured, match=r"llama\.cpp cannot load") as caught:
+            await provider.load()
+    finally:
+        await provider.aclose()
+    assert isinstance(caught.value.__cause__, ValueError)
+
+
+async def test_a_conversation_longer_than_the_context_is_a_provider_error(tiny: Path) -> None:
+    provider = LlamaCppChat(tiny, n_ctx=64)
+    try:
+        with pytest.raises(ProviderError, match=r"llama\.cpp refused the request"):
+            await collect(provider, ask("word " * 200))
+    finally:
+        await provider.aclose()
+
+
+async def test_closing_ends_the_worker_thread_and_refuses_new_turns(tiny: Path) -> None:
+    before = {t for t in threading.enumerate() if t.name.startswith("llama-cpp")}
+    provider = LlamaCppChat(tiny, n_ctx=512)
+    await collect(provider, ask(max_tokens=2))
+    await provider.aclose()
+    assert {t for t in threading.enumerate() if t.name.startswith("llama-cpp")} <= before
+    with pytest.raises(ProviderUnavailable):
+        await collect(provider, ask())
+
+
+# -- the default model: fetched through parley.models on first use ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hub(tiny: Path) -> Iterator[BackgroundServer]:
+    """A model hub that serves the tiny model under every file name (`/{repo}/resolve/main/{path}`)."""
+    data = tiny.read_bytes()
+
+    async def resolve(request: Request) -> Response:
+        if request.method == "HEAD" and not request.path_params["path"]:
+            return Response(b"")
+        return Response(data, media_type="application/octet-stream", headers={"Accept-Ranges": "bytes"})
+
+    app = Starlette(routes=[Route("/{path:path}", resolve, methods=["GET", "HEAD"])])
+    with BackgroundServer(app) as server:
+        yield server
+
+
+async def test_a_catalogue_model_is_downloaded_on_first_use(hub: BackgroundServer, tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path, model_base_url=hub.url)  # type: ignore[call-arg]
+    before = llama_cpp.check(settings)
+    assert before.usable and "is downloaded on first use" in before.reason
+    provider = llama_cpp.build(settings)
+    assert provider.model == "qwen2.5-0.5b-instruct"
+    try:
+        texts, _ = await collect(provider, ask(max_tokens=5))
+    finally:
+        await provider.aclose()
+    assert texts
+    after = llama_cpp.check(settings)
+    assert after.usable and after.reason.startswith("model qwen2.5-0.5b-instruct at ")
+    assert (tmp_path / "models" / "Qwen").is_dir()
+
+
+def test_check_explains_each_way_it_cannot_run(tmp_path: Path) -> None:
+    def check(**values: object) -> str:
+        settings = Settings(_env_file=None, data_dir=tmp_path, **values)  # type: ignore[arg-type]
+        found = llama_cpp.check(settings)
+        assert not found.usable
+        return found.reason
+
+    assert check(llm_model="/nowhere/x.gguf") == "PARLEY_LLM_MODEL=/nowhere/x.gguf is not a file"
+    assert check(llm_model="no-such-model").startswith("unknown model 'no-such-model'")
+    offline = check(model_base_url="http://127.0.0.1:9")
+    assert offline.startswith("model qwen2.5-0.5b-instruct is not downloaded and 127.0.0.1 unreachable")
+    assert "parley models pull qwen2.5-0.5b-instruct" in offline
