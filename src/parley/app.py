@@ -24,6 +24,7 @@ from parley.sessions.session import SessionConfig
 from parley.store.base import Store
 from parley.store.factory import build_store
 from parley.web import api, errors, speak, static, ws
+from parley.web.headers import SecurityHeaders
 from parley.web.origins import LOCAL_ORIGINS
 
 log = logging.getLogger("parley")
@@ -107,5 +108,6 @@ def create_app(
         allow_headers=["Content-Type", "Accept"],
         max_age=600,
     )
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(AccessLog)
     return app

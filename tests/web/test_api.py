@@ -182,3 +182,19 @@ async def test_the_users_language_reaches_the_models_prompt(serve: ServerFactory
     german, plain = (req.messages[0].content for req in chat.requests)
     assert "Reply in German" in german and "(de)" in german
     assert "Reply in" not in plain
+
+
+async def test_the_app_is_served_with_security_and_cache_headers(serve: ServerFactory) -> None:
+    server = serve(chat=EchoChat())
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        for path in ("/", "/static/app.js"):
+            r = await client.get(path)
+            assert r.status_code == 200
+            assert "script-src 'self'" in r.headers["content-security-policy"]
+            assert r.headers["cache-control"] == "no-cache"
+            assert r.headers["x-content-type-options"] == "nosniff"
+        api = await client.get("/healthz")
+        assert api.headers["x-content-type-options"] == "nosniff"
+        assert "content-security-policy" not in api.headers
+        # no inline script in the page: the policy above would block it
+        assert "<script>" not in (await client.get("/")).text

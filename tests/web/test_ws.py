@@ -160,3 +160,34 @@ async def test_handshake_errors(serve: ServerFactory) -> None:
         nosid = await client.get("/ws")
         assert nosid.status_code == 400
         assert nosid.json()["error"] == "Missing sessionId"
+
+
+async def test_client_ids_are_echoed_so_a_client_can_match_its_sends(serve: ServerFactory) -> None:
+    server = serve(chat=EchoChat())
+    async with websockets.connect(ws_url(server.url)) as ws:
+        await recv(ws)
+        await ws.send(json.dumps({"type": "chat", "message": "  ", "clientId": "c-1"}))
+        refused = await recv(ws)
+        assert refused["type"] == "error" and refused["clientId"] == "c-1"
+        await ws.send(json.dumps({"type": "chat", "message": "ok", "clientId": "c-2"}))
+        accepted, _ = await until(ws, "user_message")
+        assert accepted["clientId"] == "c-2"
+
+
+async def test_a_socket_joining_mid_reply_gets_the_text_so_far_then_the_rest(serve: ServerFactory) -> None:
+    server = serve(chat=EchoChat(token_interval=0.1))
+    async with websockets.connect(ws_url(server.url)) as first:
+        await recv(first)
+        await first.send(json.dumps({"type": "chat", "message": "alpha beta gamma delta epsilon"}))
+        started, _ = await until(first, "turn_started")
+        await until(first, "chunk")
+        await until(first, "chunk")
+        async with websockets.connect(ws_url(server.url)) as late:
+            assert (await recv(late))["type"] == "connected"
+            caught = await recv(late)
+            assert caught["type"] == "turn_started" and caught["turnId"] == started["turnId"]
+            so_far = await recv(late)
+            assert so_far["type"] == "chunk" and so_far["text"].startswith("You said:")
+            reply, rest = await until(late, "reply")
+            text = so_far["text"] + "".join(e["text"] for e in rest if e["type"] == "chunk")
+            assert text == reply["response"] == "You said: alpha beta gamma delta epsilon"

@@ -40,8 +40,11 @@ def connected(session_id: str) -> Event:
     return Event.make("connected", message="Connected to chat session", sessionId=session_id)
 
 
-def user_message(session_id: str, msg: Message) -> Event:
-    return Event.make("user_message", sessionId=session_id, turnId=msg.turn_id, message=msg.to_wire())
+def user_message(session_id: str, msg: Message, client_id: str | None = None) -> Event:
+    extra = {"clientId": client_id} if client_id else {}
+    return Event.make(
+        "user_message", sessionId=session_id, turnId=msg.turn_id, message=msg.to_wire(), **extra
+    )
 
 
 def turn_started(session_id: str, turn_id: str, message_id: int) -> Event:
@@ -81,8 +84,9 @@ def cleared(session_id: str) -> Event:
     return Event.make("cleared", sessionId=session_id)
 
 
-def error(err: dict[str, Any]) -> Event:
-    return Event.make("error", error=err)
+def error(err: dict[str, Any], client_id: str | None = None) -> Event:
+    extra = {"clientId": client_id} if client_id else {}
+    return Event.make("error", error=err, **extra)
 
 
 PONG = Event.make("pong")

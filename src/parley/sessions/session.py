@@ -70,7 +70,9 @@ class ChatSession:
     def busy(self) -> bool:
         return self._current is not None or bool(self._queue)
 
-    def submit(self, text: str, *, source: str = "http", language: str | None = None) -> Turn:
+    def submit(
+        self, text: str, *, source: str = "http", language: str | None = None, client_id: str | None = None
+    ) -> Turn:
         """Queue a turn and return at once; await `turn.done` for the stored reply."""
         if self._closed:
             raise ParleyError("session is closing")
@@ -80,7 +82,7 @@ class ChatSession:
                 field="sessionId",
                 limit=self._config.max_queued_turns,
             )
-        turn = Turn(text=text, source=source, language=language)
+        turn = Turn(text=text, source=source, language=language, client_id=client_id)
         self._queue.append(turn)
         self.last_active = self._clock()
         self._idle.clear()
@@ -102,6 +104,16 @@ class ChatSession:
         if turn.stream_task is not None:
             turn.stream_task.cancel()
         return turn
+
+    def catch_up(self) -> list[Event]:
+        """What a socket joining mid-reply needs to show the reply so far (then live chunks follow)."""
+        turn = self._current
+        if turn is None or turn.message_id is None:
+            return []
+        caught = [events.turn_started(self.id, turn.id, turn.message_id)]
+        if turn.parts:
+            caught.append(events.chunk(self.id, turn.id, turn.message_id, "".join(turn.parts)))
+        return caught
 
     async def history(self, limit: int | None = None) -> list[Message]:
         return await self._store.list_messages(self.id, limit=limit)
@@ -184,28 +196,25 @@ class ChatSession:
         started = time.perf_counter()
         user = await self._store.add_message(self.id, turn.id, "user", turn.text)
         recent.append(user)
-        await self._emit(turn, events.user_message(self.id, user))
+        await self._emit(turn, events.user_message(self.id, user, turn.client_id))
         pending = await self._store.add_message(self.id, turn.id, "assistant", "", MessageStatus.PENDING)
         turn.state = TurnState.RUNNING
+        turn.message_id = pending.id
         await self._emit(turn, events.turn_started(self.id, turn.id, pending.id))
 
-        parts: list[str] = []
         usage: list[Usage] = []
-        first_token: list[float] = []
         if not turn.stop_requested:
             request = ChatRequest(
                 self._model_messages(recent, turn.language), max_tokens=self._config.max_tokens
             )
-            turn.stream_task = asyncio.create_task(
-                self._pump(turn, pending.id, request, parts, usage, first_token), name=f"turn:{turn.id}"
-            )
+            turn.stream_task = asyncio.create_task(self._pump(turn, request, usage), name=f"turn:{turn.id}")
             try:
                 # wait(), not await: a stopped stream must not look like this task being cancelled.
                 await asyncio.wait([turn.stream_task])
             except asyncio.CancelledError:
                 turn.stream_task.cancel()
                 await asyncio.gather(turn.stream_task, return_exceptions=True)
-                await self._finish(turn, pending, "".join(parts), None, TurnCancelled("server shutting down"))
+                await self._finish(turn, pending, None, TurnCancelled("server shutting down"))
                 raise
 
         error: BaseException | None = None
@@ -213,27 +222,20 @@ class ChatSession:
             error = TurnCancelled("the turn was stopped")
         else:
             error = turn.stream_task.exception()
-        reply = await self._finish(turn, pending, "".join(parts), usage[-1] if usage else None, error)
+        reply = await self._finish(turn, pending, usage[-1] if usage else None, error)
         recent.append(reply)
-        self._log_turn(turn, started, first_token, usage, reply, error)
+        self._log_turn(turn, started, usage, reply, error)
 
-    async def _pump(
-        self,
-        turn: Turn,
-        message_id: int,
-        request: ChatRequest,
-        parts: list[str],
-        usage: list[Usage],
-        first_token: list[float],
-    ) -> None:
+    async def _pump(self, turn: Turn, request: ChatRequest, usage: list[Usage]) -> None:
+        assert turn.message_id is not None
         stream = self._chat.stream(request)
         try:
             async for delta in stream:
                 if delta.text:
-                    if not first_token:
-                        first_token.append(time.perf_counter())
-                    parts.append(delta.text)
-                    await self._emit(turn, events.chunk(self.id, turn.id, message_id, delta.text))
+                    if turn.first_token_at is None:
+                        turn.first_token_at = time.perf_counter()
+                    turn.parts.append(delta.text)
+                    await self._emit(turn, events.chunk(self.id, turn.id, turn.message_id, delta.text))
                 if delta.usage is not None:
                     usage.append(delta.usage)
         finally:
@@ -247,11 +249,11 @@ class ChatSession:
         self,
         turn: Turn,
         pending: Message,
-        text: str,
         usage: Usage | None,
         error: BaseException | None,
     ) -> Message:
         turn.usage = usage
+        text = "".join(turn.parts)
         result: Message | BaseException
         if error is None:
             msg = await self._store.finish_message(pending.id, text, MessageStatus.COMPLETE)
@@ -278,13 +280,12 @@ class ChatSession:
         self,
         turn: Turn,
         started: float,
-        first_token: list[float],
         usage: list[Usage],
         reply: Message,
         error: BaseException | None,
     ) -> None:
         now = time.perf_counter()
-        ttft = f"{(first_token[0] - started) * 1000:.1f}" if first_token else "-"
+        ttft = f"{(turn.first_token_at - started) * 1000:.1f}" if turn.first_token_at else "-"
         log.info(
             "turn session=%s turn=%s source=%s provider=%s model=%s outcome=%s queue_ms=%.1f "
             "ttft_ms=%s total_ms=%.1f reply_chars=%d completion_tokens=%s%s",

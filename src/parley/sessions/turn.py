@@ -35,6 +35,8 @@ class Turn:
     source: str = "http"
     #: the user's language when known (speech-to-text or the UI); the reply should use it
     language: str | None = None
+    #: an id the client chose for its message, echoed in this turn's events
+    client_id: str | None = None
     id: str = field(default_factory=new_turn_id)
     state: TurnState = TurnState.QUEUED
     queued_at: float = field(default_factory=time.perf_counter)
@@ -44,6 +46,10 @@ class Turn:
     #: the stored reply once finished (complete, cancelled or failed) and its token usage
     reply: Message | None = None
     usage: Usage | None = None
+    #: while running: the stored (pending) reply's id, and the reply text so far
+    message_id: int | None = None
+    parts: list[str] = field(default_factory=list)
+    first_token_at: float | None = None
     #: the task streaming from the model; cancelling it is how a turn is stopped
     stream_task: asyncio.Task[None] | None = None
     _watchers: list[asyncio.Queue[Event | None]] = field(default_factory=list)

@@ -1,6 +1,8 @@
 """The session WebSocket: every event of a session to every socket of it, and a few commands back.
 
-Client -> server: `{"type":"ping"}`, `{"type":"chat","message":...}`, `{"type":"stop","turnId"?}`.
+Client -> server: `{"type":"ping"}`, `{"type":"chat","message":...,"language"?,"clientId"?}`,
+`{"type":"stop","turnId"?}`. A `clientId` (<= 64 chars) is echoed in the `user_message` or `error`
+event that answers the frame, so a client can tell which of its sends an error is about.
 Server -> client: `connected`, `pong`, and the session events of `sessions/events.py`. A bad frame
 gets an `error` event naming the field; only an oversized frame or a socket too slow to keep up
 closes the connection.
@@ -59,12 +61,15 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     sub = svc.bus.subscribe(session_id)
-    svc.sessions.get(session_id)  # the session is live while a socket is on it
+    # Greeting and catch-up go through the inbox before any live event can (no await between
+    # subscribing and these), so a socket joining mid-reply sees the text so far, then the rest.
+    sub.deliver(events.connected(session_id).data)
+    for event in svc.sessions.get(session_id).catch_up():
+        sub.deliver(event.data)
     writer = asyncio.create_task(_write(websocket, sub), name=f"ws-writer:{session_id}")
     started = time.perf_counter()
     frames = 0
     try:
-        await websocket.send_text(events.connected(session_id).data)
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -79,10 +84,7 @@ async def ws_endpoint(websocket: WebSocket) -> None:
                 )
                 await websocket.close(WS_MESSAGE_TOO_BIG, f"frame larger than {limit} bytes")
                 break
-            try:
-                await _handle(websocket, svc, session_id, raw)
-            except ParleyError as exc:
-                await _send_error(websocket, exc)
+            await _handle(websocket, svc, session_id, raw)
     except WebSocketDisconnect:
         pass
     finally:
@@ -137,16 +139,30 @@ async def _write(websocket: WebSocket, sub: Subscription) -> None:
         await websocket.send_text(event)
 
 
-async def _send_error(websocket: WebSocket, exc: ParleyError) -> None:
+async def _send_error(websocket: WebSocket, exc: ParleyError, client_id: str | None = None) -> None:
     if websocket.client_state is WebSocketState.CONNECTED:
-        await websocket.send_text(events.error(error_body(exc)).data)
+        await websocket.send_text(events.error(error_body(exc), client_id).data)
 
 
 async def _handle(websocket: WebSocket, svc: Services, session_id: str, raw: str) -> None:
+    """Act on one client frame; a bad one gets an error event (echoing its clientId) and no change."""
     try:
         data: Any = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise InvalidInput(f"frame is not valid JSON: {exc.msg}", field="frame") from exc
+        await _send_error(websocket, InvalidInput(f"frame is not valid JSON: {exc.msg}", field="frame"))
+        return
+    client_id = data.get("clientId") if isinstance(data, dict) else None
+    if not (isinstance(client_id, str) and 0 < len(client_id) <= 64):
+        client_id = None
+    try:
+        await _command(websocket, svc, session_id, data, client_id)
+    except ParleyError as exc:
+        await _send_error(websocket, exc, client_id)
+
+
+async def _command(
+    websocket: WebSocket, svc: Services, session_id: str, data: Any, client_id: str | None
+) -> None:
     if not isinstance(data, dict):
         raise InvalidInput("frame must be a JSON object with a type", field="type")
     kind = data.get("type")
@@ -160,7 +176,7 @@ async def _handle(websocket: WebSocket, svc: Services, session_id: str, raw: str
         if len(message) > limit:
             raise InvalidInput(f"message is longer than {limit} characters", field="message", limit=limit)
         language = check_language(data.get("language"))
-        svc.sessions.get(session_id).submit(message, source="ws", language=language)
+        svc.sessions.get(session_id).submit(message, source="ws", language=language, client_id=client_id)
     elif kind == "stop":
         turn_id = data.get("turnId")
         if turn_id is not None and not isinstance(turn_id, str):
