@@ -75,3 +75,17 @@ def test_parley_config_hides_secrets() -> None:
     ).stdout
     assert "CLOUDFLARE_API_TOKEN=(set)" in out
     assert "very-secret-token-value" not in out
+
+
+def test_secrets_can_come_from_a_secrets_directory(tmp_path: Path) -> None:
+    (tmp_path / "CLOUDFLARE_API_TOKEN").write_text("token-from-a-file")
+    (tmp_path / "PARLEY_LLM_API_KEY").write_text("key-from-a-file")
+    env = {"PARLEY_SECRETS_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    code = (
+        "from parley.config import load_settings; s = load_settings(); "
+        "print(s.cloudflare_api_token.get_secret_value(), s.llm_api_key.get_secret_value())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=tmp_path
+    ).stdout
+    assert out.split() == ["token-from-a-file", "key-from-a-file"]

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from parley import __version__, cli_chat, cli_local
-from parley.config import Settings, settings_table
+from parley.config import load_settings, settings_table
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -18,7 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
     from parley.providers.factory import describe_choice
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    settings = Settings(**overrides)
+    settings = load_settings(**overrides)
     setup(settings.log_level)
     for line in describe_choice(settings):
         print(f"parley: {line}", file=sys.stderr)
@@ -42,7 +42,7 @@ def _config(args: argparse.Namespace) -> int:
         for env, default, help_ in settings_table():
             print(f"| `{env}` | {'`' + default + '`' if default else ''} | {help_} |")
         return 0
-    settings = Settings()
+    settings = load_settings()
     for env, _default, _help in settings_table():
         name = env.removeprefix("PARLEY_").lower()
         value = getattr(settings, name, None)

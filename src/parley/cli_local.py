@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import get_args
 
-from parley.config import Settings
+from parley.config import load_settings
 from parley.errors import InvalidInput, ParleyError
 
 
@@ -20,7 +20,7 @@ def doctor(args: argparse.Namespace) -> int:
     """Print every provider, usable or not and why, then what `parley serve` picks (always exit 0)."""
     from parley.providers.factory import describe_choice, doctor
 
-    settings = Settings()
+    settings = load_settings()
     rows = doctor(settings)
     header = ("CAPABILITY", "PROVIDER", "USABLE", "PICKED", "WHY")
     table = [
@@ -39,7 +39,7 @@ def doctor(args: argparse.Namespace) -> int:
 def models_list(args: argparse.Namespace) -> int:
     from parley import models
 
-    settings = Settings()
+    settings = load_settings()
     for spec in models.known():
         here = "downloaded" if models.is_present(spec.name, settings) else ""
         print(f"{spec.name:<28} {spec.kind:<4} {here:<10} {spec.description}")
@@ -51,7 +51,7 @@ def models_pull(args: argparse.Namespace) -> int:
     from parley import models
 
     try:
-        path = models.pull(args.name, Settings(), progress=True)
+        path = models.pull(args.name, load_settings(), progress=True)
     except ParleyError as exc:
         return _fail(exc)
     print(path)
@@ -73,7 +73,7 @@ async def _transcribe(data: bytes, name: str, language: str | None) -> str:
     from parley.providers.factory import build_stt
     from parley.providers.stt import AudioInput
 
-    settings = Settings()
+    settings = load_settings()
     kind = check_audio(data, limit=settings.max_audio_bytes, field=name)
     stt = build_stt(settings)
     try:
@@ -107,7 +107,7 @@ async def _speak(text: str, voice: str | None, fmt: str) -> bytes:
         )
     if not text.strip():
         raise InvalidInput("there is no text to speak", field="TEXT")
-    tts = build_tts(Settings())
+    tts = build_tts(load_settings())
     pcm = bytearray()
     rate = 0
     try:

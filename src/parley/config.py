@@ -6,8 +6,9 @@ Nothing below this module and `cli.py` reads `os.environ`. Every setting is one 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -144,6 +145,16 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'parley.db'}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings for a command: environment, `.env`, then files in PARLEY_SECRETS_DIR.
+
+    A secrets directory holds one file per secret, named like its variable
+    (`CLOUDFLARE_API_TOKEN`, `PARLEY_LLM_API_KEY`, ...), as Docker and systemd credentials provide.
+    """
+    secrets_dir = os.environ.get("PARLEY_SECRETS_DIR") or None
+    return Settings(_secrets_dir=secrets_dir, **overrides)
 
 
 def settings_table() -> list[tuple[str, str, str]]:
