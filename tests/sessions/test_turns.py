@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import httpx
 import pytest
 
 from parley.bus.memory import LocalBus
-from parley.errors import Busy
+from parley.errors import Busy, TurnCancelled
 from parley.providers.testing import EchoChat
 from parley.sessions.registry import SessionRegistry
 from parley.sessions.session import SessionConfig
@@ -145,4 +146,46 @@ async def test_shutdown_mid_turn_records_the_reply_as_cancelled(tmp_path: Path) 
         ("assistant", MessageStatus.CANCELLED),
     ]
     assert messages[1].content.startswith("You")
+    await store.aclose()
+
+
+async def test_a_barge_in_keeps_only_what_was_heard(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "p.db")
+    await store.open()
+    bus = LocalBus()
+    sub = bus.subscribe(SID)
+    registry = SessionRegistry(store=store, chat=EchoChat(token_interval=0.05), bus=bus, config=CONFIG)
+    session = registry.get(SID)
+    # while the model still writes
+    running = session.submit("one two three four five six seven eight", source="voice")
+    while len(running.parts) < 2:
+        await asyncio.sleep(0.01)
+    await session.interrupt(running, "You said:")
+    with pytest.raises(TurnCancelled):
+        await running.done
+    # after the model finished, while the audio still plays
+    done = session.submit("short", source="voice")
+    await done.done
+    await session.interrupt(done, "You")
+    messages = await store.list_messages(SID)
+    assert [(m.content, m.status) for m in messages[1::2]] == [
+        ("You said:", MessageStatus.INTERRUPTED),
+        ("You", MessageStatus.INTERRUPTED),
+    ]
+    kinds = []
+    while not sub._queue.empty():
+        kinds.append(json.loads(await sub.get())["type"])
+    assert kinds.count("interrupted") == 2
+    # the model's next context holds what was heard, not what was written
+    chat = EchoChat()
+    registry2 = SessionRegistry(store=store, chat=chat, bus=bus, config=CONFIG)
+    await registry2.get(SID).submit("next").done
+    assert [m.content for m in chat.requests[0].messages[1:5]] == [
+        "one two three four five six seven eight",
+        "You said:",
+        "short",
+        "You",
+    ]
+    await registry.aclose()
+    await registry2.aclose()
     await store.aclose()

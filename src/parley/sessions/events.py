@@ -72,6 +72,12 @@ def cancelled(session_id: str, msg: Message) -> Event:
     )
 
 
+def interrupted(session_id: str, msg: Message) -> Event:
+    return Event.make(
+        "interrupted", sessionId=session_id, turnId=msg.turn_id, response=msg.content, message=msg.to_wire()
+    )
+
+
 def turn_failed(session_id: str, msg: Message, error: dict[str, Any]) -> Event:
     return Event.make("error", sessionId=session_id, turnId=msg.turn_id, error=error, message=msg.to_wire())
 

@@ -105,6 +105,26 @@ class ChatSession:
             turn.stream_task.cancel()
         return turn
 
+    async def interrupt(self, turn: Turn, heard: str) -> None:
+        """A barge-in: keep only `heard` (what was played) as the reply, marked interrupted.
+
+        Works whether the model is still writing (the turn is stopped) or already done (the
+        stored reply is cut back to what the user heard).
+        """
+        if not turn.state.finished:
+            turn.heard = heard
+            self.stop(turn.id)
+            return
+        if turn.reply is None or turn.reply.status is not MessageStatus.COMPLETE:
+            return
+        msg = await self._store.finish_message(turn.reply.id, heard, MessageStatus.INTERRUPTED)
+        turn.reply = msg
+        if self._recent is not None:
+            for i, recent in enumerate(self._recent):
+                if recent.id == msg.id:
+                    self._recent[i] = msg
+        await self.publish(events.interrupted(self.id, msg))
+
     def catch_up(self) -> list[Event]:
         """What a socket joining mid-reply needs to show the reply so far (then live chunks follow)."""
         turn = self._current
@@ -258,6 +278,9 @@ class ChatSession:
         if error is None:
             msg = await self._store.finish_message(pending.id, text, MessageStatus.COMPLETE)
             event, state, result = events.reply(self.id, msg, usage), TurnState.COMPLETE, msg
+        elif isinstance(error, TurnCancelled) and turn.heard is not None:
+            msg = await self._store.finish_message(pending.id, turn.heard, MessageStatus.INTERRUPTED)
+            event, state, result = events.interrupted(self.id, msg), TurnState.CANCELLED, error
         elif isinstance(error, TurnCancelled):
             msg = await self._store.finish_message(pending.id, text, MessageStatus.CANCELLED)
             event, state, result = events.cancelled(self.id, msg), TurnState.CANCELLED, error

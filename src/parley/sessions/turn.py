@@ -43,6 +43,8 @@ class Turn:
     #: resolved with the stored reply, or with the error that ended the turn
     done: asyncio.Future[Message] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     stop_requested: bool = False
+    #: set by a barge-in: store this (the part the user heard) instead of what was written
+    heard: str | None = None
     #: the stored reply once finished (complete, cancelled or failed) and its token usage
     reply: Message | None = None
     usage: Usage | None = None

@@ -20,6 +20,8 @@ class MessageStatus(StrEnum):
     PENDING = "pending"
     COMPLETE = "complete"
     CANCELLED = "cancelled"
+    #: a spoken reply the user talked over: the content is what was actually played
+    INTERRUPTED = "interrupted"
     FAILED = "failed"
 
 

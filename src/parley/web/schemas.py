@@ -33,7 +33,7 @@ class HistoryEntry(BaseModel):
     id: int
     role: Literal["user", "assistant"]
     content: str
-    status: Literal["complete", "cancelled", "failed"]
+    status: Literal["complete", "cancelled", "interrupted", "failed"]
     created_at: str
     turnId: str
     error: str | None = None
