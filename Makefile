@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 APT_PACKAGES := chromium espeak-ng sox
-EXTRAS ?= dev,local,whisper,piper,llama,postgres,redis
+EXTRAS ?= dev,local,piper,llama,postgres,redis
 # reinstall when pyproject.toml or the extras change
 STAMP  := $(VENV)/.installed-$(shell (cat pyproject.toml; echo '$(EXTRAS)') | cksum | cut -d' ' -f1)
 

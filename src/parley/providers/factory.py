@@ -161,9 +161,9 @@ def build_vad(settings: Settings) -> SpeechModel | None:
     choice = choose("voice activity", settings)
     try:
         if choice.vendor == "silero":
-            from parley.providers.silero import SileroVAD
+            from parley.providers import silero
 
-            return SileroVAD()
+            return silero.build()
         if choice.vendor == "webrtcvad":
             from parley.providers.webrtcvad import WebRTCVAD
 
@@ -286,7 +286,11 @@ def _details(capability: Capability, vendor: str, settings: Settings) -> tuple[s
     """(", model X at URL"-style details, the model variable when its default is in use)."""
     chat = capability == "chat"
     if capability == "voice activity":
-        return "", None
+        if vendor != "silero":
+            return "", None
+        from parley.providers.silero import backend
+
+        return (f", on {backend()}" if backend() else ""), None
     if vendor == "workers-ai":
         from parley.providers import workers_ai
 

