@@ -21,6 +21,8 @@ CHROMIUM_ARGS = [
     # getUserMedia answers at once with a fake microphone (a tone), no permission prompt.
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
+    # Spoken replies play without a click in the page (a real user has always clicked Send).
+    "--autoplay-policy=no-user-gesture-required",
 ]
 
 

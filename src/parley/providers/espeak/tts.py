@@ -26,7 +26,7 @@ INSTALL_HINT = "espeak-ng is not installed: apt-get install espeak-ng (or brew i
 #: a voice name, optionally with a variant (`en-us+f3`); nothing that could read as an option
 _VOICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-/]{0,39}(\+[A-Za-z0-9_\-]{1,20})?$")
 #: bare language codes whose best espeak voice is not the code itself
-_PREFERRED = {"en": "en-us", "fr": "fr-fr", "zh": "cmn"}
+_PREFERRED = {"en": "en-us", "fr": "fr-fr", "zh": "cmn", "no": "nb"}
 _READ = 8192
 
 
