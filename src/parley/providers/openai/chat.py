@@ -13,6 +13,7 @@ from parley.errors import ProviderError, ProviderUnavailable
 from parley.providers.llm import ChatDelta, ChatProvider, ChatRequest, Usage
 from parley.providers.openai.client import OpenAIClient, upstream_error
 from parley.providers.sse import iter_sse_data
+from parley.providers.wire import content_of, usage_of
 
 DEFAULT_CHAT_MODEL = "gpt-4o-mini"
 MODEL_SETTING = "PARLEY_LLM_MODEL"
@@ -101,29 +102,3 @@ class OpenAIChat(ChatProvider):
 
     async def aclose(self) -> None:
         await self.client.aclose()
-
-
-def content_of(chunk: dict[str, Any], key: str) -> str:
-    """`choices[0][key].content`, where key is `delta` in a stream and `message` in a completion."""
-    choices = chunk.get("choices")
-    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        part = choices[0].get(key)
-        if isinstance(part, dict):
-            content = part.get("content")
-            if isinstance(content, str):
-                return content
-    return ""
-
-
-def usage_of(chunk: dict[str, Any]) -> Usage | None:
-    # Chunks before the last carry `"usage": null` when include_usage is on.
-    raw = chunk.get("usage")
-    if not isinstance(raw, dict):
-        return None
-
-    def count(key: str) -> int:
-        value = raw.get(key)
-        return value if isinstance(value, int) else 0
-
-    prompt, completion = count("prompt_tokens"), count("completion_tokens")
-    return Usage(prompt, completion, count("total_tokens") or prompt + completion)

@@ -12,6 +12,7 @@ import httpx
 from parley.errors import ProviderError, ProviderUnavailable
 from parley.providers.llm import ChatDelta, ChatProvider, ChatRequest, Usage
 from parley.providers.sse import iter_sse_data
+from parley.providers.wire import content_of, usage_of
 from parley.providers.workers_ai.client import WorkersAIClient, map_error, upstream_error
 
 DEFAULT_CHAT_MODEL = "@cf/meta/llama-3.3-70b-instruct-fp8-fast"
@@ -111,24 +112,4 @@ def token_of(event: dict[str, Any]) -> str:
     text = event.get("response")
     if isinstance(text, str) and text:
         return text
-    choices = event.get("choices")
-    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        delta = choices[0].get("delta")
-        if isinstance(delta, dict):
-            content = delta.get("content")
-            if isinstance(content, str):
-                return content
-    return ""
-
-
-def usage_of(event: dict[str, Any]) -> Usage | None:
-    raw = event.get("usage")
-    if not isinstance(raw, dict):
-        return None
-
-    def count(key: str) -> int:
-        value = raw.get(key)
-        return value if isinstance(value, int) else 0
-
-    prompt, completion = count("prompt_tokens"), count("completion_tokens")
-    return Usage(prompt, completion, count("total_tokens") or prompt + completion)
+    return content_of(event, "delta")
