@@ -240,7 +240,7 @@ def hub(tiny: Path) -> Iterator[BackgroundServer]:
 async def test_a_catalogue_model_is_downloaded_on_first_use(hub: BackgroundServer, tmp_path: Path) -> None:
     settings = Settings(_env_file=None, data_dir=tmp_path, model_base_url=hub.url)  # type: ignore[call-arg]
     before = llama_cpp.check(settings)
-    assert before.usable and "is downloaded on first use" in before.reason
+    assert before.usable and "fetched from" in before.reason and "on first use" in before.reason
     provider = llama_cpp.build(settings)
     assert provider.model == "qwen2.5-0.5b-instruct"
     try:
@@ -263,5 +263,8 @@ def test_check_explains_each_way_it_cannot_run(tmp_path: Path) -> None:
     assert check(llm_model="/nowhere/x.gguf") == "PARLEY_LLM_MODEL=/nowhere/x.gguf is not a file"
     assert check(llm_model="no-such-model").startswith("unknown model 'no-such-model'")
     offline = check(model_base_url="http://127.0.0.1:9")
-    assert offline.startswith("model qwen2.5-0.5b-instruct is not downloaded and 127.0.0.1 unreachable")
+    assert (
+        offline.startswith("model qwen2.5-0.5b-instruct (")
+        and "not downloaded and 127.0.0.1 unreachable" in offline
+    )
     assert "parley models pull qwen2.5-0.5b-instruct" in offline

@@ -61,14 +61,12 @@ def check(settings: Settings) -> Availability:
 
     try:
         spec = models.lookup(name)
-        if models.is_present(name, settings):
-            return Availability.ok(f"model {name} at {models.local_path(name, settings)}")
     except NotFound as exc:
         return Availability.no(exc.message)
-    unreachable = models.probe(settings.model_base_url, timeout=1.0)
-    if unreachable is None:
-        return Availability.ok(f"model {name} ({spec.description}) is downloaded on first use")
-    return Availability.no(
-        f"model {name} is not downloaded and {unreachable}; run `parley models pull {name}` "
-        f"where the hub is reachable, or set {MODEL_SETTING} to a .gguf file"
+    return models.availability(
+        settings,
+        spec,
+        f"model {name} ({spec.description})",
+        fix=f"set {MODEL_SETTING} to a .gguf file",
+        probe_timeout=1.0,
     )

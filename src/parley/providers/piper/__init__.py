@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from parley.config import Settings
 from parley.errors import NotFound
+from parley.models import availability
 from parley.models.catalog import DEFAULT_PIPER_VOICE, piper_voice
-from parley.models.download import Downloader, probe
 from parley.providers.availability import Availability, missing_package
 from parley.providers.piper.tts import PiperTTS, choose_voice
 
@@ -26,17 +26,6 @@ def check(settings: Settings) -> Availability:
         spec = piper_voice(name)
     except NotFound as exc:
         return Availability.no(exc.message)
-    downloader = Downloader.from_settings(settings, progress=False)
-    path = downloader.local_path(spec)
-    if downloader.is_present(spec):
-        return Availability.ok(f"voice {name} at {path}")
-    unreachable = probe(settings.model_base_url)
-    if unreachable is None:
-        return Availability.ok(
-            f"voice {name} not downloaded yet: fetched from {settings.model_base_url} on first use "
-            f"(or now: parley models pull {name})"
-        )
-    return Availability.no(
-        f"voice {name} not downloaded and {unreachable}: run `parley models pull {name}` where there "
-        f"is network and copy {path.parent} here, or set PARLEY_MODEL_BASE_URL to a mirror"
+    return availability(
+        settings, spec, f"voice {name}", fix="set PARLEY_MODEL_BASE_URL to a mirror of the model hub"
     )
