@@ -66,7 +66,7 @@ def check(settings: Settings) -> Availability:
     return models.availability(
         settings,
         spec,
-        f"model {name} ({spec.description})",
+        f"model {name}",
         fix=f"set {MODEL_SETTING} to a .gguf file",
         probe_timeout=1.0,
     )
