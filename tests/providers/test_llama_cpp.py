@@ -263,8 +263,5 @@ def test_check_explains_each_way_it_cannot_run(tmp_path: Path) -> None:
     assert check(llm_model="/nowhere/x.gguf") == "PARLEY_LLM_MODEL=/nowhere/x.gguf is not a file"
     assert check(llm_model="no-such-model").startswith("unknown model 'no-such-model'")
     offline = check(model_base_url="http://127.0.0.1:9")
-    assert (
-        offline.startswith("model qwen2.5-0.5b-instruct (")
-        and "not downloaded and 127.0.0.1 unreachable" in offline
-    )
+    assert offline.startswith("model qwen2.5-0.5b-instruct not downloaded and 127.0.0.1 unreachable")
     assert "parley models pull qwen2.5-0.5b-instruct" in offline

@@ -17,6 +17,7 @@ import binascii
 import hmac
 import random
 import string
+import time
 from collections.abc import AsyncGenerator, Collection
 from typing import Any
 
@@ -101,8 +102,8 @@ def create_app(
 
     `doubled` also puts each token in `choices[0].delta.content`, as some real streams do.
     State for tests: `requests`, `cancelled_streams`, `completed_streams`, `first_byte_times`, and
-    `first_bytes` (the same first-token time keyed by the stream's last user message, so a benchmark
-    can pair each upstream stream with what its client saw).
+    for benchmarks `first_bytes` and `last_bytes`: `perf_counter()` just before a stream's first and
+    last token, keyed by its last user message, to pair each stream with what its clients saw.
     """
     rng = random.Random()
     quiet_aborts()
@@ -171,6 +172,8 @@ def create_app(
             if index == 0:
                 mark_first_token(request.app.state)
                 request.app.state.first_bytes[said] = request.app.state.first_byte_times[-1]
+            if index == len(tokens) - 1:
+                request.app.state.last_bytes[said] = time.perf_counter()
             yield sse(event)
         yield sse({"response": "", "usage": usage})
         yield sse("[DONE]")
@@ -223,6 +226,7 @@ def create_app(
     )
     init_state(app.state)
     app.state.first_bytes = {}
+    app.state.last_bytes = {}
     return app
 
 
