@@ -95,6 +95,12 @@ def text_of(deltas: list[ChatDelta]) -> str:
 # -- chat -----------------------------------------------------------------------------------------
 
 
+async def test_consecutive_streams_reuse_one_connection(chat: OpenAIChat, upstream: Upstream) -> None:
+    for i in range(4):
+        await collect(chat, ask(f"turn {i}"))
+    assert len({r["client_port"] for r in upstream.app.state.requests}) == 1
+
+
 async def test_streams_content_and_usage(chat: OpenAIChat, upstream: Upstream) -> None:
     deltas = await collect(chat, ask("hello there", temperature=0.5, stop=["\n\n"]))
 

@@ -105,6 +105,13 @@ def text_of(deltas: list[ChatDelta]) -> str:
 # -- streaming ------------------------------------------------------------------------------------
 
 
+async def test_consecutive_streams_reuse_one_connection(chat: WorkersAIChat, upstream: Upstream) -> None:
+    for i in range(4):
+        assert text_of(await collect(chat, ask(f"turn {i}"))) == f"You said: turn {i}"
+    ports = {r["client_port"] for r in upstream.app.state.requests}
+    assert len(ports) == 1  # reading past [DONE] to the end of the body lets httpx keep it alive
+
+
 async def test_streams_tokens_through_padding_and_ends_with_usage(
     chat: WorkersAIChat, upstream: Upstream
 ) -> None:

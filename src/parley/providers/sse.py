@@ -8,8 +8,10 @@ the event-stream format ends lines only at CR, LF or CRLF.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import httpx
 
@@ -77,3 +79,16 @@ async def iter_sse_data(response: httpx.Response) -> AsyncGenerator[str, None]:
             yield data
     for data in decoder.flush():
         yield data
+
+
+async def drain(events: AsyncIterator[str], *, seconds: float = 0.5) -> None:
+    """Read what follows `[DONE]` to the end of the body, so httpx can reuse the connection.
+
+    Stopping at `[DONE]` closes the connection instead, and the next turn pays a new TCP + TLS
+    handshake before its first token. A server that keeps the body open after `[DONE]` gets
+    `seconds`, then the connection is dropped as before.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            async for _ in events:
+                pass

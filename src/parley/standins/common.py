@@ -99,6 +99,8 @@ def record(request: Request, **fields: Any) -> dict[str, Any]:
         "path": request.url.path,
         "headers": {k: v for k, v in request.headers.items() if k.lower() != "authorization"},
         "authorized": "authorization" in request.headers,
+        # the client's port tells tests whether connections are reused between calls
+        "client_port": request.client.port if request.client else None,
         **fields,
     }
     request.app.state.requests.append(entry)

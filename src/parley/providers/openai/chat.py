@@ -12,7 +12,7 @@ import httpx
 from parley.errors import ProviderError, ProviderUnavailable
 from parley.providers.llm import ChatDelta, ChatProvider, ChatRequest, Usage
 from parley.providers.openai.client import OpenAIClient, upstream_error
-from parley.providers.sse import iter_sse_data
+from parley.providers.sse import drain, iter_sse_data
 from parley.providers.wire import content_of, usage_of
 
 DEFAULT_CHAT_MODEL = "gpt-4o-mini"
@@ -58,6 +58,7 @@ class OpenAIChat(ChatProvider):
                 async for data in events:
                     if data.strip() == "[DONE]":
                         finished = True
+                        await drain(events)
                         break
                     chunk = self._decode(data)
                     text = content_of(chunk, "delta")

@@ -11,7 +11,7 @@ import httpx
 
 from parley.errors import ProviderError, ProviderUnavailable
 from parley.providers.llm import ChatDelta, ChatProvider, ChatRequest, Usage
-from parley.providers.sse import iter_sse_data
+from parley.providers.sse import drain, iter_sse_data
 from parley.providers.wire import content_of, usage_of
 from parley.providers.workers_ai.client import WorkersAIClient, map_error, upstream_error
 
@@ -58,6 +58,7 @@ class WorkersAIChat(ChatProvider):
                 async for data in events:
                     if data.strip() == "[DONE]":
                         finished = True
+                        await drain(events)
                         break
                     event = self._decode(data)
                     text = token_of(event)
