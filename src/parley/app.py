@@ -18,12 +18,16 @@ from parley.logs import AccessLog
 from parley.providers.llm import ChatProvider
 from parley.providers.stt import STTProvider
 from parley.providers.tts import TTSProvider
+from parley.providers.vad import SpeechModel
+from parley.rtc.ice import parse_ice_servers
+from parley.rtc.registry import CallConfig, CallRegistry
 from parley.services import Services
 from parley.sessions.registry import SessionRegistry
 from parley.sessions.session import SessionConfig
 from parley.store.base import Store
 from parley.store.factory import build_store
-from parley.web import api, errors, speak, static, ws
+from parley.voice.pipeline import VoiceConfig
+from parley.web import api, errors, rtc, speak, static, ws
 from parley.web.headers import SecurityHeaders
 from parley.web.origins import LOCAL_ORIGINS
 
@@ -36,6 +40,7 @@ def create_app(
     chat: ChatProvider | None = None,
     stt: STTProvider | None = None,
     tts: TTSProvider | None = None,
+    vad: SpeechModel | None = None,
     store: Store | None = None,
     bus: Bus | None = None,
 ) -> FastAPI:
@@ -69,7 +74,27 @@ def create_app(
             idle_seconds=settings.session_idle_seconds,
         )
         registry.start()
-        app.state.services = Services(settings, the_store, the_bus, the_chat, the_stt, registry, the_tts)
+        if vad is None:
+            from parley.providers.factory import build_vad
+
+            the_vad = build_vad(settings)
+        else:
+            the_vad = vad
+        calls = CallRegistry(
+            sessions=registry,
+            vad=the_vad,
+            stt=the_stt,
+            tts=the_tts,
+            config=CallConfig(
+                ice_servers=parse_ice_servers(settings.ice_servers),
+                idle_seconds=settings.call_idle_seconds,
+                max_calls=settings.max_calls,
+                voice=VoiceConfig.from_settings(settings),
+            ),
+        )
+        app.state.services = Services(
+            settings, the_store, the_bus, the_chat, the_stt, registry, the_tts, calls
+        )
         log.info(
             "ready chat=%s model=%s stt=%s store=%s",
             the_chat.name,
@@ -80,6 +105,7 @@ def create_app(
         try:
             yield
         finally:
+            await calls.aclose()
             await registry.aclose()
             await the_chat.aclose()
             await the_stt.aclose()
@@ -96,6 +122,7 @@ def create_app(
     errors.install(app)
     app.include_router(api.router)
     app.include_router(speak.router)
+    app.include_router(rtc.router)
     app.include_router(ws.router)
     app.include_router(static.router)
     app.mount("/static", StaticFiles(directory=static.STATIC_DIR), name="static")

@@ -117,6 +117,15 @@ class Settings(BaseSettings):
     vad_stop_secs: float = Field(
         0.2, ge=0, description="Silence needed before a speech-end event (hangover)."
     )
+    ice_servers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="ICE servers for voice calls: JSON list of {urls, username?, credential?}; aiortc "
+        "uses only the first STUN and the first TURN URL, so order matters.",
+    )
+    call_idle_seconds: float = Field(
+        20.0, gt=0, description="A voice call with no audio or data-channel message for this long is closed."
+    )
+    max_calls: int = Field(50, ge=1, description="Voice calls open at once.")
     ollama_url: str = Field("http://127.0.0.1:11434", description="Where `parley serve` looks for Ollama.")
     model_base_url: str = Field(
         "https://huggingface.co", description="Where model files are downloaded from (a mirror works too)."

@@ -9,6 +9,7 @@ from parley.config import Settings
 from parley.providers.llm import ChatProvider
 from parley.providers.stt import STTProvider
 from parley.providers.tts import TTSProvider
+from parley.rtc.registry import CallRegistry
 from parley.sessions.registry import SessionRegistry
 from parley.store.base import Store
 
@@ -22,3 +23,4 @@ class Services:
     stt: STTProvider
     sessions: SessionRegistry
     tts: TTSProvider
+    calls: CallRegistry

@@ -1,0 +1,1 @@
+"""WebRTC: aiortc peers of voice calls (`peer.py`, `tracks.py`), their registry, ICE servers."""

@@ -1,0 +1,354 @@
+"""VoiceCall: the streaming voice pipeline of one call, and the owner of all its tasks.
+
+    transport --push(16 kHz PCM)--> inbox --listener--> VADStream --speech_end--> VoiceReply
+    VoiceReply (voice/turns.py): STT -> session turn -> sentences -> TTS -> Playout
+    transport <--read_frame() every 20 ms-- Playout (48 kHz)
+
+Turn-taking lives here. Speech that starts while the previous utterance is still being
+transcribed continues it (one turn, not two); speech that starts while a reply exists is a
+barge-in: the queued audio is dropped first (synchronously, so the transport's next frame is
+silence), then the reply task is cancelled (which cancels the LLM stream through the session and
+closes the TTS stream), and the session keeps as the reply only the text of the audio that was
+played. The server has no echo canceller: it relies on the browser's `echoCancellation`, so the
+assistant's own voice does not come back as a barge-in.
+
+Events go out through one outbox task in order: to the transport's callback (the data channel),
+and the call's own events also over the session's bus, so the session's WebSockets see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from parley import metrics
+from parley.audio.pcm import SAMPLE_WIDTH
+from parley.config import Settings
+from parley.providers.stt import STTProvider
+from parley.providers.tts import TTSProvider
+from parley.providers.vad import SAMPLE_RATE, SpeechModel, VADEvent
+from parley.sessions import events as session_events
+from parley.sessions.events import Event
+from parley.sessions.registry import SessionRegistry
+from parley.sessions.turn import Turn
+from parley.voice import events
+from parley.voice.playout import Playout
+from parley.voice.turns import ReplyContext, ReplyPhase, Timings, VoiceReply
+from parley.voice.vad_stream import VADStream
+
+log = logging.getLogger("parley.voice")
+
+#: input the listener may fall behind by before the oldest audio is dropped (an overloaded loop)
+MAX_INBOX_SECONDS = 10.0
+
+
+@dataclass(slots=True, frozen=True)
+class VoiceConfig:
+    threshold: float = 0.5
+    start_secs: float = 0.2
+    stop_secs: float = 0.2
+    #: audio kept before the VAD's speech edge: Silero rises a little after the first phoneme
+    preroll_secs: float = 0.3
+    #: audio kept after the speech edge, so a trailing consonant is not clipped
+    tail_secs: float = 0.1
+    max_utterance_secs: float = 60.0
+    first_clause_chars: int = 40
+    stt_language: str | None = None
+    tts_voice: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> VoiceConfig:
+        return cls(
+            threshold=settings.vad_threshold,
+            start_secs=settings.vad_start_secs,
+            stop_secs=settings.vad_stop_secs,
+            stt_language=settings.stt_language,
+            tts_voice=settings.tts_voice,
+        )
+
+
+class CallState(Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True, frozen=True)
+class BargeIn:
+    """One interruption, for measurements: when the VAD decided and when the audio was dropped."""
+
+    decided_at: float
+    flushed_at: float
+    heard: str
+    turn_id: str | None
+
+
+def new_call_id() -> str:
+    return "call_" + uuid.uuid4().hex[:20]
+
+
+class VoiceCall:
+    """One per call. `start()`, then `push()` input and `read_frame()` output; `aclose()` at the end.
+
+    `model` must be fresh for this call (`SpeechModel.fresh()`); it is scored in a worker thread
+    when more than a couple of frames are waiting.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        sessions: SessionRegistry,
+        model: SpeechModel,
+        stt: STTProvider,
+        tts: TTSProvider,
+        config: VoiceConfig | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        call_id: str | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.id = call_id or new_call_id()
+        self.session_id = session_id
+        self.config = config = config or VoiceConfig()
+        self._sessions = sessions
+        self._on_event = on_event
+        self._clock = clock
+        self.state = CallState.NEW
+        self.vad = VADStream(
+            model, threshold=config.threshold, start_secs=config.start_secs, stop_secs=config.stop_secs
+        )
+        self.playout = Playout(on_started=self._on_first_frame, clock=clock)
+        self._ctx = ReplyContext(
+            call_id=self.id,
+            session_id=session_id,
+            sessions=sessions,
+            stt=stt,
+            tts=tts,
+            playout=self.playout,
+            emit=self._emit,
+            stt_language=config.stt_language,
+            tts_voice=config.tts_voice,
+            first_clause_chars=config.first_clause_chars,
+            clock=clock,
+            before_submit=self._settle_interrupt,
+        )
+        self._inbox: asyncio.Queue[tuple[bytes, float]] = asyncio.Queue()
+        self._inbox_bytes = 0
+        self._outbox: asyncio.Queue[tuple[Event, bool]] = asyncio.Queue()
+        # Input audio of the current utterance (and a pre-roll before it), on the VAD's clock.
+        self._audio = bytearray()
+        self._audio_from = 0.0  # stream seconds of self._audio[0]
+        self._fed = 0.0  # stream seconds pushed into the VAD
+        self._fed_clock = 0.0  # when that audio arrived
+        self._utterance_start: float | None = None
+        self._reply: VoiceReply | None = None
+        self._interrupting: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.barge_ins: list[BargeIn] = []
+
+    # -- the transport's side -----------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.state is not CallState.NEW:
+            raise RuntimeError(f"call {self.id} is {self.state.value}, not new")
+        self.state = CallState.OPEN
+        metrics.active_calls.inc()
+        metrics.calls_total.inc()
+        self._spawn(self._listen(), "voice-listen")
+        self._spawn(self._deliver(), "voice-events")
+
+    def push(self, pcm: bytes) -> None:
+        """16 kHz mono s16le input as it arrives (any size); never blocks."""
+        if self.state is not CallState.OPEN or not pcm:
+            return
+        self._inbox.put_nowait((pcm, self._clock()))
+        self._inbox_bytes += len(pcm)
+        while self._inbox_bytes > MAX_INBOX_SECONDS * SAMPLE_RATE * SAMPLE_WIDTH:
+            dropped, _ = self._inbox.get_nowait()
+            self._inbox_bytes -= len(dropped)
+            log.warning("voice call=%s is behind its input; dropped %d bytes", self.id, len(dropped))
+
+    def read_frame(self) -> bytes | None:
+        """The next 20 ms of 48 kHz output, or None for silence."""
+        return self.playout.read_frame()
+
+    @property
+    def responding(self) -> bool:
+        """A reply is being written or spoken (speech now would be a barge-in)."""
+        reply = self._reply
+        return self.playout.playing or (reply is not None and reply.phase is ReplyPhase.RESPONDING)
+
+    async def aclose(self) -> None:
+        """Cancel every task and drop every buffer; a reply being spoken is kept as heard so far."""
+        if self.state is CallState.CLOSED:
+            return
+        was_open = self.state is CallState.OPEN
+        self.state = CallState.CLOSED
+        reply = self._reply
+        # Hung up mid-reply: history keeps what was heard, as for a barge-in.
+        unfinished = reply is not None and reply.phase is ReplyPhase.RESPONDING
+        heard = self.playout.flush()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if unfinished and reply is not None and reply.turn is not None:
+            with contextlib.suppress(Exception):
+                await self._sessions.get(self.session_id).interrupt(reply.turn, heard)
+        self._reply = None
+        self._audio.clear()
+        while not self._inbox.empty():
+            self._inbox.get_nowait()
+        while not self._outbox.empty():
+            self._outbox.get_nowait()
+        if was_open:
+            metrics.active_calls.dec()
+
+    # -- input: VAD and turn-taking -----------------------------------------------------------
+
+    async def _listen(self) -> None:
+        while True:
+            pcm, arrived = await self._inbox.get()
+            pieces = [pcm]
+            while not self._inbox.empty():  # batch what piled up: one thread hop, not many
+                more, arrived = self._inbox.get_nowait()
+                pieces.append(more)
+            pcm = b"".join(pieces)
+            self._inbox_bytes -= len(pcm)
+            self._keep_audio(pcm)
+            self._fed += len(pcm) / SAMPLE_WIDTH / SAMPLE_RATE
+            self._fed_clock = arrived
+            try:
+                found = await self.vad.feed_async(pcm)
+            except Exception as exc:  # a broken model must not end the call silently
+                log.exception("voice activity detection failed call=%s", self.id)
+                self._emit(events.error(self.session_id, self.id, "vad", {"error": str(exc)}), True)
+                continue
+            for event in found:
+                if event.kind == "speech_start":
+                    self._on_speech_start(event)
+                else:
+                    self._on_speech_end(event)
+
+    def _wall(self, at: float) -> float:
+        """The clock time a stream instant arrived at (input comes in real time)."""
+        return self._fed_clock - (self._fed - at)
+
+    def _on_speech_start(self, event: VADEvent) -> None:
+        decided = self._clock()
+        self._emit(events.user_started_speaking(self.session_id, self.id, event.at), True)
+        reply = self._reply
+        if reply is not None and reply.phase is ReplyPhase.TRANSCRIBING and self._utterance_start is not None:
+            # The user paused and went on: drop the transcription, the utterance grows.
+            self._cancel_reply()
+            return
+        self._utterance_start = max(self._audio_from, event.at - self.config.preroll_secs)
+        if self.responding:
+            self._barge_in(decided)
+
+    def _on_speech_end(self, event: VADEvent) -> None:
+        decided = self._clock()
+        self._emit(events.user_stopped_speaking(self.session_id, self.id, event.at), True)
+        start = self._utterance_start if self._utterance_start is not None else event.at
+        pcm = self._cut(start, min(self._fed, event.at + self.config.tail_secs))
+        self._cancel_reply()
+        reply = VoiceReply(self._ctx, pcm, Timings(speech_end=self._wall(event.at), decided=decided))
+        self._reply = reply
+        reply.task = self._spawn(reply.run(), "voice-reply")
+
+    def _barge_in(self, decided: float) -> None:
+        reply = self._reply
+        heard = self.playout.flush()  # first: the transport's next frame is silence
+        flushed = self._clock()
+        turn = reply.turn if reply is not None else None
+        speaking = reply is not None and reply.speaking
+        self._cancel_reply()
+        self.barge_ins.append(BargeIn(decided, flushed, heard, turn.id if turn else None))
+        metrics.barge_in_seconds.observe(flushed - decided)
+        metrics.turns_total.labels("interrupted").inc()
+        if turn is None:
+            return
+        if speaking:
+            self._emit(
+                events.assistant_stopped_speaking(self.session_id, self.id, turn.id, interrupted=True), True
+            )
+        log.info("voice barge-in call=%s turn=%s heard=%d chars", self.id, turn.id, len(heard))
+        self._interrupting = self._spawn(self._interrupt(turn, heard), "voice-interrupt")
+
+    async def _interrupt(self, turn: Turn, heard: str) -> None:
+        session = self._sessions.get(self.session_id)
+        await session.interrupt(turn, heard)
+        with contextlib.suppress(Exception):
+            await turn.done
+        if turn.reply is not None:
+            # The session published `interrupted` on its bus; the call's client gets it here.
+            self._emit(session_events.interrupted(self.session_id, turn.reply), False)
+
+    async def _settle_interrupt(self) -> None:
+        task = self._interrupting
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _cancel_reply(self) -> None:
+        reply, self._reply = self._reply, None
+        if reply is not None and reply.task is not None:
+            reply.task.cancel()
+
+    def _on_first_frame(self, at: float) -> None:
+        if self._reply is not None:
+            self._reply.on_first_frame(at)
+
+    # -- the utterance buffer -----------------------------------------------------------------
+
+    def _keep_audio(self, pcm: bytes) -> None:
+        self._audio += pcm
+        reply = self._reply
+        if not self.vad.speaking and (reply is None or reply.phase is not ReplyPhase.TRANSCRIBING):
+            # Silence: keep only what a speech start can reach back to (its start delay + pre-roll).
+            keep = self.config.start_secs + self.config.preroll_secs + 0.5
+        else:
+            keep = self.config.max_utterance_secs
+        excess = len(self._audio) // SAMPLE_WIDTH - int((keep + 1.0) * SAMPLE_RATE)
+        if excess > 0:  # trimmed a second at a time, not on every frame
+            del self._audio[: excess * SAMPLE_WIDTH]
+            self._audio_from += excess / SAMPLE_RATE
+
+    def _cut(self, start: float, end: float) -> bytes:
+        first = max(0, round((start - self._audio_from) * SAMPLE_RATE)) * SAMPLE_WIDTH
+        last = max(first, round((end - self._audio_from) * SAMPLE_RATE) * SAMPLE_WIDTH)
+        return bytes(self._audio[first:last])
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _emit(self, event: Event, publish: bool) -> None:
+        if self.state is not CallState.CLOSED:
+            self._outbox.put_nowait((event, publish))
+
+    async def _deliver(self) -> None:
+        while True:
+            event, publish = await self._outbox.get()
+            if self._on_event is not None:
+                try:
+                    self._on_event(event)
+                except Exception:
+                    log.exception("voice event callback failed call=%s", self.id)
+            if publish:
+                await self._sessions.get(self.session_id).publish(event)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=f"{name}:{self.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._reap)
+        return task
+
+    def _reap(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("voice task %s crashed", task.get_name(), exc_info=task.exception())

@@ -1,0 +1,273 @@
+"""One spoken exchange: an utterance -> transcript -> a turn of the session -> the reply spoken.
+
+`VoiceReply` is the unit a barge-in cancels. It runs as one task owned by the call, with one child
+task (the speaker) so that synthesis of chunk N+1 overlaps the playback of chunk N and the LLM
+stream is never blocked on TTS:
+
+    utterance --STT--> transcript --submit--> ChatSession turn --chunk events--> SentenceChunker
+        --sentences queue--> speaker: TTS per sentence --resample--> Playout (48 kHz frames)
+
+The text side is the session's own turn (same history, same broadcast), so this module never
+stores or publishes the reply; it forwards the turn's events to the call's client and measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import time
+import wave
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from parley import metrics
+from parley.errors import ParleyError, ProviderError
+from parley.providers.stt import AudioInput, STTProvider, Transcript
+from parley.providers.tts import AudioChunk, TTSProvider
+from parley.providers.vad import SAMPLE_RATE
+from parley.sessions.events import Event
+from parley.sessions.registry import SessionRegistry
+from parley.sessions.turn import Turn
+from parley.voice import events
+from parley.voice.playout import Playout, Resampler, Segment
+from parley.voice.sentences import SentenceChunker
+
+log = logging.getLogger("parley.voice")
+
+#: emit(event, publish): publish=True also sends it over the session's bus
+Emit = Callable[[Event, bool], None]
+
+
+class ReplyPhase(Enum):
+    TRANSCRIBING = "transcribing"  # no turn yet: more speech extends the utterance
+    RESPONDING = "responding"  # a turn of the session exists: more speech is a barge-in
+    DONE = "done"
+
+
+@dataclass(slots=True)
+class Timings:
+    """perf_counter instants of one turn's stages; `speech_end` is the VAD's edge, in wall time."""
+
+    speech_end: float
+    decided: float
+    transcript: float | None = None
+    submitted: float | None = None
+    first_token: float | None = None
+    first_chunk: float | None = None
+    first_tts_audio: float | None = None
+    first_frame: float | None = None
+
+    def stages_ms(self) -> dict[str, float]:
+        """Milliseconds from the end of speech to each stage reached (the `metrics` event)."""
+        stages = {
+            "vad": self.decided,
+            "transcript": self.transcript,
+            "first_token": self.first_token,
+            "first_tts_audio": self.first_tts_audio,
+            "first_frame": self.first_frame,
+        }
+        return {k: round((v - self.speech_end) * 1000, 1) for k, v in stages.items() if v is not None}
+
+    def durations_ms(self) -> dict[str, float]:
+        """How long each provider took: what is not the server's own overhead."""
+        spans = {
+            "stt": (self.decided, self.transcript),
+            "llm_first_token": (self.submitted, self.first_token),
+            "llm_first_chunk": (self.submitted, self.first_chunk),
+            "tts_first_audio": (self.first_chunk, self.first_tts_audio),
+        }
+        return {k: round((b - a) * 1000, 1) for k, (a, b) in spans.items() if a is not None and b is not None}
+
+
+@dataclass(slots=True)
+class ReplyContext:
+    """What a reply needs from its call (passed down, so this module does not know the call)."""
+
+    call_id: str
+    session_id: str
+    sessions: SessionRegistry
+    stt: STTProvider
+    tts: TTSProvider
+    playout: Playout
+    emit: Emit
+    stt_language: str | None = None
+    tts_voice: str | None = None
+    first_clause_chars: int = 40
+    clock: Callable[[], float] = time.perf_counter
+    #: awaited before submitting: a barge-in's history edit must land before the next turn
+    before_submit: Callable[[], Awaitable[None]] | None = None
+
+
+@dataclass(slots=True, eq=False)
+class VoiceReply:
+    ctx: ReplyContext
+    pcm: bytes
+    timings: Timings
+    phase: ReplyPhase = ReplyPhase.TRANSCRIBING
+    turn: Turn | None = None
+    speaking: bool = False
+    task: asyncio.Task[None] | None = None
+    _tts_failed: bool = field(default=False)
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self.phase = ReplyPhase.DONE
+
+    def on_first_frame(self, at: float) -> None:
+        """Called by the playout when this reply's first frame goes out: the stage users hear."""
+        ctx, t = self.ctx, self.timings
+        t.first_frame = at
+        self.speaking = True
+        if self.turn is not None:
+            ctx.emit(events.assistant_started_speaking(ctx.session_id, ctx.call_id, self.turn.id), True)
+        stages, providers = t.stages_ms(), t.durations_ms()
+        turn_id = self.turn.id if self.turn else None
+        ctx.emit(events.metrics(ctx.session_id, ctx.call_id, turn_id, stages, providers), True)
+        metrics.observe_turn(stages)
+        log.info(
+            "voice turn session=%s call=%s turn=%s %s %s",
+            ctx.session_id,
+            ctx.call_id,
+            self.turn.id if self.turn else "-",
+            " ".join(f"{k}_ms={v}" for k, v in stages.items()),
+            " ".join(f"{k}_ms={v}" for k, v in providers.items()),
+        )
+
+    # -- the stages ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        ctx = self.ctx
+        try:
+            transcript = await ctx.stt.transcribe(
+                AudioInput(wav_bytes(self.pcm), "audio/wav", "utterance.wav"), language=ctx.stt_language
+            )
+        except ParleyError as exc:
+            self._fail("stt", exc)
+            return
+        self.timings.transcript = ctx.clock()
+        text = transcript.text.strip()
+        ctx.emit(events.transcript(ctx.session_id, ctx.call_id, text, transcript.language), True)
+        if not text:
+            metrics.turns_total.labels("no_speech").inc()
+            return
+        if ctx.before_submit is not None:
+            await ctx.before_submit()
+        await self._respond(text, transcript)
+
+    async def _respond(self, text: str, transcript: Transcript) -> None:
+        ctx = self.ctx
+        try:
+            turn = ctx.sessions.get(ctx.session_id).submit(text, source="voice", language=transcript.language)
+        except ParleyError as exc:  # Busy: the session's queue is full
+            self._fail("turn", exc)
+            return
+        feed = turn.watch()
+        ctx.playout.start_turn()
+        self.turn, self.phase = turn, ReplyPhase.RESPONDING
+        self.timings.submitted = ctx.clock()
+        sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        speaker = asyncio.create_task(
+            self._speak(sentences, transcript.language), name=f"voice-tts:{turn.id}"
+        )
+        outcome = "complete"
+        try:
+            chunker = SentenceChunker(first_clause_chars=ctx.first_clause_chars)
+            while (event := await feed.get()) is not None:
+                ctx.emit(event, False)  # the session already published it on the bus
+                if event.type == "chunk":
+                    if self.timings.first_token is None:
+                        self.timings.first_token = ctx.clock()
+                    for sentence in chunker.feed(_text_of(event)):
+                        self._queue_sentence(sentences, sentence)
+                elif event.type in ("cancelled", "error"):
+                    outcome = "cancelled" if event.type == "cancelled" else "failed"
+            if outcome == "complete":
+                for sentence in chunker.flush():
+                    self._queue_sentence(sentences, sentence)
+                sentences.put_nowait(None)
+                await speaker
+                await ctx.playout.wait_drained()
+            else:
+                # Stopped from another tab, or the model failed: go quiet now.
+                speaker.cancel()
+                ctx.playout.flush()
+        finally:
+            speaker.cancel()
+            await asyncio.gather(speaker, return_exceptions=True)
+        metrics.turns_total.labels(outcome).inc()
+        if self.speaking:
+            self.speaking = False
+            ctx.emit(
+                events.assistant_stopped_speaking(ctx.session_id, ctx.call_id, turn.id, interrupted=False),
+                True,
+            )
+
+    def _queue_sentence(self, sentences: asyncio.Queue[str | None], sentence: str) -> None:
+        if self.timings.first_chunk is None:
+            self.timings.first_chunk = self.ctx.clock()
+        sentences.put_nowait(sentence)
+
+    async def _speak(self, sentences: asyncio.Queue[str | None], language: str | None) -> None:
+        """Synthesise sentences in order; each plays while the next is made."""
+        ctx = self.ctx
+        while (text := await sentences.get()) is not None:
+            if self._tts_failed or not any(ch.isalnum() for ch in text):
+                continue  # after a failure the text still shows; code fences and dashes are not spoken
+            segment = ctx.playout.begin(text)
+            resampler = Resampler()
+            stream = ctx.tts.synthesize(text, voice=ctx.tts_voice, language=language)
+            try:
+                async for chunk in stream:
+                    self._play(segment, resampler, chunk)
+                ctx.playout.write(segment, resampler.flush())
+            except ParleyError as exc:
+                self._tts_failed = True
+                self._fail("tts", exc)
+            finally:
+                ctx.playout.end(segment)
+                await _aclose(stream)
+
+    def _play(self, segment: Segment, resampler: Resampler, chunk: AudioChunk) -> None:
+        if self.timings.first_tts_audio is None:
+            self.timings.first_tts_audio = self.ctx.clock()
+        self.ctx.playout.write(segment, resampler.convert(chunk.pcm, chunk.sample_rate))
+
+    def _fail(self, stage: str, exc: ParleyError) -> None:
+        ctx = self.ctx
+        if not isinstance(exc, ProviderError):
+            log.info("voice %s refused session=%s call=%s: %s", stage, ctx.session_id, ctx.call_id, exc)
+        else:
+            log.warning("voice %s failed session=%s call=%s: %s", stage, ctx.session_id, ctx.call_id, exc)
+        metrics.errors_total.labels(stage).inc()
+        ctx.emit(events.error(ctx.session_id, ctx.call_id, stage, exc.to_dict()), True)
+
+
+def wav_bytes(pcm: bytes, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """16 kHz mono PCM as a WAV file: what every STT provider accepts as an upload."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(sample_rate)
+        writer.writeframes(pcm)
+    return out.getvalue()
+
+
+def _text_of(event: Event) -> str:
+    text = json.loads(event.data).get("text", "")
+    return text if isinstance(text, str) else ""
+
+
+async def _aclose(stream: AsyncIterator[AudioChunk]) -> None:
+    # Close the provider's generator now, not at garbage collection: a barge-in must stop the
+    # synthesis process or HTTP stream at once.
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()

@@ -1,0 +1,76 @@
+"""WebRTC signalling for voice calls, and the Prometheus metrics of those calls.
+
+GET /api/ice      the ICE servers browsers should use: {"iceServers": [...]}
+POST /api/offer   {sdp, type: "offer", sessionId} -> {sdp, type: "answer", callId}
+POST /api/hangup  {callId} -> {callId, closed: true}
+GET /metrics      Prometheus text format
+
+One round trip, no trickle ICE: the server's answer already holds all of its candidates, so the
+browser should also wait for its ICE gathering to complete before posting the offer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from parley import metrics
+from parley.sessions.registry import check_session_id
+from parley.web.body import read_json, validate
+
+if TYPE_CHECKING:
+    from parley.rtc.registry import CallRegistry
+
+router = APIRouter()
+
+#: an SDP offer with audio and a data channel is 2-6 KB; leave room for many candidates
+MAX_SDP_CHARS = 32768
+
+
+class OfferIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    sdp: str = Field(min_length=1, max_length=MAX_SDP_CHARS)
+    type: Literal["offer"]
+    sessionId: str
+
+
+class HangupIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    callId: str = Field(min_length=1, max_length=64)
+
+
+def calls(request: Request) -> CallRegistry:
+    registry: CallRegistry = request.app.state.services.calls
+    return registry
+
+
+@router.get("/api/ice", summary="ICE servers (STUN/TURN) for the browser's RTCPeerConnection")
+async def ice(request: Request) -> dict[str, Any]:
+    return {"iceServers": [s.to_browser() for s in calls(request).ice_servers]}
+
+
+@router.post("/api/offer", summary="Start a voice call: the browser's SDP offer in, the answer out")
+async def offer(request: Request) -> dict[str, Any]:
+    body = validate(OfferIn, await read_json(request, limit=MAX_SDP_CHARS * 2 + 1024))
+    session_id = check_session_id(body.sessionId)
+    request.state.session_id = session_id
+    call_id, answer = await calls(request).open(session_id, body.sdp)
+    return {"sdp": answer, "type": "answer", "callId": call_id}
+
+
+@router.post("/api/hangup", summary="End a voice call")
+async def hangup(request: Request) -> dict[str, Any]:
+    body = validate(HangupIn, await read_json(request, limit=4096))
+    await calls(request).hangup(body.callId)
+    return {"callId": body.callId, "closed": True}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def prometheus() -> Response:
+    text, content_type = metrics.render()
+    return Response(text, media_type=content_type)
