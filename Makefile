@@ -45,6 +45,7 @@ test: test-deps lint typecheck
 
 bench: install
 	$(PY) bench/run.py
+	$(PY) bench/local_ai.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
