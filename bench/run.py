@@ -1,4 +1,6 @@
-"""Parley's benchmarks: `make bench` (~40 s on 2 cores) or `.venv/bin/python bench/run.py --quick`.
+"""Parley's benchmarks: `make bench` (~40 s on 2 cores, then ~4 min of voice) or `bench/run.py --quick`.
+
+`--voice` runs only the voice latency bench (`voice.py`, Parley against pipecat); `--no-voice` skips it.
 
 Three processes besides this one: the Workers AI stand-in, `parley serve`, and (for fan-out) the
 WebSocket client processes, all on 127.0.0.1. Every figure is compared with another from the same
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import fanout
 import ttft
+import voice
 from common import FIRST_TOKEN_DELAY, TOKEN_INTERVAL, Summary, check_shared_clock, machine, run_loop, servers
 from profiling import hot_spots, profiled
 
@@ -122,7 +125,14 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=Path, metavar="DIR", help="sample Parley with py-spy into DIR, per measurement"
     )
+    parser.add_argument(
+        "--voice", action="store_true", help="only the voice latency bench (voice.py; Parley vs pipecat)"
+    )
+    parser.add_argument("--no-voice", action="store_true", help="skip the voice latency bench")
     args = parser.parse_args()
+    if args.voice:
+        voice.run_voice(args.quick)
+        return
     started = time.monotonic()
     print("# Parley benchmarks" + (" (quick)" if args.quick else ""))
     for line in machine():
@@ -131,6 +141,8 @@ def main() -> None:
     print(f"load average at start: {_load()} (other work on this machine skews every figure)")
     run_loop(bench(QUICK if args.quick else FULL, args.profile))
     print(f"\nbench took {time.monotonic() - started:.0f} s; load average at end: {_load()}")
+    if not args.no_voice:
+        voice.run_voice(args.quick)
 
 
 def _load() -> str:

@@ -17,6 +17,7 @@ from parley.config import Settings
 from parley.providers.llm import ChatProvider
 from parley.providers.stt import STTProvider
 from parley.providers.tts import TTSProvider
+from parley.providers.vad import SpeechModel
 from parley.standins.server import BackgroundServer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -66,10 +67,11 @@ def serve(settings: Settings) -> Iterator[ServerFactory]:
         chat: ChatProvider | None = None,
         stt: STTProvider | None = None,
         tts: TTSProvider | None = None,
+        vad: SpeechModel | None = None,
         settings: Settings = settings,
         port: int = 0,
     ) -> BackgroundServer:
-        app = create_app(settings, chat=chat, stt=stt, tts=tts)
+        app = create_app(settings, chat=chat, stt=stt, tts=tts, vad=vad)
         server = BackgroundServer(app, port=port, ws_max_size=1 << 20).start()
         started.append(server)
         return server

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from playwright.async_api import BrowserContext, async_playwright, expect
+from playwright.async_api import BrowserContext, ViewportSize, async_playwright, expect
 
 from tests.conftest import require_tool
 
@@ -26,20 +27,26 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
+@asynccontextmanager
+async def launch(
+    profile: Path, *, microphone: Path | None = None, viewport: ViewportSize | None = None
+) -> AsyncIterator[BrowserContext]:
     """One browser profile: its tabs share localStorage, so they share one conversation.
 
+    `microphone`: a 48 kHz mono WAV the fake microphone plays in a loop (a tone without it).
     An uncaught exception in any of its pages fails the test.
     """
     executable = require_tool("chromium", "browser tests")
+    args = [*CHROMIUM_ARGS]
+    if microphone is not None:
+        args.append(f"--use-file-for-fake-audio-capture={microphone}")
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
+            str(profile),
             executable_path=executable,
             headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 800},
+            args=args,
+            viewport=viewport or {"width": 1280, "height": 800},
         )
         context.set_default_timeout(10_000)
         expect.set_options(timeout=10_000)
@@ -50,3 +57,10 @@ async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
         finally:
             await context.close()
         assert not uncaught, f"uncaught errors in the page: {uncaught}"
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
+    """A browser with the default fake microphone (see `launch`)."""
+    async with launch(tmp_path / "profile") as context:
+        yield context

@@ -1,8 +1,10 @@
 // Parley web app: one conversation per browser, shared by its tabs through the session WebSocket.
 // This module wires the others together: conversation state (state/session.js), server events
 // (conversation.js), the socket and HTTP fallback (connection.js), the message list (render.js),
-// the microphone (recorder.js), spoken replies (speech.js), options (settings.js) and chrome (ui.js).
+// the microphone (recorder.js), spoken replies (speech.js), voice calls (call.js), options
+// (settings.js) and chrome (ui.js).
 
+import { hangUp, initCall } from "./call.js";
 import { openSession, reconnectNow, send, socketOpen, stopTurn } from "./connection.js";
 import { toggleRecording } from "./recorder.js";
 import { clearView, initScrolling, refreshMeta, updateChrome } from "./render.js";
@@ -29,6 +31,7 @@ async function clearConversation() {
 }
 
 function useSession(id, { fresh = false } = {}) {
+  hangUp(); // a call belongs to the conversation it was started in
   state.draft = null;
   cancelSpeech();
   forgetTurns();
@@ -68,6 +71,7 @@ function start() {
   initScrolling();
   wireComposer();
   primeOnFirstGesture();
+  initCall();
   onSpeakingChange((messageId) => {
     refreshMeta(messageId);
     updateChrome();

@@ -1,9 +1,10 @@
 // Server events and history applied to the conversation on screen.
 //
 // Every message is drawn from server events (`user_message`, `turn_started`, `chunk`, `reply`,
-// `cancelled`, `error`, `cleared`), whether they come over the WebSocket or over the SSE stream
+// `cancelled`, `interrupted`, `error`, `cleared`), whether they come over the WebSocket or over the SSE stream
 // of POST /api/chat. The sending tab and every other tab take the same code path, and messages
-// are keyed by their stored id, so history and live events never show one twice.
+// are keyed by their stored id, so history and live events never show one twice. A voice call's
+// turns arrive the same way (its other events, such as `user_started_speaking`, are for call.js).
 
 import { clearView, createEntry, removeEntry, render, renderLater, scrollToBottom, updateChrome } from "./render.js";
 import { cancel as cancelSpeech, followReply, turnStopped } from "./speech.js";
@@ -62,7 +63,7 @@ function finishReply(event) {
   if (event.turnId) state.running.delete(event.turnId);
   updateChrome();
   if (!entry || !event.turnId) return;
-  if (event.type === "cancelled") turnStopped(event.turnId);
+  if (event.type === "cancelled" || event.type === "interrupted") turnStopped(event.turnId);
   else followReply(entry, true);
 }
 
@@ -75,6 +76,7 @@ function onUserMessage(event) {
 }
 
 function onError(event) {
+  if (event.stage) return; // a voice call's provider failed: the call's own tab reports it
   if (event.message && event.message.id !== undefined) {
     finishReply(event);
   } else if (event.clientId !== undefined && dropSend(event.clientId)) {
@@ -98,6 +100,7 @@ export function handleEvent(event, feed) {
       break;
     case "reply":
     case "cancelled":
+    case "interrupted": // the user talked over a spoken reply: it keeps what was heard
       finishReply(event);
       break;
     case "error":

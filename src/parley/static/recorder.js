@@ -26,7 +26,7 @@ function extensionOf(type) {
   return "webm";
 }
 
-function micErrorText(err) {
+export function micErrorText(err) {
   switch (err?.name) {
     case "NotAllowedError":
     case "SecurityError":

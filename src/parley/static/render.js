@@ -91,7 +91,10 @@ function renderBody(entry) {
       h("span", { className: "typing", "aria-label": "Writing a reply", role: "img" },
         h("span"), h("span"), h("span")));
   } else {
-    const what = entry.status === "cancelled" ? "Stopped before any text." : "No reply.";
+    const what = {
+      cancelled: "Stopped before any text.",
+      interrupted: "Interrupted before any of it was heard.",
+    }[entry.status] ?? "No reply.";
     entry.body.replaceChildren(h("span", { className: "placeholder" }, what));
   }
 }
@@ -131,6 +134,10 @@ function renderMeta(entry) {
   const parts = [h("time", { dateTime: entry.createdAt ?? "" }, formatTime(entry.createdAt))];
   if (entry.status === "cancelled") {
     parts.push(h("span", { className: "badge badge-cancelled" }, "Stopped"));
+  } else if (entry.status === "interrupted") {
+    const badge = h("span", { className: "badge badge-interrupted", dataset: { testid: "interrupted" } }, "Interrupted");
+    badge.title = "You spoke over this reply: only the part you heard is kept";
+    parts.push(badge);
   } else if (entry.status === "failed") {
     parts.push(h("span", { className: "badge badge-failed" }, "Failed"));
     if (entry.error) parts.push(h("span", { className: "meta-error" }, entry.error));

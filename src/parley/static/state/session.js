@@ -6,7 +6,7 @@ import { randomId, store, stored } from "../util.js";
 export const SESSION_KEY = "chatSessionId"; // the seed client's key: tabs (and the seed client) share it
 const SESSION_ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
 
-export const FINAL = new Set(["complete", "cancelled", "failed"]);
+export const FINAL = new Set(["complete", "cancelled", "interrupted", "failed"]);
 
 export const state = {
   sessionId: null,
