@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
 
 from parley.config import Settings
 from parley.errors import ProviderNotConfigured
@@ -252,20 +253,23 @@ def put_model_files(config: Settings, name: str) -> None:
         path.write_bytes(b"")
 
 
-async def test_whisper_is_picked_over_pocketsphinx_only_once_its_model_is_here(
+async def test_whisper_is_picked_when_its_model_is_here_or_downloadable(
     built: list[Any], tmp_path: Path
 ) -> None:
     require_package("faster_whisper")
     require_package("pocketsphinx")
-    config = settings(data_dir=tmp_path)
-    _, stt = pick(built, config)
+    offline = settings(data_dir=tmp_path)  # the hub is a closed local port
+    _, stt = pick(built, offline)
     assert type(stt).__name__ == "PocketSphinxSTT"
     assert any(
-        line.startswith("speech-to-text: note: faster-whisper passed over: installed, but its model is not")
-        for line in describe_choice(config)
+        line.startswith("speech-to-text: note: faster-whisper passed over: model base not downloaded")
+        for line in describe_choice(offline)
     )
-    put_model_files(config, "faster-whisper-base")
-    _, stt = pick(built, config)
+    with BackgroundServer(Starlette()) as hub:  # any answer means a download can be tried
+        _, stt = pick(built, settings(data_dir=tmp_path, model_base_url=hub.url))
+        assert type(stt).__name__ == "FasterWhisperSTT"
+    put_model_files(offline, "faster-whisper-base")
+    _, stt = pick(built, offline)
     assert type(stt).__name__ == "FasterWhisperSTT" and stt.model == "base"
 
 

