@@ -21,6 +21,7 @@ from parley.providers.tts import TTSProvider
 from parley.providers.vad import SpeechModel
 from parley.rtc.ice import parse_ice_servers
 from parley.rtc.registry import CallConfig, CallRegistry
+from parley.rtc.turn import CloudflareTURN
 from parley.services import Services
 from parley.sessions.registry import SessionRegistry
 from parley.sessions.session import SessionConfig
@@ -91,6 +92,7 @@ def create_app(
                 max_calls=settings.max_calls,
                 voice=VoiceConfig.from_settings(settings),
             ),
+            turn=CloudflareTURN.from_settings(settings),
         )
         app.state.services = Services(
             settings, the_store, the_bus, the_chat, the_stt, registry, the_tts, calls

@@ -148,6 +148,26 @@ class Settings(BaseSettings):
     workers_ai_base_url: str = Field(
         "https://api.cloudflare.com/client/v4", description="Cloudflare API base URL."
     )
+    cloudflare_turn_key_id: str | None = Field(
+        None,
+        validation_alias=_env("CLOUDFLARE_TURN_KEY_ID"),
+        description="Cloudflare TURN key id; with its API token, /api/ice serves short-lived TURN "
+        "credentials generated per call.",
+    )
+    cloudflare_turn_key_api_token: SecretStr | None = Field(
+        None,
+        validation_alias=_env("CLOUDFLARE_TURN_KEY_API_TOKEN"),
+        description="API token of the Cloudflare TURN key; stays on the server.",
+    )
+    turn_ttl_seconds: int = Field(
+        600,
+        ge=60,
+        le=48 * 3600,
+        description="Lifetime of generated TURN credentials, in seconds (at most 48 h).",
+    )
+    realtime_base_url: str = Field(
+        "https://rtc.live.cloudflare.com/v1", description="Cloudflare Realtime (SFU and TURN) API base URL."
+    )
 
     @property
     def resolved_database_url(self) -> str:

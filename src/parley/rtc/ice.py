@@ -1,4 +1,4 @@
-"""ICE servers: one list from configuration, served to browsers and used by the server's peers.
+"""ICE servers: from configuration (and Cloudflare TURN), served to browsers and used by our peers.
 
 aiortc uses only the first STUN and the first TURN URL it is given, so the order of the list
 matters: put the URL that works from the server first (UDP where UDP passes, else TCP/TLS).
@@ -34,6 +34,21 @@ class IceServer:
         return out
 
 
+@dataclass(slots=True, frozen=True)
+class IceConfig:
+    """The ICE servers of one call, and a warning when generated TURN servers are missing."""
+
+    servers: tuple[IceServer, ...]
+    warning: str | None = None
+
+    def to_browser(self) -> dict[str, Any]:
+        """The body of GET /api/ice: `{"iceServers": [...], "warning"?: str}`."""
+        out: dict[str, Any] = {"iceServers": [s.to_browser() for s in self.servers]}
+        if self.warning is not None:
+            out["warning"] = self.warning
+        return out
+
+
 def parse_ice_servers(
     entries: Iterable[Mapping[str, Any]], setting: str = "PARLEY_ICE_SERVERS"
 ) -> tuple[IceServer, ...]:
@@ -65,6 +80,26 @@ def parse_ice_servers(
             )
         )
     return tuple(servers)
+
+
+def udp_first(servers: Iterable[IceServer]) -> tuple[IceServer, ...]:
+    """Port-53 URLs dropped, and in each server UDP before TCP before TLS (order otherwise kept).
+
+    aiortc takes the first STUN and the first TURN URL it meets, so this makes it relay over
+    UDP where the server offers UDP. A server left without URLs is dropped.
+    """
+    out = []
+    for server in servers:
+        urls = sorted((u for u in server.urls if _port(u) != 53), key=_transport_rank)
+        if urls:
+            out.append(IceServer(tuple(urls), server.username, server.credential))
+    return tuple(out)
+
+
+def _transport_rank(url: str) -> int:
+    if url.startswith(("stuns:", "turns:")):
+        return 2
+    return 1 if "transport=tcp" in url.lower() else 0
 
 
 def _port(url: str) -> int | None:

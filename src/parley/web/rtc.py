@@ -1,6 +1,7 @@
 """WebRTC signalling for voice calls, and the Prometheus metrics of those calls.
 
-GET /api/ice      the ICE servers browsers should use: {"iceServers": [...]}
+GET /api/ice      the ICE servers browsers should use: {"iceServers": [...], "warning"?: str};
+                  with a TURN key, fresh short-lived credentials on every request (never cached)
 POST /api/offer   {sdp, type: "offer", sessionId} -> {sdp, type: "answer", callId}
 POST /api/hangup  {callId} -> {callId, closed: true}
 GET /metrics      Prometheus text format
@@ -50,8 +51,9 @@ def calls(request: Request) -> CallRegistry:
 
 
 @router.get("/api/ice", summary="ICE servers (STUN/TURN) for the browser's RTCPeerConnection")
-async def ice(request: Request) -> dict[str, Any]:
-    return {"iceServers": [s.to_browser() for s in calls(request).ice_servers]}
+async def ice(request: Request, response: Response) -> dict[str, Any]:
+    response.headers["Cache-Control"] = "no-store"
+    return (await calls(request).ice_for_call()).to_browser()
 
 
 @router.post("/api/offer", summary="Start a voice call: the browser's SDP offer in, the answer out")
