@@ -98,10 +98,12 @@ def create_app(
             settings, the_store, the_bus, the_chat, the_stt, registry, the_tts, calls
         )
         log.info(
-            "ready chat=%s model=%s stt=%s store=%s",
+            "ready chat=%s model=%s stt=%s tts=%s vad=%s store=%s",
             the_chat.name,
             the_chat.model or "-",
             the_stt.name,
+            the_tts.name,
+            the_vad.name if the_vad else "none",
             type(the_store).__name__,
         )
         try:

@@ -34,6 +34,8 @@ def _serve(args: argparse.Namespace) -> int:
         # events are small JSON; compressing each one once per socket cost 40% more CPU per
         # fan-out and 40-70 KB per socket in bench/ (1,000 sockets)
         ws_per_message_deflate=False,
+        # AccessLog writes one line per request, without query strings
+        access_log=False,
         proxy_headers=True,
     )
     return 0

@@ -211,6 +211,7 @@ async def healthz(request: Request) -> JSONResponse:
             "store": "ok",
             "chat": {"provider": svc.chat.name, "model": svc.chat.model},
             "stt": {"provider": svc.stt.name, "model": svc.stt.model},
+            "tts": {"provider": svc.tts.name, "voice": svc.tts.voice},
             "liveSessions": len(svc.sessions),
         }
     )
