@@ -20,7 +20,7 @@ from parley.sessions.events import Event, usage_dict
 from parley.sessions.registry import check_session_id
 from parley.sessions.turn import Turn
 from parley.web import schemas
-from parley.web.body import read_json, validate
+from parley.web.body import read_json, require_text, validate
 from parley.web.errors import error_body
 
 router = APIRouter()
@@ -46,16 +46,6 @@ def _json_limit(svc: Services) -> int:
     return svc.settings.max_message_chars * 6 + 4096
 
 
-def _check_message(value: str | None, limit: int) -> str:
-    if value is None:
-        raise InvalidInput(SEED_MISSING_CHAT, field="message")
-    if not value.strip():
-        raise InvalidInput("message is empty", field="message")
-    if len(value) > limit:
-        raise InvalidInput(f"message is longer than {limit} characters", field="message", limit=limit)
-    return value
-
-
 def _wants_stream(request: Request, body: schemas.ChatIn) -> bool:
     return body.stream or "text/event-stream" in request.headers.get("accept", "")
 
@@ -73,7 +63,9 @@ async def chat(request: Request) -> Any:
     if body.message is None or body.sessionId is None:
         raise InvalidInput(SEED_MISSING_CHAT, field="message" if body.message is None else "sessionId")
     session_id = _session(request, body.sessionId)
-    text = _check_message(body.message, svc.settings.max_message_chars)
+    text = require_text(
+        body.message, field="message", limit=svc.settings.max_message_chars, missing=SEED_MISSING_CHAT
+    )
     language = check_language(body.language)
     session = svc.sessions.get(session_id)
     turn = session.submit(text, source="http", language=language)

@@ -56,3 +56,16 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "body"
         raise InvalidInput(f"{field}: {first['msg']}", field=field) from exc
+
+
+def require_text(value: object, *, field: str, limit: int, missing: str | None = None) -> str:
+    """A required, non-blank text field of at most `limit` characters."""
+    if value is None:
+        raise InvalidInput(missing or f"{field} is required", field=field)
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be a string", field=field)
+    if not value.strip():
+        raise InvalidInput(f"{field} is empty", field=field)
+    if len(value) > limit:
+        raise InvalidInput(f"{field} is longer than {limit} characters", field=field, limit=limit)
+    return value

@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from parley.audio.encode import CONTENT_TYPE, encode_async
 from parley.audio.pcm import duration, resample
-from parley.errors import InvalidInput, ProviderError
+from parley.errors import ProviderError
 from parley.services import Services
 from parley.web import schemas
-from parley.web.body import read_json, validate
+from parley.web.body import read_json, require_text, validate
 
 router = APIRouter()
 
@@ -42,16 +42,6 @@ class SpeakIn(BaseModel):
     )
 
 
-def _check_text(value: str | None, limit: int) -> str:
-    if value is None:
-        raise InvalidInput("text is required", field="text")
-    if not value.strip():
-        raise InvalidInput("text is empty", field="text")
-    if len(value) > limit:
-        raise InvalidInput(f"text is longer than {limit} characters", field="text", limit=limit)
-    return value
-
-
 @router.post(
     "/api/speak",
     response_class=Response,
@@ -67,7 +57,7 @@ async def speak(request: Request) -> Response:
     limit = svc.settings.max_speak_chars
     # Room for every character escaped as \uXXXX, plus the other fields.
     body = validate(SpeakIn, await read_json(request, limit=limit * 6 + 4096))
-    text = _check_text(body.text, limit)
+    text = require_text(body.text, field="text", limit=limit)
     pcm = bytearray()
     rate: int | None = None
     async for chunk in svc.tts.synthesize(text, voice=body.voice, language=body.language):

@@ -27,6 +27,7 @@ from parley.language import check_language
 from parley.services import Services
 from parley.sessions import events
 from parley.sessions.registry import check_session_id
+from parley.web.body import require_text
 from parley.web.errors import WS_MESSAGE_TOO_BIG, WS_POLICY_VIOLATION, WS_TRY_AGAIN_LATER, error_body
 from parley.web.origins import origin_allowed
 
@@ -169,12 +170,7 @@ async def _command(
     if kind == "ping":
         await websocket.send_text(events.PONG.data)
     elif kind == "chat":
-        message = data.get("message")
-        limit = svc.settings.max_message_chars
-        if not isinstance(message, str) or not message.strip():
-            raise InvalidInput("message is missing or empty", field="message")
-        if len(message) > limit:
-            raise InvalidInput(f"message is longer than {limit} characters", field="message", limit=limit)
+        message = require_text(data.get("message"), field="message", limit=svc.settings.max_message_chars)
         language = check_language(data.get("language"))
         svc.sessions.get(session_id).submit(message, source="ws", language=language, client_id=client_id)
     elif kind == "stop":
