@@ -11,9 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any
 
 import httpx
+
+from parley.errors import ProviderUnavailable
+from parley.providers.llm import ChatDelta, Usage
+from parley.providers.wire import usage_of
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
@@ -92,3 +98,34 @@ async def drain(events: AsyncIterator[str], *, seconds: float = 0.5) -> None:
         async with asyncio.timeout(seconds):
             async for _ in events:
                 pass
+
+
+async def chat_deltas(
+    response: httpx.Response,
+    *,
+    decode: Callable[[str], dict[str, Any]],
+    text_of: Callable[[dict[str, Any]], str],
+    source: str,
+) -> AsyncGenerator[ChatDelta, None]:
+    """The deltas of an OpenAI-style chat stream: text as it comes, then the usage if sent.
+
+    `decode` turns one `data:` payload into an event (raising on an error event), `text_of`
+    picks its text. A stream that ends before `[DONE]` was cut off: `ProviderUnavailable`.
+    """
+    usage: Usage | None = None
+    finished = False
+    async with aclosing(iter_sse_data(response)) as events:
+        async for data in events:
+            if data.strip() == "[DONE]":
+                finished = True
+                await drain(events)
+                break
+            event = decode(data)
+            text = text_of(event)
+            if text:
+                yield ChatDelta(text=text)
+            usage = usage_of(event) or usage
+    if not finished:
+        raise ProviderUnavailable(f"{source} stream ended before the reply was complete")
+    if usage is not None:
+        yield ChatDelta(usage=usage)

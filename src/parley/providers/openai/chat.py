@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 
-from parley.errors import ProviderError, ProviderUnavailable
-from parley.providers.llm import ChatDelta, ChatProvider, ChatRequest, Usage
+from parley.errors import ProviderError
+from parley.providers.llm import ChatDelta, ChatProvider, ChatRequest
 from parley.providers.openai.client import OpenAIClient, upstream_error
-from parley.providers.sse import drain, iter_sse_data
+from parley.providers.sse import chat_deltas
 from parley.providers.wire import content_of, usage_of
 
 DEFAULT_CHAT_MODEL = "gpt-4o-mini"
@@ -44,7 +44,6 @@ class OpenAIChat(ChatProvider):
         return body
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
-        usage: Usage | None = None
         async with self.client.stream(
             "/chat/completions", model=self.model, model_setting=MODEL_SETTING, json=self._body(request)
         ) as resp:
@@ -53,24 +52,13 @@ class OpenAIChat(ChatProvider):
                 async for delta in self._from_completion(resp):
                     yield delta
                 return
-            finished = False
-            async with aclosing(iter_sse_data(resp)) as events:
-                async for data in events:
-                    if data.strip() == "[DONE]":
-                        finished = True
-                        await drain(events)
-                        break
-                    chunk = self._decode(data)
-                    text = content_of(chunk, "delta")
-                    if text:
-                        yield ChatDelta(text=text)
-                    usage = usage_of(chunk) or usage
-            if not finished:
-                raise ProviderUnavailable(
-                    f"{self.client.base_url} ended the {self.model} stream before the reply was complete"
-                )
-        if usage is not None:
-            yield ChatDelta(usage=usage)
+            source = f"{self.client.base_url} ({self.model})"
+            deltas = chat_deltas(
+                resp, decode=self._decode, text_of=lambda chunk: content_of(chunk, "delta"), source=source
+            )
+            async with aclosing(deltas):
+                async for delta in deltas:
+                    yield delta
 
     def _decode(self, data: str) -> dict[str, Any]:
         try:

@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
-from parley.errors import ProviderError, ProviderUnavailable
-from parley.providers.llm import ChatDelta, ChatProvider, ChatRequest, Usage
-from parley.providers.sse import drain, iter_sse_data
+from parley.errors import ProviderError
+from parley.providers.llm import ChatDelta, ChatProvider, ChatRequest
+from parley.providers.sse import chat_deltas
 from parley.providers.wire import content_of, usage_of
 from parley.providers.workers_ai.client import WorkersAIClient, map_error, upstream_error
 
@@ -44,7 +44,6 @@ class WorkersAIChat(ChatProvider):
         return body
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
-        usage: Usage | None = None
         async with self.client.stream(
             self.model, model_setting=MODEL_SETTING, json=self._body(request)
         ) as resp:
@@ -53,24 +52,12 @@ class WorkersAIChat(ChatProvider):
                 async for delta in self._from_envelope(resp):
                     yield delta
                 return
-            finished = False
-            async with aclosing(iter_sse_data(resp)) as events:
-                async for data in events:
-                    if data.strip() == "[DONE]":
-                        finished = True
-                        await drain(events)
-                        break
-                    event = self._decode(data)
-                    text = token_of(event)
-                    if text:
-                        yield ChatDelta(text=text)
-                    usage = usage_of(event) or usage
-            if not finished:
-                raise ProviderUnavailable(
-                    f"Workers AI ended the {self.model} stream before the reply was complete"
-                )
-        if usage is not None:
-            yield ChatDelta(usage=usage)
+            deltas = chat_deltas(
+                resp, decode=self._decode, text_of=token_of, source=f"Workers AI ({self.model})"
+            )
+            async with aclosing(deltas):
+                async for delta in deltas:
+                    yield delta
 
     def _decode(self, data: str) -> dict[str, Any]:
         try:
