@@ -8,8 +8,12 @@ session, one after another so they never share the CPU:
 
 - Parley in-process: `VoiceCall` fed 20 ms frames; "ready" is when the first TTS audio reaches the
   playout (what pipecat's figure measures), "packet" when a 20 ms pacer takes the first frame.
-- Parley over WebRTC: an aiortc client peer per call, on loopback in this same process (so the CPU
-  figure covers both ends); the first audible frame decoded by the client.
+- Parley over WebRTC: an aiortc client peer per call on loopback, in a process of its own
+  (`voice_client.py`: this process's loop and CPU figure are the server's only; both processes
+  stamp on the machine's one monotonic clock); "sent" is when the server's outbound track
+  hands the reply's first audible frame to aiortc's encoder, "heard" when the client decodes it.
+  The target is judged on "sent": between the two is the client's own receive path (aiortc's
+  default jitter buffer holds 4 frames, 80 ms; a browser's adapts), which is not Parley's cost.
 - pipecat 1.14 in-process (`pipecat_voice.py`), in `.bench-venv/pipecat`, created here on first use.
 
 Overhead = latency - the VAD's hangover - the providers' time; "nominal" takes the hangover as
@@ -21,24 +25,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fractions
 import math
+import multiprocessing
 import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import voice_client
 from parley.bus.memory import LocalBus
 from parley.providers import silero
 from parley.providers.testing import EchoChat
@@ -49,7 +56,7 @@ from parley.sessions.registry import SessionRegistry
 from parley.sessions.session import SessionConfig
 from parley.store.sqlite import SQLiteStore
 from parley.voice.pipeline import VoiceCall, VoiceConfig
-from parley.voice.playout import pace
+from parley.voice.playout import Resampler, pace
 from voice_common import (
     AUDIBLE_RMS,
     FIRST_TOKEN,
@@ -109,6 +116,7 @@ class Probe:
     decided: list[float]
     ready: list[float]
     packets: list[float]
+    sent: list[float] = field(default_factory=list)  # over WebRTC: the server's outbound frames
 
 
 def stamp_vad(call: VoiceCall, decided: list[float]) -> None:
@@ -142,6 +150,8 @@ def score(run: Run, probes: list[Probe]) -> None:
                 run.vad.append((decided - end) * 1000)
             if (ready := first(probe.ready)) is not None:
                 run.extra.setdefault("ready", []).append((ready - end) * 1000)
+            if (sent := first(probe.sent)) is not None:
+                run.extra.setdefault("sent", []).append((sent - end) * 1000)
 
 
 class Parley:
@@ -226,126 +236,69 @@ async def measure_inprocess(tmp: Path, model: SpeechModel, voice: np.ndarray, ca
 # -- Parley over aiortc on loopback ---------------------------------------------------------------
 
 
-async def rtc_call(parley: Parley, index: int, line: Timeline, run: Run) -> Probe:
-    import av
-    from aiortc import RTCPeerConnection, RTCSessionDescription
-    from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-
-    from parley.audio.pcm import resample
-    from parley.rtc.peer import CallPeer
-
-    out_rate, out_frame = 48000, 960
-    pcm48 = resample(line.pcm, RATE, out_rate)
-    probe = Probe([], [], [], [])
-    started: list[float] = []
-
-    class Mic(MediaStreamTrack):
-        kind = "audio"
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.sent = 0
-            self.done = asyncio.Event()
-
-        async def recv(self) -> av.AudioFrame:
-            if self.readyState != "live":
-                raise MediaStreamError
-            if not started:
-                started.append(time.perf_counter())
-            i = self.sent
-            await sleep_until(schedule(started[0], i))
-            chunk = pcm48[i * out_frame * 2 : (i + 1) * out_frame * 2] if i < line.frames else b""
-            chunk += bytes(out_frame * 2 - len(chunk))
-            if i + 1 in line.ends:
-                probe.ends.append(time.perf_counter())
-            frame = av.AudioFrame.from_ndarray(
-                np.frombuffer(chunk, dtype="<i2").reshape(1, -1), format="s16", layout="mono"
-            )
-            frame.sample_rate, frame.pts = out_rate, i * out_frame
-            frame.time_base = fractions.Fraction(1, out_rate)
-            self.sent += 1
-            if self.sent >= line.frames:
-                self.done.set()
-            return frame
-
-    peer = CallPeer(f"call_bench_{index}", idle_seconds=60)
-    call, tts = parley.call(index, on_event=peer.send)
-    probe.ready = tts.first_audio
-    stamp_vad(call, probe.decided)
-    client = RTCPeerConnection()
-    mic = Mic()
-    client.addTrack(mic)
-    readers: list[asyncio.Task[None]] = []
-
-    async def listen(track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            if np.sqrt(np.mean(frame.to_ndarray().astype(np.float64) ** 2)) > AUDIBLE_RMS:
-                probe.packets.append(time.perf_counter())
-
-    client.on("track", lambda track: readers.append(asyncio.create_task(listen(track))))
-    call.start()
-    try:
-        await client.setLocalDescription(await client.createOffer())
-        answer = await peer.answer(call, client.localDescription.sdp)
-        await client.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-        await mic.done.wait()
-        if started:
-            run.call_s += time.perf_counter() - started[0]
-    finally:
-        for task in readers:
-            task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-        await peer.aclose("hangup")
-        await client.close()
-    return probe
-
-
-@contextmanager
-def audio_prefetch(frames: int | None) -> Iterator[None]:
-    """Diagnostic: aiortc holds 4 received audio packets (80 ms) in every receiver's jitter
-    buffer before playing one out; with `frames` set, receivers made meanwhile hold that many."""
-    if frames is None:
-        yield
-        return
-    from aiortc import rtcrtpreceiver
-    from aiortc.jitterbuffer import JitterBuffer
-
-    def jitter_buffer(capacity: int, prefetch: int = 0, is_video: bool = False) -> JitterBuffer:
-        return JitterBuffer(capacity, prefetch if is_video else frames, is_video)
-
-    rtcrtpreceiver.JitterBuffer = jitter_buffer  # type: ignore[misc,assignment]
-    try:
-        yield
-    finally:
-        rtcrtpreceiver.JitterBuffer = JitterBuffer  # type: ignore[misc]
-
-
 async def measure_rtc(
     tmp: Path, model: SpeechModel, voice: np.ndarray, calls: int, turns: int, prefetch: int | None = None
 ) -> Run:
+    """The callers run in a spawned process (`voice_client.py`); this process answers them."""
+    from parley.rtc.peer import CallPeer
+
     run = Run("parley-webrtc", calls)
-    with audio_prefetch(prefetch):
-        return await _measure_rtc(run, tmp, model, voice, calls, turns)
+    spawn = multiprocessing.get_context("spawn")
+    ours, theirs = spawn.Pipe()
+    child = spawn.Process(
+        target=voice_client.main, args=(theirs, voice, calls, turns, prefetch), name="voice-callers"
+    )
+    peers: list[CallPeer] = []
+    probes: dict[int, Probe] = {}
 
+    async def answer(index: int, sdp: str) -> None:
+        peer = CallPeer(f"call_bench_{index}", idle_seconds=60)
+        peers.append(peer)
+        call, tts = parley.call(index, on_event=peer.send)
+        probe = probes[index] = Probe([], [], tts.first_audio, [])
+        stamp_vad(call, probe.decided)
+        read_frame = call.read_frame
 
-async def _measure_rtc(
-    run: Run, tmp: Path, model: SpeechModel, voice: np.ndarray, calls: int, turns: int
-) -> Run:
+        def stamp_sent() -> bytes | None:  # what the server's PlayoutTrack hands to aiortc
+            frame = read_frame()
+            if frame is not None and rms(frame) > AUDIBLE_RMS:
+                probe.sent.append(time.perf_counter())
+            return frame
+
+        call.read_frame = stamp_sent  # type: ignore[method-assign]  # before answer() wires the track
+        call.start()
+        ours.send(("answer", index, await peer.answer(call, sdp)))
+
     async with Parley(tmp, model) as parley:
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
-
-        async def staggered(i: int) -> Probe:
-            await asyncio.sleep(STAGGER_SECS * i / calls)
-            return await rtc_call(parley, i, timeline(voice, turns, i), run)
-
-        probes = await asyncio.gather(*(staggered(i) for i in range(calls)))
+        child.start()
+        answering: list[asyncio.Task[None]] = []
+        done = 0
+        try:
+            while done < calls:
+                kind, index, payload = await asyncio.to_thread(_receive, ours, child)
+                if kind == "offer":
+                    answering.append(asyncio.create_task(answer(index, payload)))
+                    continue
+                done += 1
+                heard: voice_client.Heard = payload
+                probes[index].ends, probes[index].packets = heard.ends, heard.packets
+                run.call_s += heard.call_s
+            await asyncio.gather(*answering)
+        finally:
+            await asyncio.gather(*(peer.aclose("hangup") for peer in peers), return_exceptions=True)
+            await asyncio.to_thread(child.join, 30)
         run.cpu_s, run.wall_s = cpu_seconds() - cpu0, time.perf_counter() - wall0
-    score(run, list(probes))
+    score(run, [probes[i] for i in sorted(probes)])
     return run
+
+
+def _receive(conn: Connection, child: BaseProcess) -> Any:
+    """The callers' next message; an error, not a hang, if their process died."""
+    while not conn.poll(0.5):
+        if not child.is_alive():
+            raise RuntimeError(f"the callers' process exited with {child.exitcode}")
+    return conn.recv()
 
 
 # -- pipecat, in its own virtualenv ---------------------------------------------------------------
@@ -468,6 +421,9 @@ def verdicts(label: str, run: Run, latency: list[float]) -> list[str]:
 async def bench(plan: tuple[tuple[int, int], ...], with_pipecat: bool) -> None:
     model = silero.build()
     voice = speech()
+    # A server has done this by its first call (aiortc imports PyAV); else the first turn
+    # measured here pays ~40 ms for importing it and building FFmpeg's first resampler.
+    Resampler().convert(bytes(960), 24000)
     print(
         f"scenario: espeak-ng '{TRANSCRIPT}' ({len(voice) / RATE:.2f} s) in real time, 20 ms frames; "
         f"Silero stop {STOP_SECS} s; STT {STT_DELAY * 1000:.0f} ms, LLM first token "
@@ -500,17 +456,21 @@ async def bench(plan: tuple[tuple[int, int], ...], with_pipecat: bool) -> None:
         rows.append(row("Parley in-process, audio ready", run, run.extra.get("ready", [])))
         rows.append(row("Parley in-process, 20 ms packet", run, run.latency))
     for run in rtc:
-        rows.append(row("Parley over aiortc loopback", run, run.latency))
-    rows.append(row("Parley over aiortc, jitter prefetch 0 (diagnostic)", nobuffer, nobuffer.latency))
+        rows.append(row("Parley over aiortc, server sends (target)", run, run.extra.get("sent", [])))
+        rows.append(row("Parley over aiortc, client hears", run, run.latency))
+    rows.append(
+        row("Parley over aiortc, client hears, client prefetch 0 (diagnostic)", nobuffer, nobuffer.latency)
+    )
     for run in pipecat:
         rows.append(row("pipecat in-process, TTSAudioRawFrame out", run, run.latency))
     print(table(HEADERS, rows))
     print(
-        f"\nlatency: true end of speech (the frame holding its last sample) -> first reply audio. "
+        f"\nlatency: true end of speech (the frame holding its last sample) -> first reply audio "
+        f"(over aiortc: sent = the server's track hands it to the encoder; hears = the client decoded it). "
         f"VAD stop: -> the VAD's stop decision (over WebRTC including the inbound Opus/jitter buffer). "
         f"overhead nominal = latency - {STOP_SECS * 1000:.0f} ms hangover - {provider_ms():.0f} ms providers; "
         f"actual = latency - VAD stop - providers. CPU: this process's CPU time / call-seconds "
-        f"(over aiortc both peers live in this process)."
+        f"(over aiortc the callers run in another process: the server's share only)."
     )
     if note:
         print(f"\n{note}")
@@ -534,7 +494,8 @@ async def bench(plan: tuple[tuple[int, int], ...], with_pipecat: bool) -> None:
     print("\n## Targets (informational; issue 4: overhead p50 < 20 ms, p95 < 50 ms at 10 calls)\n")
     for run in rtc:
         if run.calls == TARGET_CALLS:
-            print("\n".join(verdicts("over aiortc", run, run.latency)))
+            print("\n".join(verdicts("over aiortc, server sends", run, run.extra.get("sent", []))))
+            print("\n".join(verdicts("over aiortc, client hears", run, run.latency)))
     for run in inproc:
         if run.calls == TARGET_CALLS:
             print("\n".join(verdicts("in-process (packet)", run, run.latency)))

@@ -25,7 +25,9 @@ import httpx
 import numpy as np
 import pytest
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RtpPacket
 from fastapi import FastAPI
 
 from parley import metrics
@@ -37,6 +39,7 @@ from parley.providers.testing import EchoChat
 from parley.providers.testing_voice import FixedLatencySTT, FixedLatencyTTS
 from parley.rtc.ice import parse_ice_servers
 from parley.rtc.registry import CallConfig, CallRegistry
+from parley.rtc.tracks import audio_jitter_buffer, shorten_jitter_buffer
 from parley.sessions.registry import SessionRegistry
 from parley.sessions.session import SessionConfig
 from parley.store.sqlite import SQLiteStore
@@ -333,3 +336,45 @@ async def test_ice_servers_come_from_configuration_in_the_browser_shape() -> Non
         parse_ice_servers([{"urls": "turn:turn.example.org"}])
     with pytest.raises(ConfigError, match="is not a stun"):
         parse_ice_servers([{"urls": "http://example.org"}])
+
+
+def _released_at(buffer: JitterBuffer) -> int:
+    """The packet (of a 20 ms Opus stream) whose arrival releases the first frame."""
+    for seq in range(16):
+        packet = RtpPacket(payload_type=111, sequence_number=seq, timestamp=960 * seq, payload=b"x")
+        packet._data = b"x"  # type: ignore[attr-defined]  # what aiortc's depayloader sets
+        if buffer.add(packet)[1] is not None:
+            return seq
+    raise AssertionError("no frame released")
+
+
+async def test_the_servers_audio_receiver_releases_a_frame_once_the_next_one_arrives(server: Server) -> None:
+    pc = RTCPeerConnection()
+    pc.addTrack(MicTrack())
+    await pc.setLocalDescription(await pc.createOffer())
+    r = await server.http.post(
+        "/api/offer", json={"sdp": pc.localDescription.sdp, "type": "offer", "sessionId": SID}
+    )
+    call_id = r.json()["callId"]
+    try:
+        # The answer is not applied: no packet reaches the server's receiver but ours.
+        server_pc = server.calls._peers[call_id]._pc
+        assert server_pc is not None
+        (audio,) = [t for t in server_pc.getTransceivers() if t.kind == "audio"]
+        buffer = audio_jitter_buffer(audio.receiver)
+        assert buffer is not None
+        assert _released_at(buffer) == 1  # 20 ms behind, where aiortc's default is 80
+        (client_audio,) = pc.getTransceivers()
+        client_buffer = audio_jitter_buffer(client_audio.receiver)
+        assert client_buffer is not None and _released_at(client_buffer) == 4  # the default, untouched
+    finally:
+        await server.http.post("/api/hangup", json={"callId": call_id})
+        await pc.close()
+
+
+def test_an_aiortc_that_keeps_its_jitter_buffer_elsewhere_keeps_its_default(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver = SimpleNamespace()  # no jitter buffer where aiortc 1.x keeps it
+    assert shorten_jitter_buffer(receiver) is False  # type: ignore[arg-type]
+    assert "default buffering" in caplog.text

@@ -31,7 +31,7 @@ def _run(stream: VADStream, pcm: bytes, chunk: int = 640) -> tuple[list[VADEvent
     for offset in range(0, len(pcm), chunk):
         for event in stream.feed(pcm[offset : offset + chunk]):
             events.append(event)
-            decided.append(stream.position)
+            decided.append(stream.received)
     events += stream.flush()
     return events, decided
 
@@ -61,7 +61,7 @@ def test_silero_finds_every_sentence_and_decides_soon_after_the_hangover(clip: C
     stream = VADStream(SileroVAD(), threshold=0.5, start_secs=0.2, stop_secs=0.2)
     events, decided = _run(stream, clip.pcm)
     _assert_close(_segments(events), clip.segments, SILERO_TOLERANCE)
-    hangover = stream.stop_frames * stream.frame_secs
+    hangover = 0.2
     ends = [when for event, when in zip(events, decided, strict=False) if event.kind == "speech_end"]
     for when, (_, true_end) in zip(ends, clip.segments, strict=True):
         # Below the hangover when the model already doubted a quiet final consonant.
@@ -102,8 +102,9 @@ class _Script(SpeechModel):
 
     frame_samples = 160  # 10 ms
 
-    def __init__(self, probabilities: list[float]) -> None:
+    def __init__(self, probabilities: list[float], frame_samples: int = 160) -> None:
         self.probabilities = probabilities
+        self.frame_samples = frame_samples
         self.index = 0
 
     def probability(self, frame: bytes) -> float:
@@ -113,7 +114,20 @@ class _Script(SpeechModel):
         return value
 
     def fresh(self) -> _Script:
-        return _Script(self.probabilities)
+        return _Script(self.probabilities, self.frame_samples)
+
+
+def test_the_end_is_decided_at_the_packet_nearest_the_hangover_not_when_a_frame_fills() -> None:
+    # Silero's 32 ms frames from 20 ms packets; speech ends at frame 10 (0.32 s). The quiet run
+    # starts on a frame boundary, half a frame after the true edge on average: the hangover is
+    # counted as 0.2 - 0.016 = 0.184 s of audio received (scored or not), to the nearest packet.
+    stream = VADStream(_Script([0.9] * 10 + [0.0] * 20, 512), start_secs=0.064, stop_secs=0.2)
+    assert stream.hangover_secs == pytest.approx(0.184)
+    events, decided = _run(stream, bytes(30 * 1024), chunk=640)
+    assert events == [VADEvent("speech_start", 0.0), VADEvent("speech_end", 0.32)]  # the edge is exact
+    # 0.18 s after the edge (0.184 - 0.18 is under half a packet), with the sixth quiet frame
+    # still filling; waiting for it to be whole would decide at 0.52 s, 0.2 s after the edge.
+    assert decided[1] == pytest.approx(0.50)
 
 
 def test_hysteresis_unsure_frames_neither_end_nor_extend_speech() -> None:

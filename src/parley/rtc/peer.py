@@ -31,7 +31,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from parley import metrics
 from parley.errors import InvalidInput
 from parley.rtc.ice import IceServer
-from parley.rtc.tracks import PlayoutTrack, pump_inbound
+from parley.rtc.tracks import PlayoutTrack, pump_inbound, shorten_jitter_buffer
 from parley.sessions.events import Event
 from parley.voice.pipeline import VoiceCall
 
@@ -97,9 +97,12 @@ class CallPeer:
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         except (ValueError, KeyError, IndexError, AttributeError) as exc:
             raise InvalidInput(f"sdp is not a usable WebRTC offer ({exc})", field="sdp") from exc
-        if not any(t.kind == "audio" for t in pc.getTransceivers()):
+        audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
+        if not audio:
             raise InvalidInput("the offer has no audio: add a microphone track before offering", field="sdp")
-        self._track = PlayoutTrack(call.read_frame)
+        for transceiver in audio:  # before any packet arrives: the answer is not out yet
+            shorten_jitter_buffer(transceiver.receiver)
+        self._track = PlayoutTrack(call.read_frame, queued=call.playout.queued)
         pc.addTrack(self._track)
         await pc.setLocalDescription(await pc.createAnswer())  # gathers every candidate: no trickle
         self.state = PeerState.ANSWERED

@@ -1,12 +1,16 @@
 """Audio between aiortc and a VoiceCall: the outbound track, and the inbound track's reader.
 
 Outbound: aiortc's sender calls `recv()` in a loop and sends whatever it returns at once, so
-the track paces itself on the frames' own timeline (pts / 48 kHz) against a monotonic clock,
-20 ms per frame, and asks the call for a frame only when that frame is due. A barge-in that
-empties the playout between two `recv()`s is therefore silent from the next frame on.
+the track paces itself (`FrameClock`: 20 ms per frame against a monotonic clock, except that the
+first frame of a reply goes out as soon as it is queued) and asks the call for a frame only when
+that frame is due. A barge-in that empties the playout between two `recv()`s is therefore silent
+from the next frame on.
 
 Inbound: aiortc decodes Opus to 48 kHz stereo frames of 960 samples; they are converted to the
 pipeline's 16 kHz mono here (FFmpeg's resampler: microseconds per frame, fine on the loop).
+aiortc's audio receivers hold 4 frames (80 ms) in their jitter buffer before releasing one, for
+the jitter of the open internet; the server's receivers hold one (`shorten_jitter_buffer`): the
+VAD waits out a 200 ms hangover anyway, and a late packet costs it nothing a gap would not.
 """
 
 from __future__ import annotations
@@ -18,47 +22,84 @@ import time
 from collections.abc import Callable
 
 import av
+from aiortc import RTCRtpReceiver
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from parley.audio.pcm import SAMPLE_WIDTH
 from parley.providers.vad import SAMPLE_RATE
-from parley.voice.playout import FRAME_SAMPLES, OUT_RATE, SILENCE
+from parley.voice.playout import FRAME_SAMPLES, OUT_RATE, SILENCE, FrameClock
 
 log = logging.getLogger("parley.rtc")
 
 _TIME_BASE = fractions.Fraction(1, OUT_RATE)
+#: received audio frames the server's jitter buffer holds before releasing one (aiortc: 4)
+AUDIO_PREFETCH = 1
+# where aiortc 1.x keeps a receiver's jitter buffer (name-mangled; no public way to size it)
+_JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 
 
 class PlayoutTrack(MediaStreamTrack):
-    """The assistant's voice: `source()` gives the next 20 ms of 48 kHz mono s16, or None (silence)."""
+    """The assistant's voice: `source()` gives the next 20 ms of 48 kHz mono s16, or None (silence).
+
+    `queued` (the playout's) is set when audio waits: after silence, it is sent without waiting
+    for the next 20 ms tick.
+    """
 
     kind = "audio"
 
     def __init__(
-        self, source: Callable[[], bytes | None], *, clock: Callable[[], float] = time.monotonic
+        self,
+        source: Callable[[], bytes | None],
+        *,
+        queued: asyncio.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         self._source = source
-        self._clock = clock
-        self._start: float | None = None
-        self._pts = 0
+        self._queued = queued
+        self._frames = FrameClock(clock)
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        if self._start is None:
-            self._start = self._clock()
-        else:
-            self._pts += FRAME_SAMPLES
-            await asyncio.sleep(max(0.0, self._start + self._pts / OUT_RATE - self._clock()))
+        pts = await self._frames.wait(self._queued)
         # Asked only now, when the frame is due: what a barge-in dropped is never sent.
-        pcm = self._source() or SILENCE
+        pcm = self._source()
+        self._frames.sent(pcm is not None)
         frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
-        frame.planes[0].update(pcm)
-        frame.pts = self._pts
+        frame.planes[0].update(pcm or SILENCE)
+        frame.pts = pts
         frame.sample_rate = OUT_RATE
         frame.time_base = _TIME_BASE
         return frame
+
+
+def audio_jitter_buffer(receiver: RTCRtpReceiver) -> JitterBuffer | None:
+    """The jitter buffer of an aiortc audio receiver, or None where this aiortc keeps it elsewhere."""
+    buffer = getattr(receiver, _JITTER_ATTR, None)
+    return buffer if isinstance(buffer, JitterBuffer) else None
+
+
+def shorten_jitter_buffer(receiver: RTCRtpReceiver, prefetch: int = AUDIO_PREFETCH) -> bool:
+    """Make an audio receiver release a frame once `prefetch` frames follow it (aiortc: 4).
+
+    Call before media flows (between setRemoteDescription and the answer). An aiortc whose
+    receiver no longer looks as expected keeps its default buffering, with a warning.
+    """
+    buffer = audio_jitter_buffer(receiver)
+    if buffer is None:
+        log.warning(
+            "aiortc's audio receiver has no jitter buffer where Parley expects one: inbound audio "
+            "keeps aiortc's default buffering (~60 ms more per call)"
+        )
+        return False
+    try:
+        setattr(receiver, _JITTER_ATTR, JitterBuffer(capacity=buffer.capacity, prefetch=prefetch))
+    except (TypeError, AttributeError, AssertionError):
+        log.warning("could not resize aiortc's audio jitter buffer; keeping its default", exc_info=True)
+        return False
+    return True
 
 
 class Downsampler:

@@ -7,7 +7,9 @@ the user actually heard can be recovered from the frames that were read: whole s
 proportional, word-aligned prefix of the one that was playing.
 
 The transport owns the pace (aiortc's sender calls `recv()` every 20 ms; `pace()` does the same
-for in-process use); the playout only answers "what is the next frame" without ever blocking.
+for in-process use); the playout only answers "what is the next frame" without ever blocking, and
+sets `queued` when audio is waiting, so a transport that is sending silence can send a reply's
+first frame at once instead of at its next tick (`FrameClock`).
 """
 
 from __future__ import annotations
@@ -118,6 +120,8 @@ class Playout:
         self._tail = bytearray()  # the current segment's samples short of a whole frame
         self._drained = asyncio.Event()
         self._drained.set()
+        #: set while frames wait to be read: wakes a transport that is sending silence
+        self.queued = asyncio.Event()
         self.first_frame_at: float | None = None
         #: when the last flush dropped audio (a barge-in), for measurements
         self.flushed_at: float | None = None
@@ -154,6 +158,7 @@ class Playout:
         segment.written += whole // SAMPLE_WIDTH
         if whole:
             self._drained.clear()
+            self.queued.set()
 
     def end(self, segment: Segment) -> None:
         """The segment's synthesis is over: pad its last partial frame with silence."""
@@ -163,12 +168,14 @@ class Playout:
             segment.written += samples
             self._tail.clear()
             self._drained.clear()
+            self.queued.set()
         segment.complete = True
 
     def read_frame(self) -> bytes | None:
         """The next 20 ms frame, or None when nothing is queued (the transport sends silence)."""
         if not self._frames:
             self._drained.set()
+            self.queued.clear()
             return None
         segment, frame = self._frames.popleft()
         segment.played = min(segment.written, segment.played + FRAME_SAMPLES)
@@ -179,6 +186,7 @@ class Playout:
                 self._on_started(self.first_frame_at)
         if not self._frames:
             self._drained.set()
+            self.queued.clear()
         return frame
 
     async def wait_drained(self) -> None:
@@ -206,6 +214,7 @@ class Playout:
         self._frames.clear()
         self._tail.clear()
         self._drained.set()
+        self.queued.clear()
         return heard
 
 
@@ -221,20 +230,79 @@ def text_prefix(text: str, fraction: float) -> str:
     return text[:n].rstrip(" ,;:")
 
 
+class FrameClock:
+    """When each outbound frame is due, and its timestamp (pts, in 48 kHz samples).
+
+    A frame every 20 ms on an absolute schedule (no drift), with one exception: while the transport
+    is sending silence, audio queued in the playout goes out at once rather than at the next tick
+    (which cost ~10 ms on average, up to 20, before the first frame of every reply). The
+    talkspurt then runs early by that much, 20 ms apart from its first frame, and falls back onto
+    the original grid at the first silent frame after it (one gap of up to 40 ms). So the pts stay
+    contiguous and never run more than a frame ahead of real time, and the receiver only sees one
+    early and one late packet per reply, which its jitter buffer absorbs.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._start: float | None = None
+        self._frames = 0  # frames handed out
+        self._lead = 0.0  # seconds the current talkspurt runs ahead of the grid
+        self._talking = False  # the last frame carried audio
+
+    @property
+    def due(self) -> float | None:
+        """When the next frame is due on this clock (None before the first)."""
+        if self._start is None:
+            return None
+        return self._start - self._lead + self._frames * FRAME_SECS
+
+    async def wait(self, queued: asyncio.Event | None = None) -> int:
+        """Until the next frame is due, or, after silence, until `queued` is set; its pts."""
+        due = self.due
+        if due is None:
+            self._start = self._clock()
+        elif (delay := due - self._clock()) > 0:
+            if self._talking or queued is None:
+                await asyncio.sleep(delay)
+            elif await _wait_set(queued, delay):
+                # the first frame of a talkspurt: out now, and the next ones 20 ms after it
+                self._lead = max(0.0, due - self._clock())
+        pts = self._frames * FRAME_SAMPLES
+        self._frames += 1
+        return pts
+
+    def sent(self, audible: bool) -> None:
+        """What the frame `wait` released carried: audio, or silence (which ends a talkspurt)."""
+        self._talking = audible
+        if not audible:
+            self._lead = 0.0
+
+
+async def _wait_set(event: asyncio.Event, timeout: float) -> bool:
+    if event.is_set():
+        return True
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 async def pace(
     playout: Playout,
     sink: Callable[[float, bytes | None], None],
     *,
     clock: Callable[[], float] = time.perf_counter,
 ) -> None:
-    """Read a frame every 20 ms on an absolute schedule (no drift), as a WebRTC sender would.
+    """Read a frame every 20 ms as a WebRTC sender would (`FrameClock`, as `PlayoutTrack` does).
 
     For in-process use (tests, benchmarks); over WebRTC the outbound track paces itself.
     `sink(at, frame)` gets None for silence.
     """
-    start = clock()
-    sent = 0
+    frames = FrameClock(clock)
     while True:
-        sent += 1
-        await asyncio.sleep(max(0.0, start + sent * FRAME_SECS - clock()))
-        sink(clock(), playout.read_frame())
+        await frames.wait(playout.queued)
+        frame = playout.read_frame()
+        frames.sent(frame is not None)
+        sink(clock(), frame)

@@ -14,13 +14,22 @@ from the start of the decay (the strictly falling frames after the last confiden
 espeak speech with faint noise: speech_end lands 20-50 ms after the true end, so the decision
 comes ~30 ms past the nominal hangover instead of ~80 ms without the back-dating.
 
+The hangover is counted as `stop_secs` minus half a frame, in audio received rather than scored:
+the quiet run starts on a frame boundary, on average half a frame after the true edge; and a
+32 ms Silero frame fills from 20 ms packets, so waiting for it to be whole cost another ~8 ms.
+The end is decided at the packet nearest to the hangover, the last fraction of a frame unscored
+(if speech comes back in it, the next start continues the utterance: see voice/pipeline.py).
+In the voice bench this puts the decision 180-200 ms after the true end for a 200 ms hangover,
+where whole frames put it at ~220 ms.
+
 Events carry the stream time of the speech edge itself, not of the decision; a caller that wants
-the decision latency compares `at` with `position` when the event comes back.
+the decision latency compares `at` with `received` when the event comes back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -62,9 +71,12 @@ class VADStream:
         self.exit_threshold = max(threshold - EXIT_GAP, threshold / 2)
         self.frame_samples = model.frame_samples
         self.frame_secs = self.frame_samples / SAMPLE_RATE
-        # Rounded, not ceiled: the hangover lands within half a frame of the nominal one.
+        # Rounded, not ceiled: the start lands within half a frame of the nominal delay.
         self.start_frames = max(1, round(start_secs / self.frame_secs))
-        self.stop_frames = max(1, round(stop_secs / self.frame_secs))
+        #: quiet audio after the end edge (scored or not) that ends the speech (see above)
+        self.hangover_secs = max(0.0, stop_secs - self.frame_secs / 2)
+        #: quiet frames that end the speech on their own (within one `feed`)
+        self.stop_frames = max(1, math.ceil(self.hangover_secs / self.frame_secs - 1e-9))
         self._decay_frames = round(DECAY_SECS / self.frame_secs)
         self._confident = max(CONFIDENT, threshold)
         # one more than the decay can span: the frame before the decay tells where it began
@@ -84,19 +96,25 @@ class VADStream:
         """Seconds of audio scored so far (the stream clock events are measured on)."""
         return self._frames * self.frame_secs
 
+    @property
+    def received(self) -> float:
+        """Seconds of audio fed so far, scored or still short of a whole frame."""
+        return self.position + len(self._buffer) // 2 / SAMPLE_RATE
+
     def feed(self, pcm: bytes) -> list[VADEvent]:
         """Score every whole frame now buffered (CPU work: ~0.06 ms per Silero frame on onnxruntime)."""
         self._buffer += pcm
         whole = len(self._buffer) - len(self._buffer) % self._frame_bytes
-        if whole == 0:
-            return []
-        view = bytes(self._buffer[:whole])
-        del self._buffer[:whole]
         events: list[VADEvent] = []
-        for offset in range(0, whole, self._frame_bytes):
-            event = self._step(self.model.probability(view[offset : offset + self._frame_bytes]))
-            if event is not None:
-                events.append(event)
+        if whole:
+            view = bytes(self._buffer[:whole])
+            del self._buffer[:whole]
+            for offset in range(0, whole, self._frame_bytes):
+                event = self._step(self.model.probability(view[offset : offset + self._frame_bytes]))
+                if event is not None:
+                    events.append(event)
+        if (end := self._end_before_frame(len(pcm))) is not None:
+            events.append(end)
         return events
 
     async def feed_async(self, pcm: bytes) -> list[VADEvent]:
@@ -125,6 +143,20 @@ class VADStream:
         self._recent.clear()
         self.model.reset()
         return events
+
+    def _end_before_frame(self, packet_bytes: int) -> VADEvent | None:
+        """End the speech now if the quiet run plus the unscored tail reaches the hangover, to
+        within half a packet (the next packet would overshoot it by more)."""
+        state = self._state
+        if not state.speaking or state.run_start is None:
+            return None
+        unscored = len(self._buffer) // 2 / SAMPLE_RATE
+        rounding = min(packet_bytes, self._frame_bytes) // 2 / 2 / SAMPLE_RATE
+        if state.run_frames * self.frame_secs + unscored + rounding < self.hangover_secs:
+            return None
+        end = state.run_start
+        self._state = _State()
+        return VADEvent("speech_end", end * self.frame_secs)
 
     def _decay(self, recent: list[float]) -> int:
         """How many frames just before the first quiet one were the model's fall from speech:
