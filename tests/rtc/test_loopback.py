@@ -38,6 +38,7 @@ from parley.providers.factory import build_vad
 from parley.providers.testing import EchoChat
 from parley.providers.testing_voice import FixedLatencySTT, FixedLatencyTTS
 from parley.rtc.ice import parse_ice_servers
+from parley.rtc.jitter import ImmediateJitterBuffer
 from parley.rtc.registry import CallConfig, CallRegistry
 from parley.rtc.tracks import audio_jitter_buffer, shorten_jitter_buffer
 from parley.sessions.registry import SessionRegistry
@@ -348,7 +349,7 @@ def _released_at(buffer: JitterBuffer) -> int:
     raise AssertionError("no frame released")
 
 
-async def test_the_servers_audio_receiver_releases_a_frame_once_the_next_one_arrives(server: Server) -> None:
+async def test_the_servers_audio_receiver_releases_an_in_order_frame_as_it_arrives(server: Server) -> None:
     pc = RTCPeerConnection()
     pc.addTrack(MicTrack())
     await pc.setLocalDescription(await pc.createOffer())
@@ -363,7 +364,8 @@ async def test_the_servers_audio_receiver_releases_a_frame_once_the_next_one_arr
         (audio,) = [t for t in server_pc.getTransceivers() if t.kind == "audio"]
         buffer = audio_jitter_buffer(audio.receiver)
         assert buffer is not None
-        assert _released_at(buffer) == 1  # 20 ms behind, where aiortc's default is 80
+        assert isinstance(buffer, ImmediateJitterBuffer)
+        assert _released_at(buffer) == 0  # at once, where aiortc's default is 80 ms behind
         (client_audio,) = pc.getTransceivers()
         client_buffer = audio_jitter_buffer(client_audio.receiver)
         assert client_buffer is not None and _released_at(client_buffer) == 4  # the default, untouched

@@ -9,8 +9,10 @@ from the next frame on.
 Inbound: aiortc decodes Opus to 48 kHz stereo frames of 960 samples; they are converted to the
 pipeline's 16 kHz mono here (FFmpeg's resampler: microseconds per frame, fine on the loop).
 aiortc's audio receivers hold 4 frames (80 ms) in their jitter buffer before releasing one, for
-the jitter of the open internet; the server's receivers hold one (`shorten_jitter_buffer`): the
-VAD waits out a 200 ms hangover anyway, and a late packet costs it nothing a gap would not.
+the jitter of the open internet (and even at 1 a frame waits for the next packet: 20 ms); the
+server's receivers release an in-order packet at once and hold only what comes out of order
+(`shorten_jitter_buffer`, `parley.rtc.jitter`): the VAD waits out a 200 ms hangover anyway, and a
+late packet costs it nothing a gap would not.
 """
 
 from __future__ import annotations
@@ -28,13 +30,12 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from parley.audio.pcm import SAMPLE_WIDTH
 from parley.providers.vad import SAMPLE_RATE
+from parley.rtc.jitter import ImmediateJitterBuffer
 from parley.voice.playout import FRAME_SAMPLES, OUT_RATE, SILENCE, FrameClock
 
 log = logging.getLogger("parley.rtc")
 
 _TIME_BASE = fractions.Fraction(1, OUT_RATE)
-#: received audio frames the server's jitter buffer holds before releasing one (aiortc: 4)
-AUDIO_PREFETCH = 1
 # where aiortc 1.x keeps a receiver's jitter buffer (name-mangled; no public way to size it)
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 
@@ -81,23 +82,24 @@ def audio_jitter_buffer(receiver: RTCRtpReceiver) -> JitterBuffer | None:
     return buffer if isinstance(buffer, JitterBuffer) else None
 
 
-def shorten_jitter_buffer(receiver: RTCRtpReceiver, prefetch: int = AUDIO_PREFETCH) -> bool:
-    """Make an audio receiver release a frame once `prefetch` frames follow it (aiortc: 4).
+def shorten_jitter_buffer(receiver: RTCRtpReceiver) -> bool:
+    """Make an audio receiver release each in-order packet as it arrives (aiortc: 4 frames later).
 
-    Call before media flows (between setRemoteDescription and the answer). An aiortc whose
-    receiver no longer looks as expected keeps its default buffering, with a warning.
+    Out-of-order packets are still held and released in order (`ImmediateJitterBuffer`). Call
+    before media flows (between setRemoteDescription and the answer). An aiortc whose receiver no
+    longer looks as expected keeps its default buffering, with a warning.
     """
     buffer = audio_jitter_buffer(receiver)
     if buffer is None:
         log.warning(
             "aiortc's audio receiver has no jitter buffer where Parley expects one: inbound audio "
-            "keeps aiortc's default buffering (~60 ms more per call)"
+            "keeps aiortc's default buffering (~80 ms more per call)"
         )
         return False
     try:
-        setattr(receiver, _JITTER_ATTR, JitterBuffer(capacity=buffer.capacity, prefetch=prefetch))
-    except (TypeError, AttributeError, AssertionError):
-        log.warning("could not resize aiortc's audio jitter buffer; keeping its default", exc_info=True)
+        setattr(receiver, _JITTER_ATTR, ImmediateJitterBuffer(capacity=buffer.capacity))
+    except (TypeError, AttributeError, AssertionError, ValueError):
+        log.warning("could not replace aiortc's audio jitter buffer; keeping its default", exc_info=True)
         return False
     return True
 
