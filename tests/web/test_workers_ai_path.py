@@ -103,7 +103,7 @@ async def test_upstream_errors_map_to_clear_statuses_and_failed_turns(
 async def test_a_wrong_token_names_the_variable_and_is_never_echoed(
     serve: ServerFactory, upstream: BackgroundServer, tmp_path: Path
 ) -> None:
-    settings = cf_settings(tmp_path, upstream, cloudflare_api_token="wrong-token-abcdefghijklmnop")
+    settings = cf_settings(tmp_path, upstream, cloudflare_api_token="wrong-token-xyz")
     server = serve(settings=settings)
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         r = await client.post("/api/chat", json={"message": "hi", "sessionId": SID})
