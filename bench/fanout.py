@@ -119,8 +119,10 @@ async def measure(
         failed = sum(r["failed"] for r in ready)
         if failed:
             raise RuntimeError(f"{failed} of {sockets} WebSockets did not connect")
+        # `parley serve` declines permessage-deflate (small JSON events; compressing each one per
+        # socket cost ~40% more CPU here), so a browser-like client that offers it gets none.
         compressed = sum(r["compressed"] for r in ready)
-        if compressed != (sockets if deflate else 0):
+        if compressed:
             raise RuntimeError(f"{compressed} of {sockets} sockets negotiated permessage-deflate")
         async with around_rounds():
             for _ in range(rounds):
