@@ -249,7 +249,7 @@ def _split_chunk(event: dict[str, Any], limit: int) -> list[str]:
     room = limit - len(json.dumps({**event, "text": ""}, ensure_ascii=False, separators=(",", ":")).encode())
     out: list[str] = []
     while text:
-        # JSON escaping can grow a character to 6 bytes (\uXXXX) or 4 in UTF-8: halve until it fits.
+        # JSON escaping can grow a character to 6 bytes (a \u escape) or 4 in UTF-8: halve until it fits.
         size = min(len(text), max(1, room))
         while True:
             piece = json.dumps({**event, "text": text[:size]}, ensure_ascii=False, separators=(",", ":"))

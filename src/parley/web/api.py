@@ -42,7 +42,7 @@ def _session(request: Request, value: object) -> str:
 
 
 def _json_limit(svc: Services) -> int:
-    # A message of the maximum length, every character escaped as \uXXXX, plus room for the rest.
+    # A message of the maximum length, every character a 6-byte \u escape, plus room for the rest.
     return svc.settings.max_message_chars * 6 + 4096
 
 

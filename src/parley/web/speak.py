@@ -55,7 +55,7 @@ class SpeakIn(BaseModel):
 async def speak(request: Request) -> Response:
     svc: Services = request.app.state.services
     limit = svc.settings.max_speak_chars
-    # Room for every character escaped as \uXXXX, plus the other fields.
+    # Room for every character written as a 6-byte \u escape, plus the other fields.
     body = validate(SpeakIn, await read_json(request, limit=limit * 6 + 4096))
     text = require_text(body.text, field="text", limit=limit)
     pcm = bytearray()
