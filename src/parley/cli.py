@@ -24,7 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"parley: {line}", file=sys.stderr)
     print(f"parley: serving on http://{settings.host}:{settings.port}", file=sys.stderr)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, freeze_gc=True),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
