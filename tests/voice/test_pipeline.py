@@ -8,7 +8,6 @@ import asyncio
 import functools
 import io
 import json
-import subprocess
 import time
 import wave
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +18,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from parley.audio.pcm import resample
 from parley.bus.memory import LocalBus
 from parley.errors import ProviderUnavailable
 from parley.providers.factory import build_vad
@@ -33,7 +31,8 @@ from parley.store.base import MessageStatus
 from parley.store.sqlite import SQLiteStore
 from parley.voice.pipeline import VoiceCall, VoiceConfig
 from parley.voice.playout import pace
-from tests.conftest import make_settings, require_tool
+from tests.audio import espeak_voiced
+from tests.conftest import make_settings
 
 RATE = 16000
 FRAME = 320  # 20 ms at 16 kHz, what a WebRTC transport delivers
@@ -49,15 +48,7 @@ STT_DELAY, FIRST_TOKEN, TOKEN_INTERVAL, TTS_FIRST_BYTE = 0.1, 0.2, 1 / 30, 0.1
 @functools.lru_cache(maxsize=16)
 def speech(text: str) -> bytes:
     """espeak-ng saying `text`, 16 kHz mono, cut to its first and last non-zero sample."""
-    espeak = require_tool("espeak-ng", "it generates the caller's speech")
-    wav = subprocess.run(
-        [espeak, "-v", "en-us", "-s", "170", "--stdout", text], capture_output=True, check=True
-    ).stdout
-    with wave.open(io.BytesIO(wav)) as reader:
-        rate, pcm = reader.getframerate(), reader.readframes(reader.getnframes())
-    samples = np.frombuffer(resample(pcm, rate, RATE), dtype="<i2")
-    voiced = np.flatnonzero(samples)
-    return samples[voiced[0] : voiced[-1] + 1].tobytes()
+    return espeak_voiced(text, RATE, speed=170).tobytes()
 
 
 class Mic:
@@ -233,17 +224,16 @@ async def test_a_spoken_turn_streams_a_spoken_reply_into_the_same_session(harnes
     } <= seen
 
     stages, providers = h.of("metrics")[0]["ms"], h.of("metrics")[0]["providers"]
-    assert 100 <= providers["stt"] < 130 and 200 <= providers["llm_first_token"] < 230
-    assert 100 <= providers["tts_first_audio"] < 130
+    # Each provider's time is at least its fixed latency; how little more is bench/voice.py's job.
+    assert providers["stt"] >= 100 and providers["llm_first_token"] >= 200
+    assert providers["tts_first_audio"] >= 100
     assert list(stages) == ["vad", "transcript", "first_token", "first_tts_audio", "first_frame"]
     values = list(stages.values())
     assert values == sorted(values) and values[0] > 0
-    # What the server adds: end of speech -> first frame, minus the VAD's hangover decision and
-    # the providers' time (the first sentence needs the first token and 3 more at 30/s).
+    # The first frame cannot come before the providers' time after the VAD's decision (the first
+    # sentence needs the first token and 3 more at 30/s); the overhead itself is measured in bench/.
     provider = (STT_DELAY + FIRST_TOKEN + 3 * TOKEN_INTERVAL + TTS_FIRST_BYTE) * 1000
-    overhead = stages["first_frame"] - stages["vad"] - provider
-    print(f"\nend of speech -> first frame {stages['first_frame']} ms: {stages}; overhead {overhead:.1f} ms")
-    assert overhead < 60
+    assert stages["first_frame"] - stages["vad"] >= provider - 1
 
 
 async def test_speaking_over_the_reply_stops_it_and_keeps_what_was_heard(harness: Harness) -> None:
