@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -32,6 +33,15 @@ def require_tool(name: str, why: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def require_package(module: str, why: str = "") -> None:
+    """Skip where an optional package is missing, but fail under CI=true (`make test` installs it)."""
+    if importlib.util.find_spec(module) is None:
+        message = f"{module} is not installed{f' ({why})' if why else ''}; `make test` installs it"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:

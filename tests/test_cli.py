@@ -25,7 +25,7 @@ from parley.audio.formats import sniff
 from parley.providers.testing import EchoChat
 from parley.standins.server import BackgroundServer, free_port
 from tests.audio import with_noise, word_errors
-from tests.conftest import make_settings, require_tool
+from tests.conftest import make_settings, require_package, require_tool
 from tests.fixtures.tiny_gguf import write_tiny_gguf
 
 _ROW = re.compile(r"^(chat|speech-to-text|text-to-speech|voice activity)\s+(\S+)\s+(yes|no)\s+(\*?)\s*(.*)$")
@@ -135,8 +135,7 @@ def test_speak_writes_a_wav_and_transcribe_reads_it_back(env: dict[str, str], tm
         assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 22050)
         assert 1.0 < wav.getnframes() / wav.getframerate() < 5.0
 
-    if importlib.util.find_spec("pocketsphinx") is None:
-        pytest.skip("pocketsphinx is not installed")
+    require_package("pocketsphinx", "the offline speech-to-text")
     # espeak writes exact digital silence, which pocketsphinx mishears: add a microphone's faint noise.
     noisy = tmp_path / "noisy.wav"
     noisy.write_bytes(encode(with_noise(decode(out.read_bytes())), 16000, "wav"))

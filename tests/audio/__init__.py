@@ -8,11 +8,14 @@ more noise than that.
 
 from __future__ import annotations
 
+import io
 import subprocess
+import wave
 
 import numpy as np
 
 from parley.audio.decode import decode
+from parley.audio.pcm import resample
 from tests.conftest import require_tool
 
 NOISE_STD = 0.003
@@ -45,6 +48,19 @@ def espeak_wav(text: str, voice: str = "en-us") -> bytes:
     binary = require_tool("espeak-ng", "speech for the recognition tests")
     result = subprocess.run([binary, "--stdout", "-v", voice, text], capture_output=True, check=True)
     return result.stdout
+
+
+def espeak_voiced(text: str, rate: int, *, speed: int = 160) -> np.ndarray:
+    """espeak-ng saying `text` as int16 samples at `rate`, cut to its first and last non-zero one."""
+    binary = require_tool("espeak-ng", "it generates the speech")
+    wav = subprocess.run(
+        [binary, "-v", "en-us", "-s", str(speed), "--stdout", text], capture_output=True, check=True
+    ).stdout
+    with wave.open(io.BytesIO(wav)) as reader:
+        source_rate, pcm = reader.getframerate(), reader.readframes(reader.getnframes())
+    samples = np.frombuffer(resample(pcm, source_rate, rate), dtype="<i2")
+    voiced = np.flatnonzero(samples)
+    return samples[voiced[0] : voiced[-1] + 1]
 
 
 def with_noise(pcm: bytes, std: float = NOISE_STD, seed: int = 1) -> bytes:

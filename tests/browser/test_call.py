@@ -9,9 +9,7 @@ within the test's window.
 from __future__ import annotations
 
 import asyncio
-import io
 import re
-import subprocess
 import time
 import wave
 from pathlib import Path
@@ -22,10 +20,10 @@ import numpy as np
 import pytest
 from playwright.async_api import Page, expect
 
-from parley.audio.pcm import resample
 from parley.providers.espeak import EspeakTTS
 from parley.providers.pocketsphinx import PocketSphinxSTT
 from parley.providers.testing import EchoChat
+from tests.audio import espeak_voiced
 from tests.browser.conftest import launch
 from tests.browser.test_app import content, history, messages, open_app
 from tests.conftest import require_tool
@@ -67,16 +65,7 @@ INBOUND_AUDIO = """async () => {
 
 def speech(text: str) -> np.ndarray:
     """espeak-ng saying `text`, 48 kHz mono float samples, trimmed to the voice."""
-    espeak = require_tool("espeak-ng", "it makes the microphone's speech")
-    wav = subprocess.run(
-        [espeak, "-v", "en-us", "-s", "160", "--stdout", text], capture_output=True, check=True
-    ).stdout
-    with wave.open(io.BytesIO(wav)) as reader:
-        rate = reader.getframerate()
-        pcm = reader.readframes(reader.getnframes())
-    samples = np.frombuffer(resample(pcm, rate, RATE), dtype="<i2")
-    voiced = np.flatnonzero(samples)
-    return samples[voiced[0] : voiced[-1] + 1].astype(np.float64)
+    return espeak_voiced(text, RATE).astype(np.float64)
 
 
 def microphone(path: Path, parts: list[str | float]) -> Path:

@@ -32,6 +32,7 @@ from parley.providers.workers_ai import WorkersAIChat, WorkersAISTT
 from parley.standins import openai as openai_standin
 from parley.standins import workers_ai as workers_ai_standin
 from parley.standins.server import BackgroundServer, free_port
+from tests.conftest import require_package
 from tests.fixtures.tiny_gguf import write_tiny_gguf
 
 CF = {"cloudflare_account_id": "acct-9", "cloudflare_api_token": "cf-secret-token"}
@@ -232,15 +233,6 @@ async def test_built_openai_providers_talk_to_the_standin(built: list[Any], open
 
 
 # -- local engines: the order, and the "model already on disk" rule --------------------------------
-
-
-def require_package(module: str) -> None:
-    """Skip where an optional package is missing, but fail under CI=true (`make test` installs it)."""
-    if importlib.util.find_spec(module) is None:
-        message = f"{module} is not installed; `make test` installs it"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def put_model_files(config: Settings, name: str) -> None:

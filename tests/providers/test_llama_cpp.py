@@ -7,9 +7,7 @@ template from the file, sampling, streaming, limits, stop strings, and the worke
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import itertools
-import os
 import sys
 import threading
 import time
@@ -31,16 +29,13 @@ from parley.providers.llama_cpp import LlamaCppChat
 from parley.providers.llama_cpp.chat import AHEAD, PYSILERO_NATIVE
 from parley.providers.llm import ChatDelta, ChatMessage, ChatRequest, Usage
 from parley.standins.server import BackgroundServer
+from tests.conftest import require_package
 from tests.fixtures.tiny_gguf import write_tiny_gguf
 
 
 @pytest.fixture(autouse=True)
 def _needs_llama_cpp() -> None:
-    if importlib.util.find_spec("llama_cpp") is None:
-        message = "llama-cpp-python is not installed (the `llama` extra); `make test` installs it"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_package("llama_cpp", "the `llama` extra")
 
 
 @pytest.fixture(scope="module")

