@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import Any
 
 import numpy as np
 
@@ -63,47 +64,14 @@ async def _callers(conn: Connection, voice: np.ndarray, calls: int, turns: int, 
 
 
 async def _call(conn: Connection, index: int, line: Timeline, answer: asyncio.Future[str]) -> Heard:
-    import av
     from aiortc import RTCPeerConnection, RTCSessionDescription
     from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-    from parley.audio.pcm import resample
-
-    pcm48 = resample(line.pcm, RATE, OUT_RATE)
     heard = Heard()
     started: list[float] = []
 
-    class Mic(MediaStreamTrack):
-        kind = "audio"
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.sent = 0
-            self.done = asyncio.Event()
-
-        async def recv(self) -> av.AudioFrame:
-            if self.readyState != "live":
-                raise MediaStreamError
-            if not started:
-                started.append(time.perf_counter())
-            i = self.sent
-            await sleep_until(schedule(started[0], i))
-            chunk = pcm48[i * OUT_FRAME * 2 : (i + 1) * OUT_FRAME * 2] if i < line.frames else b""
-            chunk += bytes(OUT_FRAME * 2 - len(chunk))
-            if i + 1 in line.ends:
-                heard.ends.append(time.perf_counter())
-            frame = av.AudioFrame.from_ndarray(
-                np.frombuffer(chunk, dtype="<i2").reshape(1, -1), format="s16", layout="mono"
-            )
-            frame.sample_rate, frame.pts = OUT_RATE, i * OUT_FRAME
-            frame.time_base = fractions.Fraction(1, OUT_RATE)
-            self.sent += 1
-            if self.sent >= line.frames:
-                self.done.set()
-            return frame
-
     client = RTCPeerConnection()
-    mic = Mic()
+    mic = mic_track(line, heard, started)
     client.addTrack(mic)
     readers: list[asyncio.Task[None]] = []
 
@@ -131,6 +99,57 @@ async def _call(conn: Connection, index: int, line: Timeline, answer: asyncio.Fu
         await asyncio.gather(*readers, return_exceptions=True)
         await client.close()
     return heard
+
+
+def mic_track(line: Timeline, heard: Heard, started: list[float], gate: asyncio.Event | None = None) -> Any:
+    """The caller's microphone: `line` in real time from its first frame, stamping each true end
+    of speech into `heard.ends`; `done` is set after the last frame. With `gate`, silence is sent
+    until it is set, and `line` starts then (a call whose far end joins late)."""
+    import av
+    from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+    from parley.audio.pcm import resample
+
+    pcm48 = resample(line.pcm, RATE, OUT_RATE)
+
+    class Mic(MediaStreamTrack):
+        kind = "audio"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sent = 0
+            self.waited = 0
+            self.done = asyncio.Event()
+
+        async def recv(self) -> av.AudioFrame:
+            if self.readyState != "live":
+                raise MediaStreamError
+            if gate is not None and not gate.is_set():
+                await asyncio.sleep(OUT_FRAME / OUT_RATE)
+                self.waited += 1
+                return self._frame(bytes(OUT_FRAME * 2))
+            if not started:
+                started.append(time.perf_counter())
+            i = self.sent
+            await sleep_until(schedule(started[0], i))
+            chunk = pcm48[i * OUT_FRAME * 2 : (i + 1) * OUT_FRAME * 2] if i < line.frames else b""
+            chunk += bytes(OUT_FRAME * 2 - len(chunk))
+            if i + 1 in line.ends:
+                heard.ends.append(time.perf_counter())
+            self.sent += 1
+            if self.sent >= line.frames:
+                self.done.set()
+            return self._frame(chunk)
+
+        def _frame(self, pcm: bytes) -> av.AudioFrame:
+            frame = av.AudioFrame.from_ndarray(
+                np.frombuffer(pcm, dtype="<i2").reshape(1, -1), format="s16", layout="mono"
+            )
+            frame.sample_rate, frame.pts = OUT_RATE, (self.sent + self.waited) * OUT_FRAME
+            frame.time_base = fractions.Fraction(1, OUT_RATE)
+            return frame
+
+    return Mic()
 
 
 @contextmanager

@@ -15,13 +15,16 @@ from parley import __version__
 from parley.bus.base import Bus
 from parley.bus.memory import LocalBus
 from parley.config import Settings
+from parley.errors import ConfigError
 from parley.logs import AccessLog
 from parley.providers.llm import ChatProvider
 from parley.providers.stt import STTProvider
 from parley.providers.tts import TTSProvider
 from parley.providers.vad import SpeechModel
+from parley.rtc.cloudflare import CloudflareRealtimeClient
 from parley.rtc.ice import parse_ice_servers
 from parley.rtc.registry import CallConfig, CallRegistry
+from parley.rtc.tokens import TokenSigner
 from parley.rtc.turn import CloudflareTURN
 from parley.services import Services
 from parley.sessions.registry import SessionRegistry
@@ -29,11 +32,28 @@ from parley.sessions.session import SessionConfig
 from parley.store.base import Store
 from parley.store.factory import build_store
 from parley.voice.pipeline import VoiceConfig
-from parley.web import api, errors, rtc, speak, static, ws
+from parley.web import api, errors, rtc, sfu, speak, static, ws
 from parley.web.headers import SecurityHeaders
 from parley.web.origins import LOCAL_ORIGINS
 
 log = logging.getLogger("parley")
+
+
+def _realtime(settings: Settings) -> CloudflareRealtimeClient | None:
+    """The SFU API client in Cloudflare mode (both credentials required), else None."""
+    if settings.rtc != "cloudflare":
+        return None
+    secret = settings.cloudflare_realtime_app_secret
+    for name, value in (
+        ("CLOUDFLARE_REALTIME_APP_ID", settings.cloudflare_realtime_app_id),
+        ("CLOUDFLARE_REALTIME_APP_SECRET", secret),
+    ):
+        if not value:
+            raise ConfigError(f"PARLEY_RTC=cloudflare needs {name} (environment or secrets file)", field=name)
+    assert settings.cloudflare_realtime_app_id is not None and secret is not None
+    return CloudflareRealtimeClient(
+        settings.cloudflare_realtime_app_id, secret.get_secret_value(), base_url=settings.realtime_base_url
+    )
 
 
 def create_app(
@@ -99,9 +119,12 @@ def create_app(
                 voice=VoiceConfig.from_settings(settings),
             ),
             turn=CloudflareTURN.from_settings(settings),
+            realtime=_realtime(settings),
         )
+        key = settings.secret_key
+        tokens = TokenSigner(key.get_secret_value().encode() if key is not None else None)
         app.state.services = Services(
-            settings, the_store, the_bus, the_chat, the_stt, registry, the_tts, calls
+            settings, the_store, the_bus, the_chat, the_stt, registry, the_tts, calls, tokens
         )
         log.info(
             "ready chat=%s model=%s stt=%s tts=%s vad=%s store=%s",
@@ -138,6 +161,7 @@ def create_app(
     app.include_router(api.router)
     app.include_router(speak.router)
     app.include_router(rtc.router)
+    app.include_router(sfu.router)
     app.include_router(ws.router)
     app.include_router(static.router)
     app.mount("/static", StaticFiles(directory=static.STATIC_DIR), name="static")
@@ -146,8 +170,8 @@ def create_app(
         CORSMiddleware,
         allow_origins=["*"] if "*" in settings.cors_origins else origins,
         allow_origin_regex=None if "*" in settings.cors_origins else LOCAL_ORIGINS,
-        allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["Content-Type", "Accept"],
+        allow_methods=["GET", "POST", "PUT", "OPTIONS"],
+        allow_headers=["Content-Type", "Accept", sfu.TOKEN_HEADER, sfu.CALL_TOKEN_HEADER],
         max_age=600,
     )
     app.add_middleware(SecurityHeaders)

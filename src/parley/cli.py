@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from parley import __version__, cli_chat, cli_local
+from parley import __version__, cli_chat, cli_local, cli_sfu
 from parley.config import load_settings, settings_table
 
 
@@ -53,7 +53,7 @@ def _config(args: argparse.Namespace) -> int:
         value = getattr(settings, name, None)
         if value is None:
             value = getattr(settings, env.lower(), None)
-        shown = "(set)" if "TOKEN" in env or "KEY" in env else value
+        shown = "(set)" if any(w in env for w in ("TOKEN", "KEY", "SECRET")) else value
         print(f"{env}={'' if value is None else shown}")
     return 0
 
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.set_defaults(func=_config)
     cli_local.add_commands(sub)
     cli_chat.add_command(sub)
+    cli_sfu.add_command(sub)
     return parser
 
 

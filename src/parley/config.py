@@ -23,6 +23,7 @@ STTName = Literal["faster-whisper", "pocketsphinx", "workers-ai", "openai", "non
 TTSName = Literal["piper", "espeak", "workers-ai", "openai", "none"]
 VADName = Literal["silero", "webrtcvad"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+RTCMode = Literal["direct", "cloudflare"]
 
 
 def _env(name: str) -> AliasChoices:
@@ -167,6 +168,27 @@ class Settings(BaseSettings):
     )
     realtime_base_url: str = Field(
         "https://rtc.live.cloudflare.com/v1", description="Cloudflare Realtime (SFU and TURN) API base URL."
+    )
+    rtc: RTCMode = Field(
+        "direct",
+        description="How voice calls carry media: `direct` (browser <-> this server) or `cloudflare` "
+        "(both meet in the Cloudflare Realtime SFU; needs the app id and secret).",
+    )
+    cloudflare_realtime_app_id: str | None = Field(
+        None,
+        validation_alias=_env("CLOUDFLARE_REALTIME_APP_ID"),
+        description="Cloudflare Realtime (SFU) app id, for PARLEY_RTC=cloudflare.",
+    )
+    cloudflare_realtime_app_secret: SecretStr | None = Field(
+        None,
+        validation_alias=_env("CLOUDFLARE_REALTIME_APP_SECRET"),
+        description="Cloudflare Realtime app secret; stays on the server (browsers reach the SFU "
+        "through Parley).",
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Key that signs the SFU session tokens given to browsers; unset makes a random "
+        "one at start (tokens then end with a restart, and instances behind one balancer need the same key).",
     )
 
     @property

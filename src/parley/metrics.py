@@ -24,6 +24,9 @@ STAGES = ("vad", "transcript", "first_token", "first_tts_audio", "first_frame")
 active_calls = Gauge("parley_voice_active_calls", "Voice calls open now.", registry=REGISTRY)
 calls_total = Counter("parley_voice_calls", "Voice calls opened.", registry=REGISTRY)
 call_ends = Counter("parley_voice_call_ends", "Voice calls closed, by reason.", ["reason"], registry=REGISTRY)
+sfu_recoveries = Counter(
+    "parley_sfu_recoveries", "Cloudflare-mode calls whose SFU media path was rebuilt.", registry=REGISTRY
+)
 turns_total = Counter("parley_voice_turns", "Voice turns, by outcome.", ["outcome"], registry=REGISTRY)
 errors_total = Counter(
     "parley_voice_errors", "Provider failures inside calls, by stage.", ["stage"], registry=REGISTRY

@@ -10,6 +10,7 @@ from parley.providers.llm import ChatProvider
 from parley.providers.stt import STTProvider
 from parley.providers.tts import TTSProvider
 from parley.rtc.registry import CallRegistry
+from parley.rtc.tokens import TokenSigner
 from parley.sessions.registry import SessionRegistry
 from parley.store.base import Store
 
@@ -24,3 +25,5 @@ class Services:
     sessions: SessionRegistry
     tts: TTSProvider
     calls: CallRegistry
+    #: signs the tokens that lock SFU sessions and calls to their browser
+    tokens: TokenSigner

@@ -283,7 +283,7 @@ async def test_a_call_whose_browser_vanishes_is_closed_when_idle(server: Server)
 
 async def test_signalling_errors_have_the_one_error_shape(server: Server) -> None:
     http = server.http
-    assert (await http.get("/api/ice")).json() == {"iceServers": []}
+    assert (await http.get("/api/ice")).json() == {"iceServers": [], "mode": "direct"}
     r = await http.post("/api/offer", json={"sdp": "v=0 nonsense", "type": "offer", "sessionId": SID})
     assert r.status_code == 400 and r.json()["field"] == "sdp" and r.json()["code"] == "invalid_input"
     r = await http.post("/api/offer", json={"sdp": "v=0", "type": "answer", "sessionId": SID})
@@ -329,7 +329,8 @@ async def test_ice_servers_come_from_configuration_in_the_browser_shape() -> Non
             "iceServers": [
                 {"urls": ["stun:stun.example.org:3478"]},
                 {"urls": ["turn:turn.example.org:3478?transport=udp"], "username": "u", "credential": "p"},
-            ]
+            ],
+            "mode": "direct",
         }
         r = await http.post("/api/offer", json={"sdp": "v=0", "type": "offer", "sessionId": SID})
         assert r.status_code == 503 and r.json()["field"] == "PARLEY_VAD"  # no VAD: no calls

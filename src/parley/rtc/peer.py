@@ -201,7 +201,7 @@ class CallPeer:
             await self._pc.close()
         self._channel = None
         self._pending.clear()
-        metrics.call_ends.labels(_reason_label(reason)).inc()
+        metrics.call_ends.labels(reason_label(reason)).inc()
         log.info("call closed call=%s reason=%s", self.id, reason)
         self._closed.set()
         if self._on_closed is not None:
@@ -216,11 +216,12 @@ class CallPeer:
         task.add_done_callback(self._tasks.discard)
 
 
-def _reason_label(reason: str) -> str:
+def reason_label(reason: str) -> str:
     # a bounded label set for Prometheus
     return (
         reason
-        if reason in ("hangup", "idle", "shutdown", "connection failed", "connection closed")
+        if reason
+        in ("hangup", "idle", "shutdown", "connection failed", "connection closed", "sfu unavailable")
         else "other"
     )
 

@@ -3,15 +3,17 @@
 aiortc is imported on the first call, not here, so a server without it still starts (and
 answers offers with a 503 naming the package to install).
 
-Each call is a (CallPeer, VoiceCall) pair with one id. The registry is the only owner: a peer
-that closes itself (hang-up over the data channel, ICE failure, idle) reports back and is
-forgotten, so nothing keeps a closed peer alive.
+Each call is a (peer, VoiceCall) pair with one id: a CallPeer (direct mode: the browser's own
+WebRTC connection) or an SFUCallPeer (Cloudflare mode: the assistant's participant in the SFU).
+The registry is the only owner: a peer that closes itself (hang-up, ICE failure, idle, an SFU
+that stays unreachable) reports back and is forgotten, so nothing keeps a closed peer alive.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,11 +22,14 @@ from parley.providers.stt import STTProvider
 from parley.providers.tts import TTSProvider
 from parley.providers.vad import SpeechModel
 from parley.rtc.ice import IceConfig, IceServer
+from parley.sessions.events import Event
 from parley.sessions.registry import SessionRegistry
 from parley.voice.pipeline import VoiceCall, VoiceConfig, new_call_id
 
 if TYPE_CHECKING:
+    from parley.rtc.cloudflare import CloudflareRealtimeClient
     from parley.rtc.peer import CallPeer
+    from parley.rtc.sfu_peer import Recovery, SFUCallPeer, TrackRef
     from parley.rtc.turn import CloudflareTURN
 
 log = logging.getLogger("parley.rtc")
@@ -36,6 +41,8 @@ class CallConfig:
     idle_seconds: float = 30.0
     max_calls: int = 50
     voice: VoiceConfig = field(default_factory=VoiceConfig)
+    #: Cloudflare mode: how the assistant's SFU participant recovers (None: its defaults)
+    recovery: Recovery | None = None
 
 
 class CallRegistry:
@@ -48,15 +55,18 @@ class CallRegistry:
         tts: TTSProvider,
         config: CallConfig | None = None,
         turn: CloudflareTURN | None = None,
+        realtime: CloudflareRealtimeClient | None = None,
     ) -> None:
-        """`turn`, when given, adds fresh TURN credentials to every call; the registry closes it."""
+        """`turn`, when given, adds fresh TURN credentials to every call; `realtime` enables
+        Cloudflare-mode calls. The registry closes both."""
         self._sessions = sessions
         self._vad = vad
         self._stt = stt
         self._tts = tts
         self.config = config or CallConfig()
         self._turn = turn
-        self._peers: dict[str, CallPeer] = {}
+        self.realtime = realtime
+        self._peers: dict[str, CallPeer | SFUCallPeer] = {}
         self._closed = False
 
     def __len__(self) -> int:
@@ -91,19 +101,9 @@ class CallRegistry:
 
     async def open(self, session_id: str, offer_sdp: str) -> tuple[str, str]:
         """Start a call of `session_id` from a browser's SDP offer: (call id, answer SDP)."""
-        self._check_room()
-        if self._vad is None:
-            raise ProviderNotConfigured(
-                "voice calls need voice activity detection: pip install 'parley[local]' "
-                "(Silero or webrtcvad), or set PARLEY_VAD",
-                field="PARLEY_VAD",
-            )
-        try:
-            from parley.rtc.peer import CallPeer
-        except ImportError as exc:  # aiortc (or PyAV) is an optional extra
-            raise ProviderNotConfigured(
-                "voice calls need aiortc: pip install 'parley[local]'", field="aiortc"
-            ) from exc
+        self._check_can_call()
+        from parley.rtc.peer import CallPeer
+
         ice = await self.ice_for_call()
         # Other offers (or shutdown) may have come in while the TURN API answered.
         self._check_room()
@@ -114,16 +114,7 @@ class CallRegistry:
             idle_seconds=self.config.idle_seconds,
             on_closed=self._forget,
         )
-        call = VoiceCall(
-            session_id,
-            sessions=self._sessions,
-            model=self._vad.fresh(),
-            stt=self._stt,
-            tts=self._tts,
-            config=self.config.voice,
-            on_event=peer.send,
-            call_id=call_id,
-        )
+        call = self._new_call(session_id, call_id, peer.send)
         self._peers[call_id] = peer
         call.start()
         try:
@@ -133,6 +124,91 @@ class CallRegistry:
             raise
         log.info("call opened call=%s session=%s live=%d", call_id, session_id, len(self._peers))
         return call_id, answer
+
+    async def open_sfu(self, session_id: str, mic: TrackRef) -> SFUCallPeer:
+        """Start a Cloudflare-mode call of `session_id` whose user speaks into the SFU track `mic`.
+
+        Returns once the assistant publishes its voice and pulls the mic (`peer.voice` says
+        where the browser pulls the voice from).
+        """
+        if self.realtime is None:
+            raise NotFound(
+                "Cloudflare mode is off: set PARLEY_RTC=cloudflare with CLOUDFLARE_REALTIME_APP_ID and "
+                "CLOUDFLARE_REALTIME_APP_SECRET",
+                field="PARLEY_RTC",
+            )
+        self._check_can_call()
+        from parley.rtc.sfu_peer import SFUCallPeer
+
+        call_id = new_call_id()
+        peer = SFUCallPeer(
+            call_id,
+            client=self.realtime,
+            mic=mic,
+            ice=self.ice_for_call,
+            idle_seconds=self.config.idle_seconds,
+            recovery=self.config.recovery,
+            on_closed=self._forget,
+        )
+        call = self._new_call(session_id, call_id, peer.send)
+        self._peers[call_id] = peer
+        call.start()
+        try:
+            await peer.start(call)
+        except BaseException:
+            await peer.aclose("sfu setup failed")
+            raise
+        log.info("sfu call opened call=%s session=%s live=%d", call_id, session_id, len(self._peers))
+        return peer
+
+    def sfu_call(self, call_id: str) -> SFUCallPeer:
+        from parley.rtc.sfu_peer import SFUCallPeer
+
+        peer = self._peers.get(call_id)
+        if not isinstance(peer, SFUCallPeer):
+            raise NotFound(f"no Cloudflare-mode call {call_id!r}", field="callId")
+        return peer
+
+    def pullable_by(self, sfu_session_id: str) -> set[str]:
+        """SFU sessions whose tracks the browser session `sfu_session_id` may pull: the voices of
+        the calls it speaks into, and nothing else."""
+        from parley.rtc.sfu_peer import SFUCallPeer
+
+        out = set()
+        for peer in self._peers.values():
+            if isinstance(peer, SFUCallPeer) and peer.mic.session_id == sfu_session_id:
+                sid = peer.session_id
+                if sid is not None:
+                    out.add(sid)
+        return out
+
+    def _check_can_call(self) -> None:
+        self._check_room()
+        if self._vad is None:
+            raise ProviderNotConfigured(
+                "voice calls need voice activity detection: pip install 'parley[local]' "
+                "(Silero or webrtcvad), or set PARLEY_VAD",
+                field="PARLEY_VAD",
+            )
+        try:
+            import aiortc  # noqa: F401
+        except ImportError as exc:  # aiortc (or PyAV) is an optional extra
+            raise ProviderNotConfigured(
+                "voice calls need aiortc: pip install 'parley[local]'", field="aiortc"
+            ) from exc
+
+    def _new_call(self, session_id: str, call_id: str, on_event: Callable[[Event], None]) -> VoiceCall:
+        assert self._vad is not None
+        return VoiceCall(
+            session_id,
+            sessions=self._sessions,
+            model=self._vad.fresh(),
+            stt=self._stt,
+            tts=self._tts,
+            config=self.config.voice,
+            on_event=on_event,
+            call_id=call_id,
+        )
 
     def _check_room(self) -> None:
         if self._closed:
@@ -150,7 +226,7 @@ class CallRegistry:
             raise NotFound(f"no call {call_id!r}", field="callId")
         await peer.aclose("hangup")
 
-    def _forget(self, peer: CallPeer, reason: str) -> None:
+    def _forget(self, peer: CallPeer | SFUCallPeer, reason: str) -> None:
         if self._peers.get(peer.id) is peer:
             del self._peers[peer.id]
 
@@ -162,3 +238,5 @@ class CallRegistry:
         self._peers.clear()
         if self._turn is not None:
             await self._turn.aclose()
+        if self.realtime is not None:
+            await self.realtime.aclose()

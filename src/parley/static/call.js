@@ -1,5 +1,7 @@
 // Voice calls: this tab's side of a WebRTC call to the server (GET /api/ice, POST /api/offer,
-// POST /api/hangup; see web/rtc.py).
+// POST /api/hangup; see web/rtc.py). GET /api/ice also says the server's mode: "direct" (below)
+// or "cloudflare", where the media goes through the Cloudflare Realtime SFU (sfu.js) and the
+// call's events come over the session WebSocket (`onSessionEvent`) instead of a data channel.
 //
 // One round trip, no trickle ICE: the browser gathers its candidates before posting the offer,
 // and the answer holds all of the server's. The data channel must exist before the offer (so the
@@ -13,6 +15,7 @@
 import { micErrorText } from "./recorder.js";
 import { cancel as cancelSpeech } from "./speech.js";
 import { state } from "./state/session.js";
+import { SfuLink } from "./sfu.js";
 import { showError } from "./ui.js";
 import { apiUrl, errorText, postJson } from "./util.js";
 
@@ -37,6 +40,7 @@ const view = {
 
 const WHO_LABELS = {
   connecting: "Connecting…",
+  reconnecting: "Reconnecting…",
   listening: "Listening",
   you: "You're speaking",
   thinking: "Thinking…",
@@ -52,7 +56,7 @@ remoteAudio.dataset.testid = "call-audio";
 document.body.append(remoteAudio);
 
 /**
- * The call in progress, or null. {pc, channel, stream, callId, ended, audio: {ctx, analyser},
+ * The call in progress, or null. {pc, channel, sfu, stream, callId, ended, audio: {ctx, analyser},
  * raf, timers, startedAt, lastPong, replyId, replyText}
  */
 let call = null;
@@ -63,17 +67,18 @@ export function inCall() {
 
 // -- starting ---------------------------------------------------------------------------------
 
-async function iceServers() {
+/** {servers, mode}: fresh ICE servers (TURN credentials are short-lived) and how calls go. */
+async function iceConfig() {
   try {
     const response = await fetch(apiUrl("api/ice"), { cache: "no-store" });
     if (response.ok) {
       const body = await response.json();
-      if (Array.isArray(body.iceServers)) return body.iceServers;
+      if (Array.isArray(body.iceServers)) return { servers: body.iceServers, mode: body.mode ?? "direct" };
     }
   } catch {
     /* the offer below reports an unreachable server */
   }
-  return []; // host candidates still connect on the same machine or LAN
+  return { servers: [], mode: "direct" }; // host candidates still connect on the same machine or LAN
 }
 
 /** Resolve when ICE gathering is complete, or after `ms` (a STUN server that never answers). */
@@ -117,6 +122,7 @@ function newCall() {
   return {
     pc: null,
     channel: null,
+    sfu: null,
     stream: null,
     callId: null,
     ended: false,
@@ -141,21 +147,20 @@ async function connect(current) {
   }
   if (current.ended) return;
   startMeter(current);
-  const servers = await iceServers();
+  const ice = await iceConfig();
   if (current.ended) return;
-  const pc = (current.pc = new RTCPeerConnection({ iceServers: servers }));
+  if (ice.mode === "cloudflare") {
+    await connectSfu(current);
+    return;
+  }
+  const pc = (current.pc = new RTCPeerConnection({ iceServers: ice.servers }));
   // Before the offer, so the SDP carries the data channel.
   const channel = (current.channel = pc.createDataChannel("events"));
   channel.addEventListener("open", () => onChannelOpen(current));
   channel.addEventListener("message", (msg) => onMessage(current, msg.data));
   channel.addEventListener("close", () => endCall(current, { reason: "The call was ended by the server." }));
   for (const track of current.stream.getAudioTracks()) pc.addTrack(track, current.stream);
-  pc.addEventListener("track", (e) => {
-    remoteAudio.srcObject = e.streams[0] ?? new MediaStream([e.track]);
-    remoteAudio.play().catch((err) => {
-      if (err?.name === "NotAllowedError") showError("The browser blocked the call audio: tap the page to hear it.");
-    });
-  });
+  pc.addEventListener("track", playRemote);
   pc.addEventListener("connectionstatechange", () => onConnectionState(current));
 
   await pc.setLocalDescription(await pc.createOffer());
@@ -181,6 +186,45 @@ async function connect(current) {
   await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
 }
 
+function playRemote(e) {
+  remoteAudio.srcObject = e.streams[0] ?? new MediaStream([e.track]);
+  remoteAudio.play().catch((err) => {
+    if (err?.name === "NotAllowedError") showError("The browser blocked the call audio: tap the page to hear it.");
+  });
+}
+
+/** Cloudflare mode: publish the mic to the SFU, start the assistant, pull its voice (sfu.js). */
+async function connectSfu(current) {
+  const link = (current.sfu = new SfuLink({
+    stream: current.stream,
+    iceServers: async () => (await iceConfig()).servers,
+    chatSessionId: state.sessionId,
+    onTrack: playRemote,
+    onCall: (callId) => {
+      current.callId = callId;
+    },
+    onLive: () => !current.ended && onLive(current),
+    onReconnecting: () => !current.ended && setWho("reconnecting"),
+    onFail: (reason) => endCall(current, { notifyServer: true, reason }),
+  }));
+  try {
+    await link.start();
+  } catch (err) {
+    throw new CallError(`The call could not start: ${err?.message ?? err}`);
+  }
+  if (current.ended) hangupOnServer(current.callId); // hung up while the server was answering
+}
+
+/** Cloudflare mode: a session event from the WebSocket; the call's own ones drive the call bar. */
+export function onSessionEvent(event) {
+  const current = call;
+  if (!current?.sfu || current.ended) return;
+  if (event.callId !== undefined && event.callId !== current.callId) return; // another tab's call
+  if (event.type === "call_track") current.sfu.voiceMoved(event);
+  else if (event.type === "call_reconnecting") setWho("reconnecting");
+  else onEvent(current, event);
+}
+
 function onChannelOpen(current) {
   if (current.ended) return;
   current.lastPong = performance.now();
@@ -199,16 +243,21 @@ function keepalive(current) {
 function onConnectionState(current) {
   const pcState = current.pc?.connectionState;
   if (pcState === "connected" && !current.startedAt) {
-    current.startedAt = performance.now();
-    setWho("listening");
-    view.bar.dataset.state = "live";
-    tickTimer(current);
-    current.timers.push(setInterval(() => tickTimer(current), 1000));
+    onLive(current);
   } else if (pcState === "failed") {
     endCall(current, { notifyServer: true, reason: "The call's connection failed." });
   } else if (pcState === "closed") {
     endCall(current);
   }
+}
+
+function onLive(current) {
+  setWho("listening");
+  view.bar.dataset.state = "live";
+  if (current.startedAt) return; // media is back after a recovery
+  current.startedAt = performance.now();
+  tickTimer(current);
+  current.timers.push(setInterval(() => tickTimer(current), 1000));
 }
 
 // -- events from the server -------------------------------------------------------------------
@@ -221,6 +270,10 @@ function onMessage(current, data) {
   } catch {
     return;
   }
+  onEvent(current, event);
+}
+
+function onEvent(current, event) {
   switch (event.type) {
     case "pong":
       current.lastPong = performance.now();
@@ -404,6 +457,7 @@ function endCall(current, { notifyServer = false, reason = "" } = {}) {
   for (const timer of current.timers) clearInterval(timer);
   cancelAnimationFrame(current.raf);
   current.audio?.ctx.close().catch(() => {});
+  current.sfu?.close();
   for (const track of current.stream?.getTracks() ?? []) track.stop();
   try {
     current.pc?.close();

@@ -1,6 +1,7 @@
 // Talking to the server: the session WebSocket (with keepalive and reconnect), and plain HTTP
 // (POST /api/chat answered as SSE) whenever the socket is down.
 
+import { onSessionEvent } from "./call.js";
 import { handleEvent, loadHistory, releaseFeed } from "./conversation.js";
 import { scrollToBottom, updateChrome } from "./render.js";
 import { cancel as cancelSpeech } from "./speech.js";
@@ -58,7 +59,10 @@ function connect() {
       return;
     }
     if (event.type === "connected") onConnected();
-    else handleEvent(event, "ws");
+    else {
+      handleEvent(event, "ws");
+      onSessionEvent(event);
+    }
   });
   ws.addEventListener("close", () => {
     if (gen !== socketGen) return;

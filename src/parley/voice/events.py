@@ -66,3 +66,22 @@ def call_started(session_id: str, call_id: str) -> Event:
 
 def call_ended(session_id: str, call_id: str, reason: str) -> Event:
     return Event.make("call_ended", sessionId=session_id, callId=call_id, reason=reason)
+
+
+def reconnecting(session_id: str, call_id: str, attempt: int, reason: str) -> Event:
+    """The call's media path broke (e.g. its SFU session ended) and is being rebuilt."""
+    return Event.make(
+        "call_reconnecting", sessionId=session_id, callId=call_id, attempt=attempt, reason=reason
+    )
+
+
+def track_moved(session_id: str, call_id: str, sfu_session_id: str, track_name: str, attempt: int) -> Event:
+    """Cloudflare mode: the assistant's voice is now published by this SFU session; pull it from there."""
+    return Event.make(
+        "call_track",
+        sessionId=session_id,
+        callId=call_id,
+        sfuSessionId=sfu_session_id,
+        trackName=track_name,
+        attempt=attempt,
+    )

@@ -327,6 +327,10 @@ class VoiceCall:
 
     # -- events -------------------------------------------------------------------------------
 
+    def notify(self, event: Event) -> None:
+        """A transport's own event (e.g. the SFU track moved), sent in order with the call's."""
+        self._emit(event, True)
+
     def _emit(self, event: Event, publish: bool) -> None:
         if self.state is not CallState.CLOSED:
             self._outbox.put_nowait((event, publish))

@@ -1,7 +1,8 @@
 """WebRTC signalling for voice calls, and the Prometheus metrics of those calls.
 
-GET /api/ice      the ICE servers browsers should use: {"iceServers": [...], "warning"?: str};
-                  with a TURN key, fresh short-lived credentials on every request (never cached)
+GET /api/ice      the ICE servers browsers should use: {"iceServers": [...], "mode", "warning"?: str};
+                  with a TURN key, fresh short-lived credentials on every request (never cached);
+                  `mode` is how calls go: "direct" (/api/offer) or "cloudflare" (/api/sfu, web/sfu.py)
 POST /api/offer   {sdp, type: "offer", sessionId} -> {sdp, type: "answer", callId}
 POST /api/hangup  {callId} -> {callId, closed: true}
 GET /metrics      Prometheus text format
@@ -53,7 +54,9 @@ def calls(request: Request) -> CallRegistry:
 @router.get("/api/ice", summary="ICE servers (STUN/TURN) for the browser's RTCPeerConnection")
 async def ice(request: Request, response: Response) -> dict[str, Any]:
     response.headers["Cache-Control"] = "no-store"
-    return (await calls(request).ice_for_call()).to_browser()
+    body = (await calls(request).ice_for_call()).to_browser()
+    body["mode"] = "cloudflare" if calls(request).realtime is not None else "direct"
+    return body
 
 
 @router.post("/api/offer", summary="Start a voice call: the browser's SDP offer in, the answer out")
