@@ -39,8 +39,8 @@ from parley.web.origins import LOCAL_ORIGINS
 log = logging.getLogger("parley")
 
 
-def _realtime(settings: Settings) -> CloudflareRealtimeClient | None:
-    """The SFU API client in Cloudflare mode (both credentials required), else None."""
+def _realtime_credentials(settings: Settings) -> tuple[str, str] | None:
+    """(app id, secret) in Cloudflare mode, checked before anything opens; None in direct mode."""
     if settings.rtc != "cloudflare":
         return None
     secret = settings.cloudflare_realtime_app_secret
@@ -51,9 +51,7 @@ def _realtime(settings: Settings) -> CloudflareRealtimeClient | None:
         if not value:
             raise ConfigError(f"PARLEY_RTC=cloudflare needs {name} (environment or secrets file)", field=name)
     assert settings.cloudflare_realtime_app_id is not None and secret is not None
-    return CloudflareRealtimeClient(
-        settings.cloudflare_realtime_app_id, secret.get_secret_value(), base_url=settings.realtime_base_url
-    )
+    return settings.cloudflare_realtime_app_id, secret.get_secret_value()
 
 
 def create_app(
@@ -71,7 +69,10 @@ def create_app(
 
     `freeze_gc` (what `parley serve` does) moves everything start-up built out of the cyclic
     garbage collector's reach: a process-wide setting, so an embedding host decides for itself.
+    Settings that cannot work raise ConfigError here, before anything is opened.
     """
+    ice_servers = parse_ice_servers(settings.ice_servers)
+    realtime = _realtime_credentials(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -113,13 +114,15 @@ def create_app(
             stt=the_stt,
             tts=the_tts,
             config=CallConfig(
-                ice_servers=parse_ice_servers(settings.ice_servers),
+                ice_servers=ice_servers,
                 idle_seconds=settings.call_idle_seconds,
                 max_calls=settings.max_calls,
                 voice=VoiceConfig.from_settings(settings),
             ),
             turn=CloudflareTURN.from_settings(settings),
-            realtime=_realtime(settings),
+            realtime=(
+                CloudflareRealtimeClient(*realtime, base_url=settings.realtime_base_url) if realtime else None
+            ),
         )
         key = settings.secret_key
         tokens = TokenSigner(key.get_secret_value().encode() if key is not None else None)

@@ -220,7 +220,9 @@ export function onSessionEvent(event) {
   const current = call;
   if (!current?.sfu || current.ended) return;
   if (event.callId !== undefined && event.callId !== current.callId) return; // another tab's call
-  if (event.type === "call_track") current.sfu.voiceMoved(event);
+  if (event.type === "call_track") {
+    current.sfu.voiceMoved(event).then((moved) => moved && !current.ended && setWho("listening"));
+  }
   else if (event.type === "call_reconnecting") setWho("reconnecting");
   else onEvent(current, event);
 }

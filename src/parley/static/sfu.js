@@ -105,19 +105,22 @@ export class SfuLink {
   }
 
   /** The assistant's voice moved to another SFU session (`call_track` event): pull it there. */
+  /** Resolves true once the voice is pulled from its new place. */
   voiceMoved(event) {
-    if (this.closed || event.callId !== this.callId) return;
+    if (this.closed || event.callId !== this.callId) return Promise.resolve(false);
     this.voice = { sfuSessionId: event.sfuSessionId, trackName: event.trackName };
     const attempt = this.attempt;
-    if (!attempt?.live) return; // the attempt being built pulls this.voice
-    this.#queue(attempt, async () => {
+    if (!attempt?.live) return Promise.resolve(false); // the attempt being built pulls this.voice
+    return this.#queue(attempt, async () => {
       if (attempt.pulledMid) {
         await this.#call(attempt, "PUT", "tracks/close", { tracks: [{ mid: attempt.pulledMid }], force: true }).catch(() => {});
         attempt.pulledMid = null;
       }
       await this.#pull(attempt);
+      return true;
     }).catch((err) => {
       if (!(err instanceof Stale)) this.#broken(attempt, `re-pull failed: ${err.message}`);
+      return false;
     });
   }
 
