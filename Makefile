@@ -46,6 +46,7 @@ test: test-deps lint typecheck
 bench: install
 	$(PY) bench/run.py
 	$(PY) bench/local_ai.py
+	$(PY) bench/sfu.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -17,7 +17,7 @@ import { cancel as cancelSpeech } from "./speech.js";
 import { state } from "./state/session.js";
 import { SfuLink } from "./sfu.js";
 import { showError } from "./ui.js";
-import { apiUrl, errorText, postJson } from "./util.js";
+import { apiUrl, errorText, gathered, postJson } from "./util.js";
 
 const GATHER_TIMEOUT_MS = 3_000;
 const PING_EVERY_MS = 5_000;
@@ -79,21 +79,6 @@ async function iceConfig() {
     /* the offer below reports an unreachable server */
   }
   return { servers: [], mode: "direct" }; // host candidates still connect on the same machine or LAN
-}
-
-/** Resolve when ICE gathering is complete, or after `ms` (a STUN server that never answers). */
-function gathered(pc, ms) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      pc.removeEventListener("icegatheringstatechange", check);
-      resolve();
-    };
-    const check = () => pc.iceGatheringState === "complete" && done();
-    const timer = setTimeout(done, ms);
-    pc.addEventListener("icegatheringstatechange", check);
-  });
 }
 
 export async function startCall() {

@@ -16,7 +16,7 @@
 // is ignored. When the assistant's side moves (its own recovery), the server says so with a
 // `call_track` event and this tab re-pulls the voice from its new session.
 
-import { apiUrl, errorBody } from "./util.js";
+import { apiUrl, errorBody, gathered } from "./util.js";
 
 const MIC_TRACK = "user-mic";
 const STEP_TIMEOUT_MS = 10_000;
@@ -46,20 +46,6 @@ async function until(check, ms, what) {
     if (performance.now() > deadline) throw new SfuError(`timed out waiting for ${what}`);
     await sleep(25);
   }
-}
-
-function gathered(pc, ms) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      pc.removeEventListener("icegatheringstatechange", check);
-      resolve();
-    };
-    const check = () => pc.iceGatheringState === "complete" && done();
-    const timer = setTimeout(done, ms);
-    pc.addEventListener("icegatheringstatechange", check);
-  });
 }
 
 async function bytesSent(sender) {

@@ -75,3 +75,18 @@ export async function postJson(path, body, init = {}) {
     ...init,
   });
 }
+
+/** Resolve when ICE gathering is complete, or after `ms` (a STUN server that never answers). */
+export function gathered(pc, ms) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener("icegatheringstatechange", check);
+      resolve();
+    };
+    const check = () => pc.iceGatheringState === "complete" && done();
+    const timer = setTimeout(done, ms);
+    pc.addEventListener("icegatheringstatechange", check);
+  });
+}
