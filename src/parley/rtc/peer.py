@@ -188,11 +188,7 @@ class CallPeer:
             return
         self.state = PeerState.CLOSED
         self.close_reason = reason
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_tasks(self._tasks)
         if self._call is not None:
             await self._call.aclose()
         if self._track is not None:
@@ -214,6 +210,15 @@ class CallPeer:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=f"{name}:{self.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+async def cancel_tasks(tasks: set[asyncio.Task[None]]) -> None:
+    """Cancel `tasks` (all but the one running this) and wait until they have ended."""
+    current = asyncio.current_task()
+    others = [t for t in tasks if t is not current]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 def reason_label(reason: str) -> str:

@@ -51,7 +51,7 @@ from parley.rtc.cloudflare import (
     TrackError,
 )
 from parley.rtc.ice import IceConfig, udp_first
-from parley.rtc.peer import PeerState, reason_label
+from parley.rtc.peer import PeerState, cancel_tasks, reason_label
 from parley.rtc.tracks import PlayoutTrack, pump_inbound, shorten_jitter_buffer
 from parley.sessions.events import Event
 from parley.voice import events
@@ -192,11 +192,7 @@ class SFUCallPeer:
             return
         self.state = PeerState.CLOSED
         self.close_reason = reason
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_tasks(self._tasks)
         if self._call is not None:
             await self._call.aclose()
         attempt, self._attempt = self._attempt, None
@@ -315,9 +311,7 @@ class SFUCallPeer:
 
     async def _end_attempt(self, attempt: _Attempt, *, release: bool) -> None:
         """Stop an attempt's tasks and connection; `release` also asks the SFU to stop its tracks."""
-        for task in list(attempt.tasks):
-            task.cancel()
-        await asyncio.gather(*attempt.tasks, return_exceptions=True)
+        await cancel_tasks(attempt.tasks)
         sid = attempt.session_id
         if release and sid is not None and attempt.broken is None:
             mids = [m for m in (attempt.voice_mid, attempt.pulled_mid) if m is not None]
