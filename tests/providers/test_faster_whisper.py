@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 
 from parley.errors import NotFound, ProviderUnavailable
-from parley.models import Downloader
 from parley.models.catalog import whisper
 from parley.providers.faster_whisper import FasterWhisperSTT, check
 from parley.providers.stt import AudioInput
-from tests.conftest import make_settings
+from tests.conftest import hub_locator, make_settings
 from tests.models.test_download import static_hub
 
 
@@ -39,7 +38,7 @@ def _bogus_model(size: str) -> dict[str, bytes]:
 
 def test_check_says_whether_the_model_will_come(tmp_path: Path) -> None:
     with static_hub({}, tmp_path / "hub") as (url, _):
-        reachable = check(make_settings(tmp_path / "data", model_base_url=url))
+        reachable = check(make_settings(tmp_path / "data", model_base_url=url, bundled_models=False))
     assert reachable.usable
     assert "model base not downloaded yet: fetched from" in reachable.reason
     assert "parley models pull faster-whisper-base" in reachable.reason
@@ -59,17 +58,17 @@ def test_check_reports_a_downloaded_model(tmp_path: Path) -> None:
         target.write_bytes(b"x")
     availability = check(settings)
     assert availability.usable
-    assert availability.reason == f"model small at {settings.data_dir / 'models' / spec.repo}"
+    assert availability.reason == "model small, downloaded"
 
 
 def test_an_unknown_size_fails_at_construction(tmp_path: Path) -> None:
     with pytest.raises(NotFound, match=r"known sizes: tiny, tiny.en, base"):
-        FasterWhisperSTT(Downloader(tmp_path), model="huge")
+        FasterWhisperSTT(hub_locator(tmp_path), model="huge")
 
 
 async def test_first_use_downloads_then_a_bad_model_is_a_clear_error(tmp_path: Path) -> None:
     with static_hub(_bogus_model("base"), tmp_path / "hub") as (url, asked):
-        stt = FasterWhisperSTT(Downloader(tmp_path / "models", base_url=url, progress=False))
+        stt = FasterWhisperSTT(hub_locator(tmp_path / "models", url))
         with pytest.raises(ProviderUnavailable, match=r"cannot load faster-whisper model base from .*delete"):
             await stt.transcribe(AudioInput(_wav(), "audio/wav"))
     assert sorted(path.rsplit("/", 1)[1] for path in asked) == [
@@ -78,14 +77,13 @@ async def test_first_use_downloads_then_a_bad_model_is_a_clear_error(tmp_path: P
         "tokenizer.json",
         "vocabulary.txt",
     ]
-    assert stt.model_dir == tmp_path / "models/Systran/faster-whisper-base"
-    assert (stt.model_dir / "model.bin").read_bytes() == b"not a model"
+    assert (tmp_path / "models/Systran/faster-whisper-base/model.bin").read_bytes() == b"not a model"
 
 
 async def test_no_network_and_no_model_says_where_to_put_it(tmp_path: Path) -> None:
     with static_hub({}, tmp_path / "hub") as (url, _):
         pass
-    stt = FasterWhisperSTT(Downloader(tmp_path / "models", base_url=url, progress=False), model="tiny")
+    stt = FasterWhisperSTT(hub_locator(tmp_path / "models", url), model="tiny")
     with pytest.raises(
         ProviderUnavailable, match=r"cannot reach 127.0.0.1: no network\?.*faster-whisper-tiny"
     ):

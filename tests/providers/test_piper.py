@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 from parley.errors import NotFound, ProviderError, ProviderUnavailable
-from parley.models import Downloader
 from parley.models.catalog import piper_voice
 from parley.providers.piper import PiperTTS, check, choose_voice
-from tests.conftest import make_settings
+from tests.conftest import hub_locator, make_settings
 from tests.models.test_download import static_hub
 
 FLOAT, INT64 = 1, 7
@@ -91,9 +90,10 @@ def voice_files(name: str, espeak_voice: str, onnx: bytes | None = None) -> dict
 
 def test_check_says_package_ok_and_what_happens_to_the_voice(tmp_path: Path) -> None:
     with static_hub({}, tmp_path / "hub") as (url, _):
-        reachable = check(make_settings(tmp_path / "data", model_base_url=url))
+        reachable = check(make_settings(tmp_path / "data", model_base_url=url, bundled_models=False))
     assert reachable.usable and "en_US-lessac-medium not downloaded yet: fetched from" in reachable.reason
-    offline = check(make_settings(tmp_path / "data", model_base_url=url))  # the hub is gone now
+    # the hub is gone now, and no bundled voice
+    offline = check(make_settings(tmp_path / "data", model_base_url=url, bundled_models=False))
     assert not offline.usable
     assert "not downloaded and 127.0.0.1 unreachable" in offline.reason
     assert "parley models pull en_US-lessac-medium" in offline.reason
@@ -108,7 +108,7 @@ def test_check_reports_a_downloaded_voice(tmp_path: Path) -> None:
         target = settings.data_dir / "models" / spec.repo / file.path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(b"{}")
-    assert check(settings).reason.startswith("voice de_DE-thorsten-medium at ")
+    assert check(settings).reason == "voice de_DE-thorsten-medium, downloaded"
 
 
 def test_the_voice_follows_the_language_unless_one_is_asked_for() -> None:
@@ -121,13 +121,13 @@ def test_the_voice_follows_the_language_unless_one_is_asked_for() -> None:
     assert choose_voice("en_US-amy-low", None, "fr") == "fr_FR-siwis-medium"
     assert choose_voice("en_US-amy-low", "es_ES-davefx-medium", "fr") == "es_ES-davefx-medium"
     with pytest.raises(NotFound, match=r"not a Piper voice name"):
-        PiperTTS(Downloader(Path("unused")), voice="amy")
+        PiperTTS(hub_locator(Path("unused")), voice="amy")
 
 
 async def test_downloads_the_voice_for_the_language_and_speaks_sentence_by_sentence(tmp_path: Path) -> None:
     files = voice_files("de_DE-thorsten-medium", "de")
     with static_hub(files, tmp_path / "hub") as (url, asked):
-        tts = PiperTTS(Downloader(tmp_path / "models", base_url=url, progress=False))
+        tts = PiperTTS(hub_locator(tmp_path / "models", url))
         chunks = [c async for c in tts.synthesize("Guten Tag. Wie geht es dir? Gut.", language="de")]
         again = [c async for c in tts.synthesize("Noch einmal.", language="de")]
     assert len(chunks) == 3 and len(again) == 1
@@ -139,7 +139,7 @@ async def test_downloads_the_voice_for_the_language_and_speaks_sentence_by_sente
 async def test_a_damaged_voice_is_a_clear_load_error(tmp_path: Path) -> None:
     files = voice_files("en_US-lessac-medium", "en-us", onnx=b"<html>not a model</html>")
     with static_hub(files, tmp_path / "hub") as (url, _):
-        tts = PiperTTS(Downloader(tmp_path / "models", base_url=url, progress=False))
+        tts = PiperTTS(hub_locator(tmp_path / "models", url))
         with pytest.raises(
             ProviderUnavailable, match=r"cannot load piper voice en_US-lessac-medium .*InvalidProtobuf"
         ):
@@ -150,6 +150,6 @@ async def test_a_voice_that_is_not_a_piper_model_fails_when_speaking(tmp_path: P
     sigmoid = Path(__import__("onnxruntime").__file__).parent / "datasets" / "sigmoid.onnx"
     files = voice_files("en_US-lessac-medium", "en-us", onnx=sigmoid.read_bytes())
     with static_hub(files, tmp_path / "hub") as (url, _):
-        tts = PiperTTS(Downloader(tmp_path / "models", base_url=url, progress=False))
+        tts = PiperTTS(hub_locator(tmp_path / "models", url))
         with pytest.raises(ProviderError, match=r"piper failed to synthesise"):
             await anext(tts.synthesize("Hello."))

@@ -1,20 +1,26 @@
-"""Model files fetched on first use (or ahead with `parley models pull NAME`) into PARLEY_DATA_DIR."""
+"""Model files: bundled with Parley (PyPI packs), or fetched on first use / ahead with `parley
+models pull NAME` into PARLEY_DATA_DIR. `ModelLocator` decides which one a loader opens."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from parley.config import Settings
+from parley.models.bundled import BUNDLED, BundledModel, BundledModels
 from parley.models.catalog import ModelFile, ModelSpec, known, lookup
 from parley.models.download import Downloader, ProgressCallback, models_dir, probe
-from parley.providers.availability import Availability
+from parley.models.locate import ModelLocator, Source
 
 __all__ = [
+    "BUNDLED",
+    "BundledModel",
+    "BundledModels",
     "Downloader",
     "ModelFile",
+    "ModelLocator",
     "ModelSpec",
     "ProgressCallback",
-    "availability",
+    "Source",
     "is_present",
     "known",
     "local_path",
@@ -30,40 +36,21 @@ def pull(
 ) -> Path:
     """Fetch model `name` now (blocking; a no-op when present) and return what its loader opens.
 
-    Raises `NotFound` for an unknown name and a `ProviderError` subclass when the download fails.
+    A bundled-only name is made ready (verified, reassembled) instead. Raises `NotFound` for an
+    unknown name and a `ProviderError` subclass when the download fails.
     """
-    spec = lookup(name)
-    return Downloader.from_settings(settings, progress=progress, on_progress=on_progress).fetch_model(spec)
+    locator = ModelLocator.from_settings(settings, progress=progress, on_progress=on_progress)
+    spec = locator.spec(name)
+    if spec is None:
+        return locator.fetch(name)
+    return locator.downloader.fetch_model(spec)
 
 
 def local_path(name: str, settings: Settings) -> Path:
-    """Where model `name` lives (or will live) under PARLEY_DATA_DIR/models."""
+    """Where the hub download of model `name` lives (or will live) under PARLEY_DATA_DIR/models."""
     return Downloader.from_settings(settings, progress=False).local_path(lookup(name))
 
 
 def is_present(name: str, settings: Settings) -> bool:
-    """Every file of `name` is on disk (a cheap check, no hashing)."""
+    """Every file of the hub download of `name` is on disk (a cheap check, no hashing)."""
     return Downloader.from_settings(settings, progress=False).is_present(lookup(name))
-
-
-def availability(
-    settings: Settings, spec: ModelSpec, label: str, *, fix: str, probe_timeout: float = 2.0
-) -> Availability:
-    """What `check()` says of a downloadable model: on disk, fetched on first use, or why not.
-
-    `label` names it for people ("model base", "voice en_US-lessac-medium"); `fix` is the
-    alternative to offer when the hub cannot be reached.
-    """
-    path = Downloader.from_settings(settings, progress=False).local_path(spec)
-    if Downloader.from_settings(settings, progress=False).is_present(spec):
-        return Availability.ok(f"{label} at {path}")
-    unreachable = probe(settings.model_base_url, timeout=probe_timeout)
-    if unreachable is None:
-        return Availability.ok(
-            f"{label} not downloaded yet: fetched from {settings.model_base_url} on first use "
-            f"(or now: parley models pull {spec.name})"
-        )
-    return Availability.no(
-        f"{label} not downloaded and {unreachable}: run `parley models pull {spec.name}` where there "
-        f"is network, or {fix}"
-    )

@@ -35,3 +35,7 @@ class TTSProvider(ABC):
 
     async def aclose(self) -> None:
         """Release processes or connections; a no-op unless the provider holds some."""
+
+    async def warm_up(self) -> None:
+        """Load the model ahead of the first request (`parley serve` calls it in the background);
+        a no-op for providers that load nothing."""

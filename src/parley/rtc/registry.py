@@ -69,6 +69,11 @@ class CallRegistry:
         self._peers: dict[str, CallPeer | SFUCallPeer] = {}
         self._closed = False
 
+    @property
+    def vad(self) -> SpeechModel | None:
+        """The voice activity model calls use (None: voice calls are unavailable)."""
+        return self._vad
+
     def __len__(self) -> int:
         return len(self._peers)
 

@@ -1,8 +1,8 @@
 """Whisper on the CPU through faster-whisper (CTranslate2, int8), the default local speech-to-text.
 
-The model is fetched on the first transcription through Parley's own `Downloader` (progress bar,
-resume, PARLEY_MODEL_BASE_URL for mirrors) rather than faster-whisper's hub client, then always
-loaded from that folder, so a machine that pulled it once works offline. Loading, decoding and
+The model folder comes from the `ModelLocator`: a pulled copy, else the bundled Whisper base,
+else a download on the first transcription (PARLEY_MODEL_BASE_URL for mirrors), and is always
+loaded with `local_files_only`, so faster-whisper's own hub client never runs. Loading, decoding and
 recognition all block, so they run in a worker thread; one lock keeps two first requests from
 loading the model twice, and CTranslate2 itself serialises concurrent transcriptions.
 """
@@ -10,14 +10,15 @@ loading the model twice, and CTranslate2 itself serialises concurrent transcript
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
-from pathlib import Path
+import wave
 from typing import TYPE_CHECKING
 
 from parley.audio.decode import decode
 from parley.errors import ProviderError, ProviderUnavailable
 from parley.models.catalog import DEFAULT_WHISPER, whisper
-from parley.models.download import Downloader
+from parley.models.locate import ModelLocator
 from parley.providers.stt import AudioInput, STTProvider, Transcript
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class FasterWhisperSTT(STTProvider):
 
     def __init__(
         self,
-        downloader: Downloader,
+        locator: ModelLocator,
         *,
         model: str = DEFAULT_WHISPER,
         language: str | None = None,
@@ -49,17 +50,13 @@ class FasterWhisperSTT(STTProvider):
     ) -> None:
         self.spec = whisper(model)  # raises NotFound for an unknown size, before any download
         self.model = model
-        self.downloader = downloader
+        self.locator = locator
         self.language = language
         self.beam_size = beam_size
         self.cpu_threads = cpu_threads
         self.max_seconds = max_seconds
         self._whisper: WhisperModel | None = None
         self._loading = asyncio.Lock()
-
-    @property
-    def model_dir(self) -> Path:
-        return self.downloader.local_path(self.spec)
 
     async def load(self) -> WhisperModel:
         """Download (first time) and load the model; called by the first `transcribe` otherwise."""
@@ -73,7 +70,7 @@ class FasterWhisperSTT(STTProvider):
             from faster_whisper import WhisperModel
         except ImportError as exc:
             raise ProviderUnavailable(INSTALL_HINT, field="PARLEY_STT") from exc
-        folder = self.downloader.fetch_model(self.spec)
+        folder = self.locator.fetch(self.spec.name)
         log.info("loading faster-whisper %s from %s", self.model, folder)
         try:
             return WhisperModel(
@@ -89,6 +86,12 @@ class FasterWhisperSTT(STTProvider):
                 f"damaged: delete that folder to download them again",
                 field="PARLEY_STT_MODEL",
             ) from exc
+
+    async def warm_up(self) -> None:
+        # Loading is most of it; one short recognition also builds CTranslate2's buffers.
+        model = await self.load()
+        silence = _silent_wav(0.5)
+        await asyncio.to_thread(self._transcribe, model, silence, self.language or "en")
 
     async def transcribe(self, audio: AudioInput, *, language: str | None = None) -> Transcript:
         model = await self.load()
@@ -109,3 +112,13 @@ class FasterWhisperSTT(STTProvider):
         except (RuntimeError, ValueError) as exc:
             raise ProviderError(f"faster-whisper failed on this recording: {exc}") from exc
         return Transcript(text=text, language=info.language or language, duration=info.duration)
+
+
+def _silent_wav(seconds: float) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(16000)
+        writer.writeframes(bytes(int(16000 * seconds) * 2))
+    return out.getvalue()

@@ -1,7 +1,8 @@
 """In-process chat with llama.cpp on a GGUF file (optional extra `llama`, which compiles llama.cpp).
 
 PARLEY_LLM_MODEL is either a path to a `.gguf` file or a catalogue name (`parley models list`);
-unset means the catalogue's small default, downloaded into PARLEY_DATA_DIR on the first turn.
+unset means the catalogue's default once it has been pulled, else the bundled SmolLM2, else the
+catalogue's default downloaded into PARLEY_DATA_DIR on the first turn (see models/locate.py).
 Importing this package does not import llama-cpp-python: that happens when the model loads.
 """
 
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from parley.config import Settings
 from parley.errors import NotFound
-from parley.providers.availability import Availability
+from parley.models import ModelLocator
+from parley.providers.availability import Availability, model_availability
 from parley.providers.llama_cpp.chat import INSTALL_HINT, MODEL_SETTING, LlamaCppChat, ModelSource
 
 __all__ = ["INSTALL_HINT", "LlamaCppChat", "build", "check", "model_source"]
@@ -25,20 +27,16 @@ def _is_path(name: str) -> bool:
 
 
 def _model_name(settings: Settings) -> str:
-    from parley.models.catalog import DEFAULT_GGUF
-
-    return settings.llm_model or DEFAULT_GGUF
+    return settings.llm_model or ModelLocator.from_settings(settings, progress=False).default_chat_model()
 
 
 def model_source(settings: Settings) -> tuple[str, ModelSource]:
-    """(model label, where its file comes from): a path as given, or a catalogue download."""
+    """(model label, where its file comes from): a path as given, or the locator's fetch."""
     name = _model_name(settings)
     if _is_path(name):
         path = Path(name).expanduser()
         return path.stem, path
-    from parley.models import pull
-
-    fetch: Callable[[], Path] = partial(pull, name, settings, progress=True)
+    fetch: Callable[[], Path] = partial(ModelLocator.from_settings(settings, progress=True).fetch, name)
     return name, fetch
 
 
@@ -57,15 +55,13 @@ def check(settings: Settings) -> Availability:
         if path.is_file():
             return Availability.ok(f"model file {path}")
         return Availability.no(f"{MODEL_SETTING}={name} is not a file")
-    from parley import models
-
     try:
-        spec = models.lookup(name)
+        ModelLocator.spec(name)
     except NotFound as exc:
         return Availability.no(exc.message)
-    return models.availability(
+    return model_availability(
         settings,
-        spec,
+        name,
         f"model {name}",
         fix=f"set {MODEL_SETTING} to a .gguf file",
         probe_timeout=1.0,

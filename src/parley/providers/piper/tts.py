@@ -1,7 +1,7 @@
 """Piper: natural-sounding local speech (VITS voices run by onnxruntime), a voice per language.
 
-Voices (.onnx + .onnx.json, 20-120 MB) are fetched on first use through Parley's `Downloader`
-and kept in memory once loaded, one per voice used. Piper's own `synthesize` already yields one
+Voices (.onnx + .onnx.json, 20-120 MB) come from the `ModelLocator` (a pulled voice, the bundled
+en_US-joe-medium, else a download on first use) and stay in memory once loaded, one per voice. Piper's own `synthesize` already yields one
 chunk per sentence, which is exactly the streaming grain a voice reply wants: each sentence is
 produced in a worker thread and handed over before the next starts, so the first sentence plays
 while the rest are still being made and cancelling the consumer stops after the current one.
@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 from parley.errors import ProviderError, ProviderUnavailable
+from parley.models.bundled import BUNDLED
 from parley.models.catalog import DEFAULT_PIPER_VOICE, piper_voice, voice_for_language
-from parley.models.download import Downloader
+from parley.models.locate import ModelLocator
 from parley.providers.tts import AudioChunk, TTSProvider
 
 if TYPE_CHECKING:
@@ -28,16 +29,19 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "piper-tts is not installed: pip install 'parley[piper]'"
 
 
-def choose_voice(configured: str | None, voice: str | None, language: str | None) -> str:
+def choose_voice(
+    configured: str | None, voice: str | None, language: str | None, default: str = DEFAULT_PIPER_VOICE
+) -> str:
     """The voice for one request: the asked-for one; else the configured one if it speaks
-    `language` (or no language is given); else the catalog's voice for `language`."""
+    `language` (or no language is given); else the default (the voice this machine has) if it
+    speaks `language`; else the catalog's voice for `language`."""
     if voice:
         return voice
     if configured and (not language or _speaks(configured, language)):
         return configured
-    if language:
+    if language and not _speaks(default, language):
         return voice_for_language(language)
-    return configured or DEFAULT_PIPER_VOICE
+    return configured or default
 
 
 def _speaks(voice: str, language: str) -> bool:
@@ -48,18 +52,25 @@ def _speaks(voice: str, language: str) -> bool:
 
 
 class PiperTTS(TTSProvider):
-    """`voice` is the configured default (PARLEY_TTS_VOICE); None means by language, English else."""
+    """`voice` is the configured default (PARLEY_TTS_VOICE); None means by language, else
+    `default_voice` (the locator's: a pulled catalogue voice, else the bundled one)."""
 
     name = "piper"
 
     def __init__(
-        self, downloader: Downloader, *, voice: str | None = None, length_scale: float = 1.0
+        self,
+        locator: ModelLocator,
+        *,
+        voice: str | None = None,
+        default_voice: str = DEFAULT_PIPER_VOICE,
+        length_scale: float = 1.0,
     ) -> None:
-        if voice is not None:
+        if voice is not None and voice not in BUNDLED:
             piper_voice(voice)  # a malformed name fails at start-up, not on the first reply
         self.configured = voice
-        self.voice = voice or DEFAULT_PIPER_VOICE
-        self.downloader = downloader
+        self.default_voice = default_voice
+        self.voice = voice or default_voice
+        self.locator = locator
         self.length_scale = length_scale
         self._voices: dict[str, PiperVoice] = {}
         self._loading = asyncio.Lock()
@@ -77,7 +88,7 @@ class PiperTTS(TTSProvider):
             from piper import PiperVoice
         except ImportError as exc:
             raise ProviderUnavailable(INSTALL_HINT, field="PARLEY_TTS") from exc
-        path = self.downloader.fetch_model(piper_voice(name))
+        path = self.locator.fetch(name)
         log.info("loading piper voice %s from %s", name, path)
         try:
             return PiperVoice.load(path)
@@ -90,12 +101,17 @@ class PiperTTS(TTSProvider):
                 field="PARLEY_TTS_VOICE",
             ) from exc
 
+    async def warm_up(self) -> None:
+        piper = await self.load(self.voice)
+        # The first synthesis of a voice also sets up onnxruntime's session buffers.
+        await asyncio.to_thread(self._next, self._sentences(piper, "Hello."))
+
     async def synthesize(
         self, text: str, *, voice: str | None = None, language: str | None = None
     ) -> AsyncIterator[AudioChunk]:
         if not text.strip():
             return
-        name = choose_voice(self.configured, voice, language)
+        name = choose_voice(self.configured, voice, language, self.default_voice)
         piper = await self.load(name)
         sentences = self._sentences(piper, text)
         while True:
