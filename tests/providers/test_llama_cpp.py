@@ -7,10 +7,8 @@ template from the file, sampling, streaming, limits, stop strings, and the worke
 from __future__ import annotations
 
 import asyncio
-import itertools
 import sys
 import threading
-import time
 import types
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
@@ -40,10 +38,7 @@ def _needs_llama_cpp() -> None:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    started = time.perf_counter()
-    path = write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")
-    assert time.perf_counter() - started < 1.0
-    return path
+    return write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")
 
 
 @pytest.fixture
@@ -92,9 +87,16 @@ async def test_a_stop_string_ends_the_reply_before_it(chat: LlamaCppChat) -> Non
     assert usage is not None and usage.completion_tokens < 40
 
 
-async def test_cancelling_the_consumer_stops_the_thread_within_one_token(chat: LlamaCppChat) -> None:
+async def test_cancelling_the_consumer_stops_the_thread_within_one_token(
+    chat: LlamaCppChat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An exception raised inside llama.cpp's loop from a ctypes callback is printed ("Exception
+    # ignored on calling ctypes callback function") and the loop goes on: catch any such report.
+    unraisable: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda report: unraisable.append(repr(report.exc_value)))
     got: list[ChatDelta] = []
     three = asyncio.Event()
+    generating_at_three: list[bool] = []
 
     async def consume() -> None:
         # aclosing: a cancellation that lands in the loop body must still close the stream.
@@ -102,52 +104,53 @@ async def test_cancelling_the_consumer_stops_the_thread_within_one_token(chat: L
             async for delta in stream:
                 got.append(delta)
                 if len(got) == 3:
+                    # The thread is at most AHEAD pieces ahead of what was read, far from 400.
+                    generating_at_three.append(chat.generating)
                     three.set()
-                await asyncio.sleep(0.005)
 
     task = asyncio.create_task(consume())
-    await asyncio.wait_for(three.wait(), 10)
+    await three.wait()
+    assert generating_at_three == [True]
+    # Reading on without pause, the thread has room to write: it is in llama.cpp's token loop.
     assert chat.generating
-    started = time.perf_counter()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    # The cancelled stream waited for the thread: it is out of llama.cpp's loop already.
-    assert time.perf_counter() - started < 0.5
+    # The cancelled stream waited for the thread: it is out of llama.cpp's loop already, having
+    # sampled at most the one token it was on when the consumer left.
     assert not chat.generating
+    assert chat.tokens_after_stop <= 1
     stopped_at = chat.generated_tokens
-    await asyncio.sleep(0.2)
-    assert chat.generated_tokens == stopped_at
     # It never ran on towards max_tokens: at most the pieces read, the bounded backlog, one more.
     assert stopped_at <= len(got) + AHEAD + 1 < 400
-    # The model is free for the next turn at once.
-    texts, _ = await asyncio.wait_for(collect(chat, ask(max_tokens=3)), 5)
-    assert texts
+    assert unraisable == []
+    # The model is free for the next turn at once, and nothing of the old one still runs on it.
+    texts, usage = await collect(chat, ask(max_tokens=3))
+    assert texts and usage is not None and usage.completion_tokens == 3
+    assert chat.generated_tokens == stopped_at + 3
+    assert unraisable == []
 
 
 async def test_the_event_loop_keeps_running_while_the_model_loads_and_writes(tiny: Path) -> None:
-    ticks: list[float] = []
+    seen: list[bool] = []  # whether the model was writing, at each turn of a ticker task
     stop = asyncio.Event()
 
     async def ticker() -> None:
         while not stop.is_set():
-            ticks.append(time.perf_counter())
+            seen.append(provider.generating)
             await asyncio.sleep(0.002)
 
     provider = LlamaCppChat(tiny, n_ctx=512)
     ticking = asyncio.create_task(ticker())
     try:
-        started = time.perf_counter()
         _, usage = await collect(provider, ask(max_tokens=400))
-        elapsed = time.perf_counter() - started
     finally:
         stop.set()
         await ticking
         await provider.aclose()
     assert usage is not None and usage.completion_tokens > 100
-    gaps = [b - a for a, b in itertools.pairwise(ticks)]
-    # Generation took `elapsed` seconds; had it run on the loop, one gap would be about that long.
-    assert max(gaps) < min(0.05, elapsed / 2), (max(gaps), elapsed)
+    # Had generation run on the loop, the ticker could never run while the model was writing.
+    assert seen.count(True) >= 3, seen.count(True)
 
 
 async def test_generations_take_turns_on_one_model(chat: LlamaCppChat) -> None:

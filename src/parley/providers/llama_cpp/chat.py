@@ -3,10 +3,14 @@
 llama.cpp's token loop is blocking C code, so it runs on one worker thread owned by the provider
 and hands each piece of text to the event loop through an asyncio queue. That single thread is
 also the lock: llama.cpp's context is not safe to share, so generations for one model run one at
-a time, in the order they were asked for. Cancelling the consumer sets a stop flag that is
-checked before every token is sampled (from a logits processor, the one per-token hook
-`create_chat_completion` offers), so the thread is free again within one token and the next turn
-does not wait for a reply nobody reads.
+a time, in the order they were asked for. Cancelling the consumer sets a stop flag that the
+thread reads between the pieces `create_chat_completion(stream=True)` yields (each token's text,
+as soon as it cannot be part of a stop string), and then it closes that generator, which ends
+llama.cpp's token loop where it stands: the thread is free again within about one token and the
+next turn does not wait for a reply nobody reads. (The stop cannot
+be raised from inside the loop: llama-cpp-python runs logits processors from a ctypes sampler
+callback, where an exception is printed, "Exception ignored on calling ctypes callback function",
+and the loop goes on; and `create_chat_completion` takes no `stopping_criteria`.)
 
 The hand-off is bounded (`AHEAD` pieces): a consumer that falls behind (a slow socket) makes the
 thread wait rather than pile the whole reply up in memory.
@@ -78,22 +82,17 @@ class _Job:
         except RuntimeError:  # the consumer's loop is gone: nobody is reading any more
             self.stop.set()
 
-    def before_token(self, input_ids: Any, scores: Any) -> Any:
-        """A logits processor: runs on the worker thread before each token is sampled.
+    def count_token(self, input_ids: Any, scores: Any) -> Any:
+        """A logits processor that only counts: the streamed pieces do not say how many tokens
+        there were (several can come out as one piece).
 
-        It counts tokens (the streamed chunks do not say how many there were) and aborts the
-        generation by raising once the consumer has gone.
+        It runs inside a ctypes callback, where an exception would be printed and ignored, so it
+        must never raise: it leaves the scores alone and stopping is done outside (`_generate`).
         """
-        if self.stop.is_set():
-            raise _Stopped
         if self.tokens == 0:
             self.prompt_tokens = len(input_ids)
         self.tokens += 1
         return scores
-
-
-class _Stopped(Exception):
-    """Raised inside llama.cpp's token loop to leave it between two tokens."""
 
 
 class LlamaCppChat(ChatProvider):
@@ -125,6 +124,9 @@ class LlamaCppChat(ChatProvider):
         self._generating = threading.Event()
         self._finished_tokens = 0
         self._closed = False
+        #: tokens the last generation sampled after its consumer stopped reading (0 when it ran
+        #: to its end): what a cancellation costs, the one token being sampled at most
+        self.tokens_after_stop = 0
 
     @property
     def generating(self) -> bool:
@@ -156,6 +158,7 @@ class LlamaCppChat(ChatProvider):
                 yield item
         finally:
             job.stop.set()
+            asked_at = job.tokens
             try:
                 # Wait for the thread to leave this generation (within one token), so nothing of
                 # this turn outlives it; shielded so a second cancellation cannot abandon it.
@@ -163,6 +166,7 @@ class LlamaCppChat(ChatProvider):
             finally:
                 self._jobs.discard(job)
                 self._finished_tokens += job.tokens
+                self.tokens_after_stop = job.tokens - asked_at
 
     def _ensure_loaded(self) -> Any:
         if self._llama is not None:
@@ -228,14 +232,17 @@ class LlamaCppChat(ChatProvider):
             try:
                 for chunk in chunks:
                     text = _content(chunk)
+                    # Checked before asking for the next piece, which is what samples the next
+                    # token: once the consumer has gone, at most the token in hand was spent.
                     if (text and not job.put_text(text)) or job.stop.is_set():
                         break
             finally:
+                # Closing the generator ends llama-cpp-python's token loop at its current yield.
                 chunks.close()
+            if job.stop.is_set():  # the consumer has gone: nobody reads a usage
+                return
             usage = Usage(job.prompt_tokens, job.tokens, job.prompt_tokens + job.tokens)
             job.put(ChatDelta(usage=usage))
-        except _Stopped:
-            pass
         except ParleyError as exc:
             job.put(exc)
         except ValueError as exc:
@@ -261,7 +268,7 @@ class LlamaCppChat(ChatProvider):
             max_tokens=request.max_tokens,
             stop=list(request.stop) or None,
             stream=True,
-            logits_processor=LogitsProcessorList([job.before_token]),
+            logits_processor=LogitsProcessorList([job.count_token]),
             **options,
         )
         return chunks
