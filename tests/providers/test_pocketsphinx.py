@@ -13,9 +13,14 @@ from parley.errors import ConfigError, InvalidInput, UnsupportedMediaType
 from parley.providers.pocketsphinx import PocketSphinxSTT, check, jsgf_from_sentences
 from parley.providers.stt import AudioInput
 from tests.audio import SENTENCES, espeak_speech, word_errors
-from tests.conftest import make_settings
+from tests.conftest import make_settings, require_package
 
-pytest.importorskip("pocketsphinx")
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_pocketsphinx() -> None:
+    # Module scope: it has to run before the module-scoped decoders below are built.
+    require_package("pocketsphinx", "the `local` extra")
+
 
 # Measured here on SENTENCES: 34% WER from wav, 19% from webm/ogg (Opus), 41% from mp3, 31% from
 # m4a, 0.5-0.8 s per ~2 s clip; the environment notes report ~48% on other espeak text. 60% leaves

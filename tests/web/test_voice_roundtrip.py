@@ -17,9 +17,14 @@ from parley.providers.espeak import EspeakTTS
 from parley.providers.pocketsphinx import PocketSphinxSTT
 from parley.standins.server import BackgroundServer
 from tests.audio import SENTENCES, espeak_speech, with_noise, word_errors
-from tests.conftest import ServerFactory, require_tool
+from tests.conftest import ServerFactory, require_package, require_tool
 
-pytest.importorskip("pocketsphinx")
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_pocketsphinx() -> None:
+    # Module scope: it has to run before the module-scoped speech fixture below.
+    require_package("pocketsphinx", "the `local` extra")
+
 
 # Measured here on SENTENCES: 34% WER from wav, 19% from webm/ogg (Opus), 41% from mp3, 31% from
 # m4a; the environment notes report ~48% on other espeak text. 60% leaves room for that spread
