@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from parley.config import Settings, settings_table
 
@@ -75,6 +75,36 @@ def test_parley_config_hides_secrets() -> None:
     ).stdout
     assert "CLOUDFLARE_API_TOKEN=(set)" in out
     assert "very-secret-token-value" not in out
+
+
+def test_parley_config_masks_exactly_the_secret_fields(tmp_path: Path) -> None:
+    def config(env: dict[str, str]) -> dict[str, str]:
+        # cwd: no stray .env file of the working tree may add settings
+        out = subprocess.run(
+            [sys.executable, "-m", "parley.cli", "config"],
+            env=env | {"PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
+        ).stdout
+        return dict(line.split("=", 1) for line in out.splitlines())
+
+    fields = zip(Settings.model_fields.values(), settings_table(), strict=True)
+    secrets = {
+        env: f"secret-{i}" for i, (f, (env, _, _)) in enumerate(fields) if f.annotation == SecretStr | None
+    }
+    assert len(secrets) >= 6 and {"PARLEY_LLM_API_KEY", "PARLEY_SECRET_KEY"} <= set(secrets)
+    # Names that merely look secret: a token limit, a key's id.
+    plain = {"PARLEY_MAX_TOKENS": "99", "CLOUDFLARE_TURN_KEY_ID": "key-id-7"}
+    shown = config(secrets | plain)
+    assert {name for name, value in shown.items() if value == "(set)"} == set(secrets)
+    assert not set(secrets.values()) & set(shown.values())
+    assert shown["PARLEY_MAX_TOKENS"] == "99" and shown["CLOUDFLARE_TURN_KEY_ID"] == "key-id-7"
+    # Unset, a secret prints empty like any unset setting, and the defaults show as they are.
+    unset = config({})
+    assert "(set)" not in unset.values() and unset["PARLEY_LLM_API_KEY"] == ""
+    assert unset["PARLEY_MAX_TOKENS"] == "512"
 
 
 def test_secrets_can_come_from_a_secrets_directory(tmp_path: Path) -> None:

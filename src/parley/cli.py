@@ -6,8 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pydantic import SecretStr
+
 from parley import __version__, cli_chat, cli_local, cli_sfu
-from parley.config import load_settings, settings_table
+from parley.config import Settings, load_settings, settings_table
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -48,12 +50,11 @@ def _config(args: argparse.Namespace) -> int:
             print(f"| `{env}` | {'`' + default + '`' if default else ''} | {help_} |")
         return 0
     settings = load_settings()
-    for env, _default, _help in settings_table():
-        name = env.removeprefix("PARLEY_").lower()
-        value = getattr(settings, name, None)
-        if value is None:
-            value = getattr(settings, env.lower(), None)
-        shown = "(set)" if any(w in env for w in ("TOKEN", "KEY", "SECRET")) else value
+    # settings_table() lists the fields in declaration order, so the two line up one to one.
+    for name, (env, _default, _help) in zip(Settings.model_fields, settings_table(), strict=True):
+        value = getattr(settings, name)
+        # The type says what is secret, not the name: PARLEY_MAX_TOKENS and a TURN key's id are not.
+        shown = "(set)" if isinstance(value, SecretStr) else value
         print(f"{env}={'' if value is None else shown}")
     return 0
 
