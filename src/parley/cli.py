@@ -18,6 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
     from parley.app import create_app
     from parley.logs import setup
     from parley.providers.factory import describe_choice
+    from parley.web.ws import frame_limit
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = load_settings(**overrides)
@@ -32,7 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
         # the app checks frames against PARLEY_MAX_WS_FRAME_BYTES with a clear error; this is
         # only the hard ceiling that protects memory
-        ws_max_size=max(settings.max_ws_frame_bytes * 4, 1 << 20),
+        ws_max_size=max(frame_limit(settings) * 4, 1 << 20),
         # events are small JSON; compressing each one once per socket cost 40% more CPU per
         # fan-out and 40-70 KB per socket in bench/ (1,000 sockets)
         ws_per_message_deflate=False,

@@ -69,8 +69,11 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(
         300.0, gt=0, description="Longest recording accepted for transcription, in seconds."
     )
-    max_ws_frame_bytes: int = Field(
-        65536, ge=256, description="Largest WebSocket frame accepted from a client, in bytes."
+    max_ws_frame_bytes: int | None = Field(
+        None,
+        ge=256,
+        description="Largest WebSocket frame accepted from a client, in bytes; unset allows 12 bytes per "
+        "character of PARLEY_MAX_MESSAGE_CHARS plus 4096 (a message in any JSON spelling).",
     )
     max_queued_turns: int = Field(
         32, ge=1, description="Turns that may wait behind the running one in a session."

@@ -12,6 +12,7 @@ from typing import Any
 
 from parley.providers.llm import Usage
 from parley.store.base import Message
+from parley.text import valid_text
 
 
 @dataclass(slots=True, frozen=True)
@@ -23,7 +24,10 @@ class Event:
 
     @classmethod
     def make(cls, type_: str, **fields: Any) -> Event:
-        return cls(type_, json.dumps({"type": type_, **fields}, ensure_ascii=False, separators=(",", ":")))
+        data = json.dumps({"type": type_, **fields}, ensure_ascii=False, separators=(",", ":"))
+        # ensure_ascii=False writes an unpaired surrogate as it is, and no socket can encode
+        # that: every event leaves here as text that any writer can send.
+        return cls(type_, valid_text(data))
 
 
 def usage_dict(usage: Usage | None) -> dict[str, int] | None:

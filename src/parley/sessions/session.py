@@ -23,6 +23,7 @@ from parley.sessions import events
 from parley.sessions.events import Event
 from parley.sessions.turn import Turn, TurnState
 from parley.store.base import Message, MessageStatus, Store
+from parley.text import valid_text
 
 log = logging.getLogger("parley.turn")
 
@@ -82,7 +83,8 @@ class ChatSession:
                 field="sessionId",
                 limit=self._config.max_queued_turns,
             )
-        turn = Turn(text=text, source=source, language=language, client_id=client_id)
+        # Text from any source (a transcript too) must be storable and sendable: see parley.text.
+        turn = Turn(text=valid_text(text), source=source, language=language, client_id=client_id)
         self._queue.append(turn)
         self.last_active = self._clock()
         self._idle.clear()
@@ -254,8 +256,11 @@ class ChatSession:
                 if delta.text:
                     if turn.first_token_at is None:
                         turn.first_token_at = time.perf_counter()
-                    turn.parts.append(delta.text)
-                    await self._emit(turn, events.chunk(self.id, turn.id, turn.message_id, delta.text))
+                    # A model may write an unpaired surrogate (a JSON escape, a token cut
+                    # mid-pair); the stored reply and every event must still encode.
+                    text = valid_text(delta.text)
+                    turn.parts.append(text)
+                    await self._emit(turn, events.chunk(self.id, turn.id, turn.message_id, text))
                 if delta.usage is not None:
                     usage.append(delta.usage)
         finally:
@@ -288,7 +293,9 @@ class ChatSession:
             if not isinstance(error, ParleyError):
                 log.error("unexpected model error session=%s turn=%s: %r", self.id, turn.id, error)
             perr = error if isinstance(error, ParleyError) else ProviderError(f"model call failed: {error}")
-            msg = await self._store.finish_message(pending.id, text, MessageStatus.FAILED, perr.message)
+            msg = await self._store.finish_message(
+                pending.id, text, MessageStatus.FAILED, valid_text(perr.message)
+            )
             event, state, result = events.turn_failed(self.id, msg, perr.to_dict()), TurnState.FAILED, perr
         turn.reply = msg
         await self._emit(turn, event)

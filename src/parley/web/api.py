@@ -19,8 +19,9 @@ from parley.sessions import events
 from parley.sessions.events import Event, usage_dict
 from parley.sessions.registry import check_session_id
 from parley.sessions.turn import Turn
+from parley.text import valid_text
 from parley.web import schemas
-from parley.web.body import read_json, require_text, validate
+from parley.web.body import read_json, require_text, transport_limit, validate
 from parley.web.errors import error_body
 
 router = APIRouter()
@@ -42,8 +43,8 @@ def _session(request: Request, value: object) -> str:
 
 
 def _json_limit(svc: Services) -> int:
-    # A message of the maximum length, every character a 6-byte \u escape, plus room for the rest.
-    return svc.settings.max_message_chars * 6 + 4096
+    # A message of the maximum length in any JSON spelling, plus room for the other fields.
+    return transport_limit(svc.settings.max_message_chars)
 
 
 def _wants_stream(request: Request, body: schemas.ChatIn) -> bool:
@@ -143,10 +144,9 @@ async def transcribe(request: Request) -> dict[str, Any]:
     transcript = await svc.stt.transcribe(
         AudioInput(data, MIME[kind], audio.filename or f"recording.{kind}"), language=language or None
     )
-    await svc.sessions.get(session_id).publish(
-        events.transcription(session_id, transcript.text, transcript.language)
-    )
-    return {"text": transcript.text, "sessionId": session_id, "language": transcript.language}
+    text = valid_text(transcript.text)  # a model's text: it must encode in the answer
+    await svc.sessions.get(session_id).publish(events.transcription(session_id, text, transcript.language))
+    return {"text": text, "sessionId": session_id, "language": transcript.language}
 
 
 @router.get("/api/history", response_model=schemas.HistoryOut, responses=schemas.ERRORS)

@@ -1,4 +1,9 @@
-"""Reading request bodies with one set of clear errors (field and limit named, nothing changed)."""
+"""Reading request bodies with one set of clear errors (field and limit named, nothing changed).
+
+`parse_json` is shared with the WebSocket's frames: whatever a client sends as JSON is checked
+here for syntax, nesting depth and text that cannot be encoded (an unpaired surrogate, which JSON
+can spell as `"\\ud800"`), so nothing further in gets a value it cannot store or send back.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,26 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from parley.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from parley.text import has_surrogate
 
 M = TypeVar("M", bound=BaseModel)
+
+#: Deepest nesting of arrays and objects accepted in a JSON body or frame. Parley's own bodies
+#: are flat; the limit only has to be below where Python's JSON decoder runs out of stack.
+MAX_JSON_DEPTH = 32
+
+#: Bytes a JSON string may need per character: a character outside the BMP written with ASCII
+#: escapes (Python's `json.dumps` default) is a surrogate pair, `\\ud83d\\ude00`, 12 bytes.
+BYTES_PER_CHAR = 12
+
+
+def transport_limit(chars: int, slack: int = 4096) -> int:
+    """Bytes allowed for a body or frame whose text may hold `chars` characters.
+
+    The transport is bounded generously, so any spelling of an allowed text fits; the text
+    itself is then bounded by characters, as documented.
+    """
+    return chars * BYTES_PER_CHAR + slack
 
 
 def _declared_length(request: Request) -> int | None:
@@ -40,13 +63,66 @@ async def read_json(request: Request, *, limit: int) -> dict[str, Any]:
         body += piece
         if len(body) > limit:
             raise PayloadTooLarge(f"body is larger than {limit} bytes", field="body", limit=limit)
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"body is not valid JSON: {exc}", field="body") from exc
+    data = parse_json(body, what="body")
     if not isinstance(data, dict):
         raise InvalidInput("body must be a JSON object", field="body")
     return data
+
+
+def parse_json(raw: bytes | bytearray | str, *, what: str) -> Any:
+    """Decode a JSON body or frame (`what` names it in errors), refusing what cannot be used.
+
+    Refused with InvalidInput: bad syntax, nesting deeper than MAX_JSON_DEPTH (the decoder
+    itself raises RecursionError somewhere past ~900 levels), and an unpaired surrogate in any
+    string or key (named by the top-level field that holds it).
+    """
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{what} is not valid JSON: {exc.msg} at position {exc.pos}", field=what) from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{what} is not valid UTF-8 JSON", field=what) from exc
+    except RecursionError as exc:
+        raise _too_deep(what) from exc
+    _check_tree(data, what)
+    return data
+
+
+def _too_deep(what: str) -> InvalidInput:
+    return InvalidInput(
+        f"{what} nests arrays or objects deeper than {MAX_JSON_DEPTH} levels",
+        field=what,
+        limit=MAX_JSON_DEPTH,
+    )
+
+
+def _check_tree(data: Any, what: str) -> None:
+    """Depth and surrogates, walked without recursion (the tree may be as deep as the decoder allowed)."""
+    # (value, depth, the top-level field it is in, or None at the top)
+    stack: list[tuple[Any, int, str | None]] = [(data, 0, None)]
+    while stack:
+        value, depth, top = stack.pop()
+        if isinstance(value, str):
+            if has_surrogate(value):
+                raise _surrogate(top or what)
+        elif isinstance(value, dict):
+            if depth >= MAX_JSON_DEPTH:
+                raise _too_deep(what)
+            for key, item in value.items():
+                if has_surrogate(key):
+                    raise _surrogate(top or what)
+                stack.append((item, depth + 1, top if top is not None else key[:64]))
+        elif isinstance(value, list):
+            if depth >= MAX_JSON_DEPTH:
+                raise _too_deep(what)
+            stack.extend((item, depth + 1, top) for item in value)
+
+
+def _surrogate(field: str) -> InvalidInput:
+    return InvalidInput(
+        f"{field} contains an unpaired UTF-16 surrogate (such as \\ud800), which is not valid text",
+        field=field,
+    )
 
 
 def validate(model: type[M], data: dict[str, Any]) -> M:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -11,13 +12,23 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parley.errors import InvalidInput, ParleyError
+from parley.text import valid_text
 
 log = logging.getLogger("parley.web")
 
 #: WebSocket close codes for errors that end a connection
 WS_POLICY_VIOLATION = 1008
 WS_MESSAGE_TOO_BIG = 1009
+WS_INTERNAL_ERROR = 1011
 WS_TRY_AGAIN_LATER = 1013
+
+
+class ErrorJSON(JSONResponse):
+    """JSON that always encodes: an error may quote text that is not valid Unicode."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return valid_text(text).encode("utf-8")
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:
@@ -28,7 +39,7 @@ def error_body(exc: BaseException) -> dict[str, Any]:
 
 def error_response(exc: BaseException) -> JSONResponse:
     body = error_body(exc)
-    return JSONResponse(body, status_code=int(body["status"]))
+    return ErrorJSON(body, status_code=int(body["status"]))
 
 
 def _from_validation(exc: RequestValidationError) -> InvalidInput:

@@ -18,7 +18,7 @@ from parley.audio.pcm import duration, resample
 from parley.errors import ProviderError
 from parley.services import Services
 from parley.web import schemas
-from parley.web.body import read_json, require_text, validate
+from parley.web.body import read_json, require_text, transport_limit, validate
 
 router = APIRouter()
 
@@ -55,8 +55,8 @@ class SpeakIn(BaseModel):
 async def speak(request: Request) -> Response:
     svc: Services = request.app.state.services
     limit = svc.settings.max_speak_chars
-    # Room for every character written as a 6-byte \u escape, plus the other fields.
-    body = validate(SpeakIn, await read_json(request, limit=limit * 6 + 4096))
+    # Room for the longest text in any JSON spelling, plus the other fields.
+    body = validate(SpeakIn, await read_json(request, limit=transport_limit(limit)))
     text = require_text(body.text, field="text", limit=limit)
     pcm = bytearray()
     rate: int | None = None

@@ -4,15 +4,14 @@ Client -> server: `{"type":"ping"}`, `{"type":"chat","message":...,"language"?,"
 `{"type":"stop","turnId"?}`. A `clientId` (<= 64 chars) is echoed in the `user_message` or `error`
 event that answers the frame, so a client can tell which of its sends an error is about.
 Server -> client: `connected`, `pong`, and the session events of `sessions/events.py`. A bad frame
-gets an `error` event naming the field; only an oversized frame or a socket too slow to keep up
-closes the connection.
+gets an `error` event naming the field; only an oversized frame, a socket too slow to keep up, or
+one the server cannot write to (1011) closes the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from typing import Any
@@ -22,13 +21,20 @@ from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketState
 
 from parley.bus.base import Subscription
+from parley.config import Settings
 from parley.errors import Forbidden, InvalidInput, ParleyError, PayloadTooLarge
 from parley.language import check_language
 from parley.services import Services
 from parley.sessions import events
 from parley.sessions.registry import check_session_id
-from parley.web.body import require_text
-from parley.web.errors import WS_MESSAGE_TOO_BIG, WS_POLICY_VIOLATION, WS_TRY_AGAIN_LATER, error_body
+from parley.web.body import parse_json, require_text, transport_limit
+from parley.web.errors import (
+    WS_INTERNAL_ERROR,
+    WS_MESSAGE_TOO_BIG,
+    WS_POLICY_VIOLATION,
+    WS_TRY_AGAIN_LATER,
+    error_body,
+)
 from parley.web.origins import origin_allowed
 
 router = APIRouter()
@@ -67,9 +73,10 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     sub.deliver(events.connected(session_id).data)
     for event in svc.sessions.get(session_id).catch_up():
         sub.deliver(event.data)
-    writer = asyncio.create_task(_write(websocket, sub), name=f"ws-writer:{session_id}")
+    writer = asyncio.create_task(_write(websocket, sub, session_id), name=f"ws-writer:{session_id}")
     started = time.perf_counter()
     frames = 0
+    limit = frame_limit(svc.settings)
     try:
         while True:
             message = await websocket.receive()
@@ -77,8 +84,7 @@ async def ws_endpoint(websocket: WebSocket) -> None:
                 break
             frames += 1
             raw, size = _frame(message)
-            if size > svc.settings.max_ws_frame_bytes:
-                limit = svc.settings.max_ws_frame_bytes
+            if size > limit:
                 await _send_error(
                     websocket,
                     PayloadTooLarge(f"frame is larger than {limit} bytes", field="frame", limit=limit),
@@ -88,6 +94,11 @@ async def ws_endpoint(websocket: WebSocket) -> None:
             await _handle(websocket, svc, session_id, raw)
     except WebSocketDisconnect:
         pass
+    except Exception:
+        # A bug must end this socket with a close frame (the client then reconnects), not
+        # leave it to die with the task.
+        log.exception("ws session=%s failed; closing the socket", session_id)
+        await _close(websocket, WS_INTERNAL_ERROR, "server error; reconnect")
     finally:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -100,6 +111,12 @@ async def ws_endpoint(websocket: WebSocket) -> None:
             (time.perf_counter() - started) * 1000,
             sub.overflowed,
         )
+
+
+def frame_limit(settings: Settings) -> int:
+    """PARLEY_MAX_WS_FRAME_BYTES, or when unset, room for the longest message in any JSON spelling."""
+    configured = settings.max_ws_frame_bytes
+    return configured if configured is not None else transport_limit(settings.max_message_chars)
 
 
 def _check_origin(websocket: WebSocket, svc: Services) -> None:
@@ -130,14 +147,30 @@ async def _deny(websocket: WebSocket, exc: ParleyError) -> None:
         await websocket.close(WS_POLICY_VIOLATION, exc.message[:120])
 
 
-async def _write(websocket: WebSocket, sub: Subscription) -> None:
-    """This socket's writer: drains its own inbox so a slow socket only delays itself."""
-    while True:
-        event = await sub.get()
-        if not event:
-            await websocket.close(WS_TRY_AGAIN_LATER, "client too slow; reconnect")
-            return
-        await websocket.send_text(event)
+async def _write(websocket: WebSocket, sub: Subscription, session_id: str) -> None:
+    """This socket's writer: drains its own inbox so a slow socket only delays itself.
+
+    It never ends silently: an event it cannot send closes the socket (1011), so the client
+    reconnects instead of waiting on an open socket that no longer receives anything.
+    """
+    try:
+        while True:
+            event = await sub.get()
+            if not event:
+                await websocket.close(WS_TRY_AGAIN_LATER, "client too slow; reconnect")
+                return
+            await websocket.send_text(event)
+    except WebSocketDisconnect:
+        return  # the client left; the reader sees it too and cleans up
+    except Exception:
+        log.exception("ws session=%s: cannot send an event; closing the socket", session_id)
+        await _close(websocket, WS_INTERNAL_ERROR, "server could not send an event; reconnect")
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    if websocket.application_state is WebSocketState.CONNECTED:
+        with contextlib.suppress(Exception):  # already closing, or the connection is gone
+            await websocket.close(code, reason)
 
 
 async def _send_error(websocket: WebSocket, exc: ParleyError, client_id: str | None = None) -> None:
@@ -148,9 +181,9 @@ async def _send_error(websocket: WebSocket, exc: ParleyError, client_id: str | N
 async def _handle(websocket: WebSocket, svc: Services, session_id: str, raw: str) -> None:
     """Act on one client frame; a bad one gets an error event (echoing its clientId) and no change."""
     try:
-        data: Any = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        await _send_error(websocket, InvalidInput(f"frame is not valid JSON: {exc.msg}", field="frame"))
+        data: Any = parse_json(raw, what="frame")
+    except InvalidInput as exc:
+        await _send_error(websocket, exc)
         return
     client_id = data.get("clientId") if isinstance(data, dict) else None
     if not (isinstance(client_id, str) and 0 < len(client_id) <= 64):
