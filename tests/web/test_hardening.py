@@ -8,6 +8,8 @@ that the rest of the session and the server keep working.
 from __future__ import annotations
 
 import json
+import select
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from parley.app import create_app
 from parley.bus.memory import LocalBus
 from parley.providers.llm import ChatDelta, ChatProvider, ChatRequest
 from parley.providers.testing import EchoChat
+from parley.providers.testing_voice import FixedLatencySTT
 from parley.standins.server import BackgroundServer
 from tests.conftest import ServerFactory, make_settings, sse_events
 from tests.web.test_bad_input import assert_error
@@ -247,3 +250,96 @@ async def test_an_escaped_message_over_the_socket_is_accepted(serve: ServerFacto
         assert refused["error"]["field"] == "message" and refused["error"]["limit"] == 8000
         await ws.send(json.dumps({"type": "ping"}))
         assert (await recv(ws))["type"] == "pong"
+
+
+# -- defect 4: the upload limit holds for a chunked body -------------------------------------------
+
+BOUNDARY = b"parley-boundary"
+WAV = b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x80\x3e\x00\x00\x00\x7d\x00\x00\x02\x00\x10\x00data"
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
+def _answer_complete(answer: bytes) -> bool:
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
+
+
+def upload_chunked(port: int, audio_bytes: int, piece: int = 65536) -> tuple[bytes, int]:
+    """POST /api/transcribe as a chunked multipart body with `audio_bytes` of audio, reading the
+    answer while sending. Returns the answer and how many audio bytes were handed to the socket
+    before it came (a server that stops reading makes this far smaller than `audio_bytes`)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(
+        b"POST /api/transcribe HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: multipart/form-data; boundary="
+        + BOUNDARY
+        + b"\r\n\r\n"
+        + _chunk(
+            b"--"
+            + BOUNDARY
+            + b'\r\nContent-Disposition: form-data; name="sessionId"\r\n\r\n'
+            + SID.encode()
+            + b"\r\n--"
+            + BOUNDARY
+            + b'\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n'
+            b"Content-Type: audio/wav\r\n\r\n" + WAV
+        )
+    )
+    sock.setblocking(False)
+    answer, sent, pending, ended = b"", 0, b"", False
+    try:
+        while not _answer_complete(answer):
+            if not pending and not ended:
+                if sent < audio_bytes:
+                    size = min(piece, audio_bytes - sent)
+                    pending, sent = _chunk(b"\0" * size), sent + size
+                else:
+                    pending, ended = _chunk(b"\r\n--" + BOUNDARY + b"--\r\n") + b"0\r\n\r\n", True
+            readable, writable, _ = select.select([sock], [sock] if pending else [], [], 30)
+            assert readable or writable, "the server neither read nor answered for 30 s"
+            if readable:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                answer += data
+            elif writable:
+                try:
+                    pending = pending[sock.send(pending) :]
+                except (BrokenPipeError, ConnectionResetError):
+                    pending, ended = b"", True  # the server hung up: read what it said
+    finally:
+        sock.close()
+    return answer, sent
+
+
+def test_a_chunked_upload_over_the_limit_is_refused_before_it_is_all_sent(
+    serve: ServerFactory, tmp_path: Path
+) -> None:
+    limit = 64 * 1024
+    server = serve(
+        chat=EchoChat(),
+        stt=FixedLatencySTT(delay=0),
+        settings=make_settings(tmp_path / "d", max_audio_bytes=limit),
+    )
+    total = 64 * 1024 * 1024
+    answer, sent = upload_chunked(server.port, total)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), answer[:300]
+    error = json.loads(body)
+    assert (error["field"], error["limit"], error["status"]) == ("audio", limit, 413)
+    # the answer came while most of the body was still unsent: the server stopped reading at
+    # the limit (what was sent beyond it sits in socket buffers, a few MB at most)
+    assert sent < total // 4, sent
+    # an upload within the limit, chunked the same way, is transcribed
+    answer, sent = upload_chunked(server.port, limit // 2)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["text"] == "hello"

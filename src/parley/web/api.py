@@ -21,13 +21,15 @@ from parley.sessions.registry import check_session_id
 from parley.sessions.turn import Turn
 from parley.text import valid_text
 from parley.web import schemas
-from parley.web.body import read_json, require_text, transport_limit, validate
+from parley.web.body import bounded_receive, read_json, require_text, transport_limit, validate
 from parley.web.errors import error_body
 
 router = APIRouter()
 
 SEED_MISSING_CHAT = "Missing message or sessionId"
 SEED_MISSING_AUDIO = "Missing audio or sessionId"
+#: bytes of an upload allowed beyond PARLEY_MAX_AUDIO_BYTES, for the multipart framing and fields
+_MULTIPART_SLACK = 65536
 
 
 def services(request: Request) -> Services:
@@ -124,10 +126,16 @@ async def transcribe(request: Request) -> dict[str, Any]:
             field="Content-Type",
             limit="multipart/form-data",
         )
+    too_large = PayloadTooLarge(f"audio is larger than {limit} bytes", field="audio", limit=limit)
+    # the multipart framing and the other fields fit in the slack
+    body_limit = limit + _MULTIPART_SLACK
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 65536:
-        raise PayloadTooLarge(f"audio is larger than {limit} bytes", field="audio", limit=limit)
-    async with request.form(max_files=2, max_fields=8) as form:
+    if declared and declared.isdigit() and int(declared) > body_limit:
+        raise too_large
+    # The form is read through a counter, so a chunked (or mislabelled) body stops at the limit
+    # instead of being written to disk in full first.
+    counted = Request(request.scope, bounded_receive(request.receive, limit=body_limit, error=too_large))
+    async with counted.form(max_files=2, max_fields=8) as form:
         audio = form.get("audio")
         session_raw = form.get("sessionId")
         language = form.get("language")
@@ -137,7 +145,7 @@ async def transcribe(request: Request) -> dict[str, Any]:
             )
         session_id = _session(request, session_raw)
         if audio.size is not None and audio.size > limit:
-            raise PayloadTooLarge(f"audio is larger than {limit} bytes", field="audio", limit=limit)
+            raise too_large
         data = await audio.read(limit + 1)
     kind = check_audio(data, limit=limit)
     language = check_language(language)

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
+from starlette.types import Message, Receive
 
 from parley.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from parley.text import has_surrogate
@@ -123,6 +124,27 @@ def _surrogate(field: str) -> InvalidInput:
         f"{field} contains an unpaired UTF-16 surrogate (such as \\ud800), which is not valid text",
         field=field,
     )
+
+
+def bounded_receive(receive: Receive, *, limit: int, error: InvalidInput) -> Receive:
+    """`receive` that raises `error` once more than `limit` body bytes have arrived.
+
+    Counting what arrives is the only bound that holds whatever the headers say: a chunked
+    body has no Content-Length, and a declared one may lie. Raising from here stops the read
+    (a form parser closes its temporary files), so at most `limit` bytes are ever taken in.
+    """
+    seen = 0
+
+    async def bounded() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise error
+        return message
+
+    return bounded
 
 
 def validate(model: type[M], data: dict[str, Any]) -> M:
