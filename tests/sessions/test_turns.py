@@ -12,6 +12,7 @@ import pytest
 from parley.bus.memory import LocalBus
 from parley.errors import Busy, TurnCancelled
 from parley.providers.testing import EchoChat
+from parley.sessions.events import Event
 from parley.sessions.registry import SessionRegistry
 from parley.sessions.session import SessionConfig
 from parley.store.base import MessageStatus
@@ -20,6 +21,15 @@ from tests.conftest import ServerFactory, make_settings
 
 SID = "session-turns"
 CONFIG = SessionConfig(system_prompt="sys", history_limit=20, max_tokens=64, max_queued_turns=4)
+
+
+async def until_event(feed: asyncio.Queue[Event | None], kind: str, count: int = 1) -> None:
+    """Read a turn's own feed (`turn.watch()`) until its `count`-th event of type `kind`."""
+    seen = 0
+    while seen < count:
+        event = await feed.get()
+        assert event is not None, f"the turn ended before {count} {kind} event(s)"
+        seen += event.type == kind
 
 
 async def test_five_concurrent_sends_give_strictly_alternating_history(serve: ServerFactory) -> None:
@@ -80,7 +90,9 @@ async def test_the_user_message_is_stored_before_the_model_answers(tmp_path: Pat
     bus = LocalBus()
     registry = SessionRegistry(store=store, chat=EchoChat(first_token_delay=0.3), bus=bus, config=CONFIG)
     turn = registry.get(SID).submit("stored first?")
-    await asyncio.sleep(0.15)
+    # turn_started comes after the user message is stored and before the model is called.
+    await until_event(turn.watch(), "turn_started")
+    assert turn.parts == []
     assert [m.content for m in await store.list_messages(SID)] == ["stored first?"]
     reply = await turn.done
     assert reply.content == "You said: stored first?"
@@ -96,7 +108,7 @@ async def test_a_full_queue_answers_busy_and_changes_nothing(tmp_path: Path) -> 
     )
     session = registry.get(SID)
     turns = [session.submit("t0")]
-    await asyncio.sleep(0.05)  # t0 is running: the queue now holds only waiting turns
+    await until_event(turns[0].watch(), "turn_started")  # t0 runs: the queue holds only waiting turns
     turns += [session.submit(f"t{i}") for i in range(1, 5)]
     with pytest.raises(Busy) as busy:
         session.submit("too many")
@@ -134,11 +146,7 @@ async def test_shutdown_mid_turn_records_the_reply_as_cancelled(tmp_path: Path) 
     await store.open()
     registry = SessionRegistry(store=store, chat=EchoChat(token_interval=0.1), bus=LocalBus(), config=CONFIG)
     turn = registry.get(SID).submit("a b c d e f g h")
-    while turn.reply is None and not turn.state.finished:
-        await asyncio.sleep(0.05)
-        if turn.stream_task is not None:
-            break
-    await asyncio.sleep(0.15)
+    await until_event(turn.watch(), "chunk")  # the model is writing
     await registry.aclose()
     messages = await store.list_messages(SID)
     assert [(m.role, m.status) for m in messages] == [
@@ -158,8 +166,7 @@ async def test_a_barge_in_keeps_only_what_was_heard(tmp_path: Path) -> None:
     session = registry.get(SID)
     # while the model still writes
     running = session.submit("one two three four five six seven eight", source="voice")
-    while len(running.parts) < 2:
-        await asyncio.sleep(0.01)
+    await until_event(running.watch(), "chunk", count=2)
     await session.interrupt(running, "You said:")
     with pytest.raises(TurnCancelled):
         await running.done

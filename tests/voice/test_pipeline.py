@@ -51,17 +51,50 @@ def speech(text: str) -> bytes:
     return espeak_voiced(text, RATE, speed=170).tobytes()
 
 
+class StepClock:
+    """`time.perf_counter`, which also remembers the event-loop step each reading was taken in.
+
+    A step is one run of a callback or task between two awaits. The first reading of a step
+    schedules `_next` on the loop, which can only run after that step has ended and before any
+    callback scheduled later (the ready queue is first in, first out), so two readings share a
+    step exactly when nothing was awaited between them. The call and the transport both read it,
+    so "the audio was dropped in the same step as the decision" is a plain equality.
+    """
+
+    def __init__(self) -> None:
+        self._step = 0
+        self._marking = False
+        self._steps: dict[float, int] = {}
+
+    def __call__(self) -> float:
+        now = time.perf_counter()
+        if not self._marking:
+            self._marking = True
+            asyncio.get_running_loop().call_soon(self._next)
+        self._steps[now] = self._step
+        return now
+
+    def _next(self) -> None:
+        self._step += 1
+        self._marking = False
+
+    def step_of(self, reading: float) -> int:
+        return self._steps[reading]
+
+
 class Mic:
     """A microphone in real time: 20 ms frames of faint noise, with speech mixed in on request.
 
     espeak writes exact digital silence, which no microphone does (and which stalls recognisers).
     """
 
-    def __init__(self, push: Callable[[bytes], None]) -> None:
+    def __init__(self, push: Callable[[bytes], None], on_frame: Callable[[], None]) -> None:
         self._push = push
+        self._on_frame = on_frame
         self._rng = np.random.default_rng(7)
         self._pending = bytearray()
         self.said: list[tuple[float, float]] = []  # clock of each utterance's first and last sample
+        self.sent = 0  # frames pushed so far
 
     def say(self, pcm: bytes) -> None:
         self._pending += pcm
@@ -87,6 +120,8 @@ class Mic:
             frame = np.clip(voice + self._rng.normal(0.0, NOISE, FRAME), -32768, 32767).astype("<i2")
             self._push(frame.tobytes())
             sent += 1
+            self.sent = sent
+            self._on_frame()
             await asyncio.sleep(max(0.0, start + sent * 0.02 - time.perf_counter()))
 
 
@@ -97,10 +132,16 @@ class Harness:
     sessions: SessionRegistry
     stt: FixedLatencySTT
     tts: FixedLatencyTTS
-    mic: Mic
+    clock: StepClock
+    mic: Mic = field(init=False)
     events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     bus_events: list[dict[str, Any]] = field(default_factory=list)
     frames: list[tuple[float, bool]] = field(default_factory=list)  # (clock, audible)
+    #: set whenever anything above changes (an event, a frame in or out)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.mic = Mic(self.call.push, self.changed.set)
 
     def types(self) -> list[str]:
         return [e["type"] for _, e in self.events]
@@ -108,14 +149,25 @@ class Harness:
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [e for _, e in self.events if e["type"] == kind]
 
-    async def until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        deadline = time.perf_counter() + timeout
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        """Until `predicate` holds, looked at again on every change (a frame moves every 20 ms).
+
+        No deadline of its own: the suite's timeout ends a call that never gets there.
+        """
         while not predicate():
-            assert time.perf_counter() < deadline, f"timed out; events so far: {self.types()}"
-            await asyncio.sleep(0.01)
+            self.changed.clear()
+            await self.changed.wait()
+
+    async def mic_frames(self, count: int) -> None:
+        """Until the microphone has sent `count` more frames (20 ms each)."""
+        target = self.mic.sent + count
+        await self.until(lambda: self.mic.sent >= target)
+
+    def audible_frames(self, before: float = float("inf")) -> int:
+        return sum(1 for at, audible in self.frames if audible and at < before)
 
     def audible_seconds(self) -> float:
-        return sum(0.02 for _, audible in self.frames if audible)
+        return 0.02 * self.audible_frames()
 
 
 def transcribe_as(*texts: str) -> Callable[[AudioInput], str]:
@@ -137,10 +189,13 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     sub = bus.subscribe(SID)
     stt = FixedLatencySTT(delay=STT_DELAY, text="Hello world. How are you today?")
     tts = FixedLatencyTTS(first_byte=TTS_FIRST_BYTE)
+    clock = StepClock()
     events: list[tuple[float, dict[str, Any]]] = []
+    changed = asyncio.Event()
 
     def on_event(event: Event) -> None:
-        events.append((time.perf_counter(), json.loads(event.data)))
+        events.append((clock(), json.loads(event.data)))
+        changed.set()
 
     call = VoiceCall(
         SID,
@@ -150,18 +205,22 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         tts=tts,
         config=VoiceConfig.from_settings(settings),
         on_event=on_event,
+        clock=clock,
     )
-    h = Harness(call, store, sessions, stt, tts, Mic(call.push), events)
+    h = Harness(call, store, sessions, stt, tts, clock, events=events, changed=changed)
 
     def played(at: float, frame: bytes | None) -> None:
         h.frames.append((at, frame is not None and any(frame)))
+        changed.set()
 
     async def drain_bus() -> None:
         while True:
             h.bus_events.append(json.loads(await sub.get()))
+            changed.set()
 
     call.start()
-    helpers = [asyncio.create_task(c) for c in (h.mic.run(), pace(call.playout, played), drain_bus())]
+    transport = pace(call.playout, played, clock=clock)
+    helpers = [asyncio.create_task(c) for c in (h.mic.run(), transport, drain_bus())]
     try:
         yield h
     finally:
@@ -175,7 +234,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
 
 async def test_a_spoken_turn_streams_a_spoken_reply_into_the_same_session(harness: Harness) -> None:
     h = harness
-    await asyncio.sleep(0.3)
+    await h.mic_frames(15)  # 0.3 s of room noise before speaking
     utterance = speech("hello world how are you today")  # no pause: one utterance
     h.mic.say(utterance)
     await h.until(lambda: "assistant_stopped_speaking" in h.types())
@@ -241,23 +300,22 @@ async def test_speaking_over_the_reply_stops_it_and_keeps_what_was_heard(harness
     h.stt.text = transcribe_as(
         "Tell me a long story about the sea, the ships and the sailors who crossed it", "Stop please"
     )
-    await asyncio.sleep(0.3)
+    await h.mic_frames(15)
     h.mic.say(speech("Tell me a long story about the sea."))
     await h.until(lambda: "assistant_started_speaking" in h.types())
-    await asyncio.sleep(1.0)
+    await h.until(lambda: h.audible_frames() >= 50)  # a second of the reply has been heard
     h.mic.say(speech("Stop please."))
     await h.until(lambda: len(h.call.barge_ins) == 1)
     barge = h.call.barge_ins[0]
-    assert barge.flushed_at - barge.decided_at < 0.005  # dropped in the same step as the decision
-    # The transport's clock: the first silent frame after the decision, and silence from then on.
-    await h.until(lambda: len([f for f in h.frames if f[0] >= barge.decided_at]) >= 10)
-    after = [(at, audible) for at, audible in h.frames if at >= barge.decided_at][:10]
-    stop_latency = next(at for at, audible in after if not audible) - barge.decided_at
-    assert stop_latency < 0.1
-    assert not any(audible for _, audible in after[1:])
-    print(f"\nbarge-in: audio stopped {stop_latency * 1000:.1f} ms after the VAD's decision")
+    # Dropped in the same step as the decision: nothing was awaited between the two.
+    assert h.clock.step_of(barge.flushed_at) == h.clock.step_of(barge.decided_at)
+    # So every frame the transport read after it is silence (the next reply is far off yet).
+    await h.until(lambda: len([f for f in h.frames if f[0] > barge.flushed_at]) >= 10)
+    after = [(at, audible) for at, audible in h.frames if at > barge.flushed_at][:10]
+    assert not any(audible for _, audible in after)
+    print(f"\nbarge-in: next frame read {(after[0][0] - barge.decided_at) * 1000:.1f} ms after the decision")
 
-    await h.until(lambda: h.types().count("assistant_stopped_speaking") == 2, timeout=15)
+    await h.until(lambda: h.types().count("assistant_stopped_speaking") == 2)
     messages = await h.store.list_messages(SID)
     written = "You said: Tell me a long story about the sea, the ships and the sailors who crossed it"
     assert [(m.role, m.status) for m in messages] == [
@@ -268,8 +326,9 @@ async def test_speaking_over_the_reply_stops_it_and_keeps_what_was_heard(harness
     ]
     heard = messages[1].content
     assert heard == barge.heard and written.startswith(heard) and 0 < len(heard) < len(written)
-    # ~1.3 s of audio had played (1 s + the start delay + the VAD's start run) at 60 ms a character
-    played_chars = (barge.decided_at - h.events[h.types().index("assistant_started_speaking")][0]) / 0.06
+    # What was kept is what the transport had read (~1.3 s: 1 s, the start delay and the VAD's
+    # start run), at 60 ms of audio a character, cut back to a word.
+    played_chars = h.audible_frames(before=barge.decided_at) * 0.02 / h.tts.secs_per_char
     assert abs(len(heard) - played_chars) < 12
     assert messages[3].content == "You said: Stop please"
     stopped = h.of("assistant_stopped_speaking")
@@ -288,7 +347,7 @@ async def test_a_provider_failure_is_an_error_event_and_the_call_goes_on(harness
         return "Good morning."
 
     h.stt.text = flaky
-    await asyncio.sleep(0.3)
+    await h.mic_frames(15)
     h.mic.say(speech("Good morning."))
     await h.until(lambda: "error" in h.types())
     assert h.of("error")[0]["stage"] == "stt" and h.of("error")[0]["error"]["code"] == "unavailable"
@@ -315,12 +374,12 @@ async def test_a_provider_failure_is_an_error_event_and_the_call_goes_on(harness
 async def test_hanging_up_mid_reply_releases_every_task_and_keeps_what_was_heard(harness: Harness) -> None:
     h = harness
     h.stt.text = "Tell me a long story about the sea, the ships and the sailors who crossed it"
-    await asyncio.sleep(0.3)
+    await h.mic_frames(15)
     before = {t for t in asyncio.all_tasks() if t.get_name().startswith("voice")}
     assert len(before) == 2  # the listener and the event outbox
     h.mic.say(speech("Tell me a story."))
     await h.until(lambda: "assistant_started_speaking" in h.types())
-    await asyncio.sleep(0.5)
+    await h.until(lambda: h.audible_frames() >= 25)  # half a second of the reply heard
     assert any(t.get_name().startswith("voice-reply") for t in asyncio.all_tasks())
     await h.call.aclose()
     await h.call.aclose()  # idempotent
