@@ -5,6 +5,8 @@ only their "models" are trivial:
 
 - `FixedLatencySTT` answers after `delay` with a fixed text, or with what a function makes of the
   recording (which may raise to play a failing service).
+- `GatedSTT` answers each recording only when the caller says what it heard: speech-to-text as
+  slow as a test needs, with no clock involved.
 - `FixedLatencyTTS` sends its first audio after `first_byte` and then real PCM: a tone whose
   length follows the text (`secs_per_char`), so the time played maps back to characters, which
   is what a barge-in's "what was heard" is measured against.
@@ -13,8 +15,11 @@ only their "models" are trivial:
 from __future__ import annotations
 
 import asyncio
+import io
 import math
+import wave
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
 from parley.errors import ProviderError
 from parley.providers.stt import AudioInput, STTProvider, Transcript
@@ -43,6 +48,60 @@ class FixedLatencySTT(STTProvider):
         await asyncio.sleep(self.delay)
         text = self.text(audio) if callable(self.text) else self.text
         return Transcript(text=text, language=language or self.language)
+
+
+@dataclass(slots=True, eq=False)
+class PendingTranscription:
+    """One recording a `GatedSTT` holds until `answer()` or `fail()`."""
+
+    audio: AudioInput = field(repr=False)
+    #: the recording's length, read from its WAV header
+    seconds: float
+    _result: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def answer(self, text: str) -> None:
+        if not self._result.done():
+            self._result.set_result(text)
+
+    def fail(self, error: ProviderError) -> None:
+        if not self._result.done():
+            self._result.set_exception(error)
+
+    @property
+    def cancelled(self) -> bool:
+        """The caller gave up on this transcription (its task was cancelled)."""
+        return self._result.cancelled()
+
+
+class GatedSTT(STTProvider):
+    """Holds every recording until the test answers it: `await next_call()`, then `answer(text)`."""
+
+    name = "gated"
+    model = "gated"
+
+    def __init__(self, *, language: str | None = "en") -> None:
+        self.language = language
+        #: every recording received, in order
+        self.calls: list[PendingTranscription] = []
+        self._arrived: asyncio.Queue[PendingTranscription] = asyncio.Queue()
+
+    async def transcribe(self, audio: AudioInput, *, language: str | None = None) -> Transcript:
+        with wave.open(io.BytesIO(audio.data)) as recording:
+            seconds = recording.getnframes() / recording.getframerate()
+        pending = PendingTranscription(audio, seconds)
+        self.calls.append(pending)
+        self._arrived.put_nowait(pending)
+        text = await pending._result
+        return Transcript(text=text, language=language or self.language)
+
+    async def next_call(self) -> PendingTranscription:
+        """The next recording received (at once if one came in already)."""
+        return await self._arrived.get()
+
+    @property
+    def seconds(self) -> list[float]:
+        """The length of every recording received, in order."""
+        return [call.seconds for call in self.calls]
 
 
 class FixedLatencyTTS(TTSProvider):

@@ -8,6 +8,8 @@
 // SDP carries it); the server talks over it with JSON events (`type`), answers `ping` with
 // `pong`, and ends the call on `hangup`. Turn-taking, barge-in and echo handling are the
 // server's and the browser's audio processing: this module only shows what the call is doing.
+// The server says which stage the call is in (`call_stage`: listening, transcribing, thinking,
+// speaking) whenever it changes; the call bar shows that stage, or "You're speaking" over it.
 //
 // The chat view is not fed from here: the call's turns are ordinary session turns, and reach
 // this tab (and every other) over the session WebSocket like a typed message does.
@@ -43,9 +45,13 @@ const WHO_LABELS = {
   reconnecting: "Reconnecting…",
   listening: "Listening",
   you: "You're speaking",
+  transcribing: "Transcribing…",
   thinking: "Thinking…",
   assistant: "Parley is speaking",
 };
+
+// The server's stage -> what the call bar shows.
+const STAGE_WHO = { listening: "listening", transcribing: "transcribing", thinking: "thinking", speaking: "assistant" };
 
 // The assistant's voice: played from the remote track, never from a URL (CSP's media-src
 // does not apply to srcObject).
@@ -57,7 +63,7 @@ document.body.append(remoteAudio);
 
 /**
  * The call in progress, or null. {pc, channel, sfu, stream, callId, ended, audio: {ctx, analyser},
- * raf, timers, startedAt, lastPong, replyId, replyText}
+ * raf, timers, startedAt, lastPong, replyId, replyText, stage, userSpeaking, youText, answered}
  */
 let call = null;
 
@@ -119,6 +125,10 @@ function newCall() {
     lastPong: 0,
     replyId: null,
     replyText: "",
+    stage: "listening", // the server's latest `call_stage`
+    userSpeaking: false,
+    youText: "", // transcripts since the last reply began: the server answers them as one turn
+    answered: true,
   };
 }
 
@@ -206,7 +216,7 @@ export function onSessionEvent(event) {
   if (!current?.sfu || current.ended) return;
   if (event.callId !== undefined && event.callId !== current.callId) return; // another tab's call
   if (event.type === "call_track") {
-    current.sfu.voiceMoved(event).then((moved) => moved && !current.ended && setWho("listening"));
+    current.sfu.voiceMoved(event).then((moved) => moved && !current.ended && showStage(current));
   }
   else if (event.type === "call_reconnecting") setWho("reconnecting");
   else onEvent(current, event);
@@ -239,7 +249,7 @@ function onConnectionState(current) {
 }
 
 function onLive(current) {
-  setWho("listening");
+  showStage(current);
   view.bar.dataset.state = "live";
   if (current.startedAt) return; // media is back after a recovery
   current.startedAt = performance.now();
@@ -265,17 +275,27 @@ function onEvent(current, event) {
     case "pong":
       current.lastPong = performance.now();
       break;
+    case "call_stage":
+      current.stage = event.stage;
+      showStage(current);
+      break;
     case "user_started_speaking":
-      setWho("you");
+      current.userSpeaking = true;
+      showStage(current);
       break;
     case "user_stopped_speaking":
-      setWho("thinking");
+      current.userSpeaking = false;
+      showStage(current);
       break;
     case "transcript":
-      if (event.text) setLine(view.you, event.text);
-      else if (view.bar.dataset.who === "thinking") setWho("listening"); // only noise was heard
+      if (!event.text) break; // only noise was heard
+      // Speech after a pause that came back before the reply began joins the same turn.
+      current.youText = current.answered ? event.text : `${current.youText} ${event.text}`;
+      current.answered = false;
+      setLine(view.you, current.youText);
       break;
     case "turn_started":
+      current.answered = true;
       current.replyId = event.messageId;
       current.replyText = "";
       setLine(view.assistant, "");
@@ -289,12 +309,6 @@ function onEvent(current, event) {
     case "cancelled":
     case "interrupted":
       onReplyOver(current, event);
-      break;
-    case "assistant_started_speaking":
-      setWho("assistant");
-      break;
-    case "assistant_stopped_speaking":
-      if (view.bar.dataset.who === "assistant") setWho("listening");
       break;
     case "metrics":
       showLatency(event);
@@ -313,7 +327,6 @@ function onReplyOver(current, event) {
     current.replyText = content; // a truncated event has no content: the chunks already showed it
   }
   setLine(view.assistant, current.replyText, event.type === "interrupted" ? "interrupted" : "");
-  if (view.bar.dataset.who === "thinking") setWho("listening"); // the reply was not spoken
 }
 
 function onCallError(event) {
@@ -321,7 +334,6 @@ function onCallError(event) {
   const stage = { stt: "Speech recognition", tts: "Speech synthesis", vad: "Voice detection" }[event.stage];
   if (stage) showError(`${stage} failed: ${detail}`);
   else if (!event.message) showError(detail); // a failed turn is shown on its message
-  if (view.bar.dataset.who === "thinking") setWho("listening");
 }
 
 function showLatency(event) {
@@ -366,6 +378,13 @@ function hideBar() {
 function setWho(who) {
   view.bar.dataset.who = who;
   view.who.textContent = WHO_LABELS[who];
+}
+
+/** The user's own speech first (the server may still be transcribing what they said before). */
+function showStage(current) {
+  const stage = STAGE_WHO[current.stage] ?? "listening";
+  setWho(current.userSpeaking ? "you" : stage);
+  view.bar.dataset.stage = current.stage;
 }
 
 function setLine(line, text, mark = "") {

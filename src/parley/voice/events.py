@@ -45,6 +45,12 @@ def assistant_stopped_speaking(session_id: str, call_id: str, turn_id: str, *, i
     )
 
 
+def call_stage(session_id: str, call_id: str, stage: str) -> Event:
+    """What the call is doing now, sent when it changes: listening, transcribing, thinking or
+    speaking (the user's own speech is `user_started_speaking` / `user_stopped_speaking`)."""
+    return Event.make("call_stage", sessionId=session_id, callId=call_id, stage=stage)
+
+
 def metrics(
     session_id: str, call_id: str, turn_id: str | None, stages: dict[str, float], providers: dict[str, float]
 ) -> Event:

@@ -1,16 +1,26 @@
 """VoiceCall: the streaming voice pipeline of one call, and the owner of all its tasks.
 
-    transport --push(16 kHz PCM)--> inbox --listener--> VADStream --speech_end--> VoiceReply
-    VoiceReply (voice/turns.py): STT -> session turn -> sentences -> TTS -> Playout
+    transport --push(16 kHz PCM)--> inbox --listener--> VADStream --speech_end--> utterance queue
+    utterance queue --transcriber: STT, one at a time--> transcript(s) --> VoiceReply
+    VoiceReply (voice/turns.py): session turn -> sentences -> TTS -> Playout
     transport <--read_frame() every 20 ms-- Playout (48 kHz)
 
-Turn-taking lives here. Speech that starts while the previous utterance is still being
-transcribed continues it (one turn, not two); speech that starts while a reply exists is a
-barge-in: the queued audio is dropped first (synchronously, so the transport's next frame is
-silence), then the reply task is cancelled (which cancels the LLM stream through the session and
-closes the TTS stream), and the session keeps as the reply only the text of the audio that was
-played. The server has no echo canceller: it relies on the browser's `echoCancellation`, so the
-assistant's own voice does not come back as a barge-in.
+Turn-taking lives here. Every utterance is cut from the input once, at its speech end, and
+transcribed once, in order, by one transcriber task (on a CPU-bound local model two runs side by
+side would only slow both down). Speech-to-text may be slower than the user: speech that starts
+while an earlier utterance is still being transcribed does not touch it (its audio is never sent
+to STT again). A transcript becomes a turn only once the user has stopped: while they are speaking
+again, or a later utterance waits for STT, it is held, and the held transcripts are joined as text
+into one turn when the last of them is in (the user paused and went on before being answered).
+Speech that starts while a reply exists (the model is writing or its audio plays) is a barge-in:
+the queued audio is dropped first (synchronously, so the transport's next frame is silence), then
+the reply task is cancelled (which cancels the LLM stream through the session and closes the TTS
+stream), and the session keeps as the reply only the text of the audio that was played. The
+server has no echo canceller: it relies on the browser's `echoCancellation`, so the assistant's
+own voice does not come back as a barge-in.
+
+The call's stage (`call_stage` events: listening, transcribing, thinking, speaking) follows from
+that state and is sent whenever it changes, so a slow stage shows as itself in the call bar.
 
 Events go out through one outbox task in order: to the transport's callback (the data channel),
 and the call's own events also over the session's bus, so the session's WebSockets see them.
@@ -31,7 +41,7 @@ from typing import Any
 from parley import metrics
 from parley.audio.pcm import SAMPLE_WIDTH
 from parley.config import Settings
-from parley.providers.stt import STTProvider
+from parley.providers.stt import STTProvider, Transcript
 from parley.providers.tts import TTSProvider
 from parley.providers.vad import SAMPLE_RATE, SpeechModel, VADEvent
 from parley.sessions import events as session_events
@@ -40,7 +50,7 @@ from parley.sessions.registry import SessionRegistry
 from parley.sessions.turn import Turn
 from parley.voice import events
 from parley.voice.playout import Playout
-from parley.voice.turns import ReplyContext, ReplyPhase, Timings, VoiceReply
+from parley.voice.turns import ReplyContext, ReplyPhase, Timings, Utterance, VoiceReply, transcribe
 from parley.voice.vad_stream import VADStream
 
 log = logging.getLogger("parley.voice")
@@ -78,6 +88,15 @@ class CallState(Enum):
     NEW = "new"
     OPEN = "open"
     CLOSED = "closed"
+
+
+class CallStage(Enum):
+    """What the call is doing for the user now (the `call_stage` event; the call bar shows it)."""
+
+    LISTENING = "listening"  # waiting for speech, or hearing it
+    TRANSCRIBING = "transcribing"  # speech-to-text has an utterance
+    THINKING = "thinking"  # a turn exists and none of its audio has played yet
+    SPEAKING = "speaking"  # the reply's audio is going out
 
 
 @dataclass(slots=True, frozen=True)
@@ -137,7 +156,6 @@ class VoiceCall:
             tts_voice=config.tts_voice,
             first_clause_chars=config.first_clause_chars,
             clock=clock,
-            before_submit=self._settle_interrupt,
         )
         self._inbox: asyncio.Queue[tuple[bytes, float]] = asyncio.Queue()
         self._inbox_bytes = 0
@@ -147,7 +165,14 @@ class VoiceCall:
         self._audio_from = 0.0  # stream seconds of self._audio[0]
         self._fed = 0.0  # stream seconds pushed into the VAD
         self._fed_clock = 0.0  # when that audio arrived
-        self._utterance_start: float | None = None
+        self._utterance_start: float | None = None  # set while the user speaks
+        # Utterances waiting for STT, and the one transcriber (started by the first utterance).
+        self._utterances: asyncio.Queue[Utterance] = asyncio.Queue()
+        self._transcriber: asyncio.Task[None] | None = None
+        self._transcribing = False
+        # Transcripts not answered yet because the user went on speaking, with their timings.
+        self._held: list[tuple[Transcript, Timings]] = []
+        self._stage = CallStage.LISTENING
         self._reply: VoiceReply | None = None
         self._interrupting: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -204,6 +229,9 @@ class VoiceCall:
                 await self._sessions.get(self.session_id).interrupt(reply.turn, heard)
         self._reply = None
         self._audio.clear()
+        self._held.clear()
+        while not self._utterances.empty():
+            self._utterances.get_nowait()
         while not self._inbox.empty():
             self._inbox.get_nowait()
         while not self._outbox.empty():
@@ -244,11 +272,7 @@ class VoiceCall:
     def _on_speech_start(self, event: VADEvent) -> None:
         decided = self._clock()
         self._emit(events.user_started_speaking(self.session_id, self.id, event.at), True)
-        reply = self._reply
-        if reply is not None and reply.phase is ReplyPhase.TRANSCRIBING and self._utterance_start is not None:
-            # The user paused and went on: drop the transcription, the utterance grows.
-            self._cancel_reply()
-            return
+        # An utterance still in STT is left alone: this speech is an utterance of its own.
         self._utterance_start = max(self._audio_from, event.at - self.config.preroll_secs)
         if self.responding:
             self._barge_in(decided)
@@ -257,11 +281,63 @@ class VoiceCall:
         decided = self._clock()
         self._emit(events.user_stopped_speaking(self.session_id, self.id, event.at), True)
         start = self._utterance_start if self._utterance_start is not None else event.at
+        self._utterance_start = None
         pcm = self._cut(start, min(self._fed, event.at + self.config.tail_secs))
-        self._cancel_reply()
-        reply = VoiceReply(self._ctx, pcm, Timings(speech_end=self._wall(event.at), decided=decided))
+        timings = Timings(speech_end=self._wall(event.at), decided=decided)
+        self._utterances.put_nowait(Utterance(pcm, timings))
+        if self._transcriber is None:
+            # Started here rather than in start(): a call nobody speaks in has no STT task.
+            self._transcriber = self._spawn(self._transcribe_utterances(), "voice-stt")
+        self._update_stage()
+
+    def _user_went_on(self) -> bool:
+        """The user is speaking again, or a later utterance waits for STT."""
+        return self._utterance_start is not None or not self._utterances.empty()
+
+    async def _transcribe_utterances(self) -> None:
+        """Each utterance once, in order; transcripts become a turn once the user has stopped."""
+        while True:
+            utterance = await self._utterances.get()
+            self._transcribing = True
+            self._update_stage()
+            try:
+                transcript = await transcribe(self._ctx, utterance)
+            except Exception as exc:  # a provider's bug must not end this call's STT for good
+                log.exception("speech-to-text crashed call=%s", self.id)
+                self._emit(events.error(self.session_id, self.id, "stt", {"error": str(exc)}), True)
+                transcript = None
+            finally:
+                self._transcribing = False
+            if transcript is not None and transcript.text:
+                self._held.append((transcript, utterance.timings))
+            elif transcript is not None and not self._held:
+                metrics.turns_total.labels("no_speech").inc()
+            if self._held and not self._user_went_on():
+                # A barge-in's history edit must land before the next turn is queued.
+                await self._settle_interrupt()
+                if not self._user_went_on():  # checked again: speech may have started meanwhile
+                    self._answer_held()
+            self._update_stage()
+
+    def _answer_held(self) -> None:
+        """One turn for the held transcripts, joined as text (never their audio again)."""
+        held, self._held = self._held, []
+        text = " ".join(transcript.text for transcript, _ in held)
+        language = next((t.language for t, _ in reversed(held) if t.language), None)
+        if len(held) > 1:
+            log.info("voice call=%s joined %d transcripts into one turn", self.id, len(held))
+        # Timed from the last utterance: its end is what the user waits from.
+        reply = VoiceReply(self._ctx, text, language, held[-1][1])
+        if not reply.submit():
+            return
         self._reply = reply
-        reply.task = self._spawn(reply.run(), "voice-reply")
+        reply.task = self._spawn(self._run_reply(reply), "voice-reply")
+
+    async def _run_reply(self, reply: VoiceReply) -> None:
+        try:
+            await reply.run()
+        finally:
+            self._update_stage()
 
     def _barge_in(self, decided: float) -> None:
         reply = self._reply
@@ -273,14 +349,15 @@ class VoiceCall:
         self.barge_ins.append(BargeIn(decided, flushed, heard, turn.id if turn else None))
         metrics.barge_in_seconds.observe(flushed - decided)
         metrics.turns_total.labels("interrupted").inc()
-        if turn is None:
-            return
-        if speaking:
-            self._emit(
-                events.assistant_stopped_speaking(self.session_id, self.id, turn.id, interrupted=True), True
-            )
-        log.info("voice barge-in call=%s turn=%s heard=%d chars", self.id, turn.id, len(heard))
-        self._interrupting = self._spawn(self._interrupt(turn, heard), "voice-interrupt")
+        if turn is not None:
+            if speaking:
+                self._emit(
+                    events.assistant_stopped_speaking(self.session_id, self.id, turn.id, interrupted=True),
+                    True,
+                )
+            log.info("voice barge-in call=%s turn=%s heard=%d chars", self.id, turn.id, len(heard))
+            self._interrupting = self._spawn(self._interrupt(turn, heard), "voice-interrupt")
+        self._update_stage()
 
     async def _interrupt(self, turn: Turn, heard: str) -> None:
         session = self._sessions.get(self.session_id)
@@ -304,15 +381,35 @@ class VoiceCall:
     def _on_first_frame(self, at: float) -> None:
         if self._reply is not None:
             self._reply.on_first_frame(at)
+            self._update_stage()
+
+    # -- the stage shown to the user ----------------------------------------------------------
+
+    def _stage_now(self) -> CallStage:
+        reply = self._reply
+        if reply is not None and reply.phase is ReplyPhase.RESPONDING:
+            return CallStage.SPEAKING if reply.speaking else CallStage.THINKING
+        if self._transcribing or not self._utterances.empty():
+            return CallStage.TRANSCRIBING
+        return CallStage.LISTENING
+
+    def _update_stage(self) -> None:
+        """Send `call_stage` when the stage changed; called after every change of its inputs."""
+        stage = self._stage_now()
+        if stage is not self._stage:
+            self._stage = stage
+            self._emit(events.call_stage(self.session_id, self.id, stage.value), True)
 
     # -- the utterance buffer -----------------------------------------------------------------
 
     def _keep_audio(self, pcm: bytes) -> None:
         self._audio += pcm
-        reply = self._reply
-        if not self.vad.speaking and (reply is None or reply.phase is not ReplyPhase.TRANSCRIBING):
-            # Silence: keep only what a speech start can reach back to (its start delay + pre-roll).
-            keep = self.config.start_secs + self.config.preroll_secs + 0.5
+        if not self.vad.speaking:
+            # Silence: keep only what a speech start can reach back to (its start delay + pre-roll)
+            # before this chunk, which the VAD has yet to score: after a stall of the loop it can
+            # hold seconds of input, speech included.
+            reach = self.config.start_secs + self.config.preroll_secs + 0.5
+            keep = len(pcm) / SAMPLE_WIDTH / SAMPLE_RATE + reach
         else:
             keep = self.config.max_utterance_secs
         excess = len(self._audio) // SAMPLE_WIDTH - int((keep + 1.0) * SAMPLE_RATE)

@@ -1,10 +1,11 @@
 """One spoken exchange: an utterance -> transcript -> a turn of the session -> the reply spoken.
 
-`VoiceReply` is the unit a barge-in cancels. It runs as one task owned by the call, with one child
-task (the speaker) so that synthesis of chunk N+1 overlaps the playback of chunk N and the LLM
-stream is never blocked on TTS:
+`transcribe()` turns one utterance into text; the call runs it once per utterance, in order (see
+voice/pipeline.py for how transcripts become turns). `VoiceReply` is the unit a barge-in cancels:
+it runs as one task owned by the call, with one child task (the speaker) so that synthesis of
+chunk N+1 overlaps the playback of chunk N and the LLM stream is never blocked on TTS:
 
-    utterance --STT--> transcript --submit--> ChatSession turn --chunk events--> SentenceChunker
+    utterance --STT--> transcript(s) --submit--> ChatSession turn --chunk events--> SentenceChunker
         --sentences queue--> speaker: TTS per sentence --resample--> Playout (48 kHz frames)
 
 The text side is the session's own turn (same history, same broadcast), so this module never
@@ -20,11 +21,12 @@ import json
 import logging
 import time
 import wave
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
 from parley import metrics
+from parley.audio.pcm import SAMPLE_WIDTH
 from parley.errors import ParleyError, ProviderError
 from parley.providers.stt import AudioInput, STTProvider, Transcript
 from parley.providers.tts import AudioChunk, TTSProvider
@@ -43,7 +45,6 @@ Emit = Callable[[Event, bool], None]
 
 
 class ReplyPhase(Enum):
-    TRANSCRIBING = "transcribing"  # no turn yet: more speech extends the utterance
     RESPONDING = "responding"  # a turn of the session exists: more speech is a barge-in
     DONE = "done"
 
@@ -54,6 +55,8 @@ class Timings:
 
     speech_end: float
     decided: float
+    #: when STT took the utterance up: later than `decided` when an earlier one was still in STT
+    stt_started: float | None = None
     transcript: float | None = None
     submitted: float | None = None
     first_token: float | None = None
@@ -75,7 +78,7 @@ class Timings:
     def durations_ms(self) -> dict[str, float]:
         """How long each provider took: what is not the server's own overhead."""
         spans = {
-            "stt": (self.decided, self.transcript),
+            "stt": (self.stt_started or self.decided, self.transcript),
             "llm_first_token": (self.submitted, self.first_token),
             "llm_first_chunk": (self.submitted, self.first_chunk),
             "tts_first_audio": (self.first_chunk, self.first_tts_audio),
@@ -98,24 +101,73 @@ class ReplyContext:
     tts_voice: str | None = None
     first_clause_chars: int = 40
     clock: Callable[[], float] = time.perf_counter
-    #: awaited before submitting: a barge-in's history edit must land before the next turn
-    before_submit: Callable[[], Awaitable[None]] | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Utterance:
+    """One stretch of speech, cut from the input once at its end: what STT is given, once."""
+
+    pcm: bytes
+    timings: Timings
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / SAMPLE_WIDTH / SAMPLE_RATE
+
+
+async def transcribe(ctx: ReplyContext, utterance: Utterance) -> Transcript | None:
+    """The utterance's transcript (also sent as a `transcript` event), or None when STT failed."""
+    utterance.timings.stt_started = ctx.clock()
+    try:
+        transcript = await ctx.stt.transcribe(
+            AudioInput(wav_bytes(utterance.pcm), "audio/wav", "utterance.wav"), language=ctx.stt_language
+        )
+    except ParleyError as exc:
+        report_failure(ctx, "stt", exc)
+        return None
+    utterance.timings.transcript = ctx.clock()
+    text = transcript.text.strip()
+    ctx.emit(events.transcript(ctx.session_id, ctx.call_id, text, transcript.language), True)
+    return Transcript(text=text, language=transcript.language)
 
 
 @dataclass(slots=True, eq=False)
 class VoiceReply:
+    """The reply to `text` (one or more transcripts): `submit()` queues the turn, `run()` speaks it."""
+
     ctx: ReplyContext
-    pcm: bytes
+    text: str
+    language: str | None
     timings: Timings
-    phase: ReplyPhase = ReplyPhase.TRANSCRIBING
+    phase: ReplyPhase = ReplyPhase.RESPONDING
     turn: Turn | None = None
     speaking: bool = False
     task: asyncio.Task[None] | None = None
+    _feed: asyncio.Queue[Event | None] | None = field(default=None)
     _tts_failed: bool = field(default=False)
+
+    def submit(self) -> bool:
+        """Queue the session turn now; False (and an `error` event) when the session refused it.
+
+        Synchronous, so nothing the call does (a speech start) can come between the decision to
+        answer and the turn existing.
+        """
+        ctx = self.ctx
+        try:
+            turn = ctx.sessions.get(ctx.session_id).submit(self.text, source="voice", language=self.language)
+        except ParleyError as exc:  # Busy: the session's queue is full
+            self._fail("turn", exc)
+            self.phase = ReplyPhase.DONE
+            return False
+        self._feed = turn.watch()
+        self.turn = turn
+        self.timings.submitted = ctx.clock()
+        return True
 
     async def run(self) -> None:
         try:
-            await self._run()
+            if self.turn is not None and self._feed is not None:
+                await self._respond(self.turn, self._feed)
         finally:
             self.phase = ReplyPhase.DONE
 
@@ -141,40 +193,11 @@ class VoiceReply:
 
     # -- the stages ---------------------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def _respond(self, turn: Turn, feed: asyncio.Queue[Event | None]) -> None:
         ctx = self.ctx
-        try:
-            transcript = await ctx.stt.transcribe(
-                AudioInput(wav_bytes(self.pcm), "audio/wav", "utterance.wav"), language=ctx.stt_language
-            )
-        except ParleyError as exc:
-            self._fail("stt", exc)
-            return
-        self.timings.transcript = ctx.clock()
-        text = transcript.text.strip()
-        ctx.emit(events.transcript(ctx.session_id, ctx.call_id, text, transcript.language), True)
-        if not text:
-            metrics.turns_total.labels("no_speech").inc()
-            return
-        if ctx.before_submit is not None:
-            await ctx.before_submit()
-        await self._respond(text, transcript)
-
-    async def _respond(self, text: str, transcript: Transcript) -> None:
-        ctx = self.ctx
-        try:
-            turn = ctx.sessions.get(ctx.session_id).submit(text, source="voice", language=transcript.language)
-        except ParleyError as exc:  # Busy: the session's queue is full
-            self._fail("turn", exc)
-            return
-        feed = turn.watch()
         ctx.playout.start_turn()
-        self.turn, self.phase = turn, ReplyPhase.RESPONDING
-        self.timings.submitted = ctx.clock()
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
-        speaker = asyncio.create_task(
-            self._speak(sentences, transcript.language), name=f"voice-tts:{turn.id}"
-        )
+        speaker = asyncio.create_task(self._speak(sentences, self.language), name=f"voice-tts:{turn.id}")
         outcome = "complete"
         try:
             chunker = SentenceChunker(first_clause_chars=ctx.first_clause_chars)
@@ -239,13 +262,17 @@ class VoiceReply:
         self.ctx.playout.write(segment, resampler.convert(chunk.pcm, chunk.sample_rate))
 
     def _fail(self, stage: str, exc: ParleyError) -> None:
-        ctx = self.ctx
-        if not isinstance(exc, ProviderError):
-            log.info("voice %s refused session=%s call=%s: %s", stage, ctx.session_id, ctx.call_id, exc)
-        else:
-            log.warning("voice %s failed session=%s call=%s: %s", stage, ctx.session_id, ctx.call_id, exc)
-        metrics.errors_total.labels(stage).inc()
-        ctx.emit(events.error(ctx.session_id, ctx.call_id, stage, exc.to_dict()), True)
+        report_failure(self.ctx, stage, exc)
+
+
+def report_failure(ctx: ReplyContext, stage: str, exc: ParleyError) -> None:
+    """A stage of the call failed: a log line, the error counter and an `error` event; the call goes on."""
+    if not isinstance(exc, ProviderError):
+        log.info("voice %s refused session=%s call=%s: %s", stage, ctx.session_id, ctx.call_id, exc)
+    else:
+        log.warning("voice %s failed session=%s call=%s: %s", stage, ctx.session_id, ctx.call_id, exc)
+    metrics.errors_total.labels(stage).inc()
+    ctx.emit(events.error(ctx.session_id, ctx.call_id, stage, exc.to_dict()), True)
 
 
 def wav_bytes(pcm: bytes, sample_rate: int = SAMPLE_RATE) -> bytes:
