@@ -81,12 +81,17 @@ def transcribe(args: argparse.Namespace) -> int:
 
 
 async def _transcribe(data: bytes, name: str, language: str | None) -> str:
+    from parley.audio.decode import measure_async
     from parley.audio.formats import MIME, check_audio
     from parley.providers.factory import build_stt
     from parley.providers.stt import AudioInput
 
     settings = load_settings()
     kind = check_audio(data, limit=settings.max_audio_bytes, field=name)
+    # The same length limit as /api/transcribe, whichever provider gets the recording.
+    await measure_async(
+        data, max_seconds=settings.max_audio_seconds, max_bytes=settings.max_audio_bytes, field=name
+    )
     stt = build_stt(settings)
     try:
         audio = AudioInput(data, MIME[kind], name)

@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from parley.audio.decode import decode, decode_async, decode_stream
+from parley.audio.decode import decode, decode_async, decode_stream, measure
 from parley.audio.encode import encode_wav
 from parley.audio.pcm import WavStream
 from parley.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
@@ -138,18 +138,34 @@ def test_empty_audio_is_a_400() -> None:
         decode(b"")
 
 
+TOO_LONG = {
+    "error": "audio is longer than 2 seconds",
+    "code": "payload_too_large",
+    "status": 413,
+    "field": "audio",
+    "limit": 2.0,
+}
+
+
 def test_too_long_names_the_limit_in_seconds(tmp_path: Path) -> None:
     data = pyav_file("ogg", seconds=3.0)
-    with pytest.raises(InvalidInput) as caught:
+    with pytest.raises(PayloadTooLarge) as caught:
         decode(data, max_seconds=2.0)
-    assert type(caught.value) is InvalidInput
-    assert caught.value.to_dict() == {
-        "error": "audio is longer than 2 seconds",
-        "code": "invalid_input",
-        "status": 400,
-        "field": "audio",
-        "limit": 2.0,
-    }
+    assert caught.value.to_dict() == TOO_LONG
+
+
+@pytest.mark.parametrize("fmt", ["webm", "ogg", "m4a", "mp3", "wav"])
+def test_measure_counts_the_seconds_and_refuses_past_the_limit(fmt: str) -> None:
+    data = encode_wav(tone(3.0, 16000)[0].tobytes(), 16000) if fmt == "wav" else pyav_file(fmt, seconds=3.0)
+    assert measure(data, max_seconds=5.0) == pytest.approx(3.0, abs=0.1)
+    with pytest.raises(PayloadTooLarge) as caught:
+        measure(data, max_seconds=2.0)
+    assert caught.value.to_dict() == TOO_LONG
+
+
+def test_measure_refuses_what_is_not_audio_as_decode_does() -> None:
+    with pytest.raises(UnsupportedMediaType):
+        measure(b"OggS" + b"\x00" * 200, max_seconds=5.0)
 
 
 def test_too_large_names_the_limit_in_bytes(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from starlette.applications import Starlette
@@ -15,6 +16,7 @@ from parley.errors import (
     ProviderRateLimited,
     ProviderUnavailable,
 )
+from parley.providers.factory import build_tts
 from parley.providers.openai.client import OpenAIClient
 from parley.providers.openai.tts import OpenAITTS
 from parley.providers.tts import AudioChunk, TTSProvider
@@ -25,6 +27,7 @@ from parley.standins import workers_ai as workers_standin
 from parley.standins.common import init_state
 from parley.standins.server import BackgroundServer
 from parley.standins.speech import speech_seconds
+from tests.conftest import make_settings
 
 ACCOUNT, TOKEN, KEY = "acct-1", "tok-1", "sk-1"
 TEXT = "Good evening, this is a short test of the speech path."
@@ -193,3 +196,16 @@ async def test_openai_errors_are_translated(openai: Upstream, providers: list[TT
 async def test_empty_text_sends_nothing(openai: Upstream, providers: list[TTSProvider]) -> None:
     assert await collect(openai_tts(openai, providers), "  ") == []
     assert openai.app.state.requests == []
+
+
+async def test_tts_model_setting_picks_the_openai_speech_model(openai: Upstream, tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, tts="openai", llm_base_url=openai.url, llm_api_key=KEY, tts_model="tts-1-hd"
+    )
+    provider = build_tts(settings)
+    try:
+        chunks = await collect(provider)
+    finally:
+        await provider.aclose()
+    assert seconds(chunks) == pytest.approx(speech_seconds(TEXT), abs=0.01)
+    assert [r["model"] for r in openai.app.state.requests] == ["tts-1-hd"]

@@ -11,7 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from parley.audio.encode import encode_wav
 from parley.config import Settings
+from parley.providers.workers_ai.tts import MELOTTS_MODEL
 from parley.standins import workers_ai
 from parley.standins.server import BackgroundServer
 from tests.conftest import ServerFactory, make_settings, sse_events
@@ -51,7 +53,8 @@ async def test_chat_and_transcribe_through_workers_ai(
         evs = sse_events(r.text)
         assert "".join(d["text"] for n, d in evs if n == "chunk") == "You said: hello cloud"
         assert evs[-1][1]["usage"]["total_tokens"] > 0
-        audio = b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\0" * 32 + b"SAY:turn on the lights"
+        # A real second of WAV (the server measures its length), the stand-in's marker after it.
+        audio = encode_wav(bytes(32000), 16000) + b"SAY:turn on the lights"
         r = await client.post(
             "/api/transcribe", files={"audio": ("r.wav", audio, "audio/wav")}, data={"sessionId": SID}
         )
@@ -61,6 +64,42 @@ async def test_chat_and_transcribe_through_workers_ai(
     chat_call = next(req for req in seen if "llama" in req["model"])
     assert chat_call["json"]["max_tokens"] == 512
     assert chat_call["json"]["messages"][0]["role"] == "system"
+
+
+async def test_a_recording_past_max_audio_seconds_is_a_413_and_never_sent(
+    serve: ServerFactory, upstream: BackgroundServer, tmp_path: Path
+) -> None:
+    server = serve(settings=cf_settings(tmp_path, upstream, max_audio_seconds=2.0))
+    state = upstream.app.state  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        for seconds, status in ((3, 413), (1, 200)):
+            audio = encode_wav(bytes(32000 * seconds), 16000) + b"SAY:ok"
+            r = await client.post(
+                "/api/transcribe", files={"audio": ("r.wav", audio, "audio/wav")}, data={"sessionId": SID}
+            )
+            assert r.status_code == status, r.text
+            if status == 413:
+                assert r.json() == {
+                    "error": "audio is longer than 2 seconds",
+                    "code": "payload_too_large",
+                    "status": 413,
+                    "field": "audio",
+                    "limit": 2.0,
+                }
+                assert state.requests == []  # refused before Workers AI saw it
+    assert [req["model"] for req in state.requests] == ["@cf/openai/whisper"]
+
+
+async def test_tts_model_picks_the_workers_ai_voice_model(
+    serve: ServerFactory, upstream: BackgroundServer, tmp_path: Path
+) -> None:
+    settings = cf_settings(tmp_path, upstream, tts="workers-ai", tts_model=MELOTTS_MODEL)
+    server = serve(settings=settings)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        r = await client.post("/api/speak", json={"text": "Good evening.", "format": "wav"})
+    assert r.status_code == 200 and r.content.startswith(b"RIFF")
+    state = upstream.app.state  # type: ignore[attr-defined]
+    assert [req["model"] for req in state.requests] == [MELOTTS_MODEL]
 
 
 async def test_stop_cancels_the_upstream_model_call(

@@ -3,7 +3,8 @@
 The container is recognised by its first bytes (`formats.sniff`) and only that demuxer is
 opened, so FFmpeg never guesses among its hundreds of formats for bytes a client sent. Limits
 are enforced twice: the byte size before anything is parsed, and the duration while decoding,
-so a small file that claims (or expands to) hours of audio stops at the limit.
+so a small file that claims (or expands to) hours of audio stops at the limit. `measure` applies
+the same duration limit to a recording that is sent on as it is (to a cloud speech-to-text).
 
 The result is `bytes` of little-endian int16 samples, not a numpy array: pocketsphinx and
 `AudioChunk` both take bytes. Every FFmpeg failure becomes `UnsupportedMediaType` naming the
@@ -15,17 +16,19 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from parley.audio.formats import SUPPORTED, check_audio
 from parley.audio.pcm import SAMPLE_WIDTH, STT_RATE, WavStream
-from parley.errors import ConfigError, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from parley.errors import ConfigError, PayloadTooLarge, UnsupportedMediaType
 
 if TYPE_CHECKING:
     import av.container
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEFAULT_MAX_SECONDS = 300.0
 DEFAULT_MAX_BYTES = 25 * 1024 * 1024
@@ -51,18 +54,57 @@ def decode(
 ) -> bytes:
     """The first audio stream of `data` as mono s16le PCM at `sample_rate`.
 
-    Raises `PayloadTooLarge` (bytes), `InvalidInput` (too long, or empty) and
+    Raises `PayloadTooLarge` (bytes, or longer than `max_seconds`), `InvalidInput` (empty) and
     `UnsupportedMediaType` (not a supported container, unreadable, truncated before any sound,
     or without an audio track), each naming `field` and the limit. Blocking CPU work: from async code use `decode_async`.
     """
     kind = check_audio(data, limit=max_bytes, field=field)
+    pcm = _with_container(
+        data, kind, field, lambda c: _decode_first_audio(c, kind, sample_rate, max_seconds, field)
+    )
+    if not pcm:
+        raise UnsupportedMediaType(
+            f"{field} holds no decodable audio (empty or truncated {kind})", field=field, limit=SUPPORTED
+        )
+    return pcm
+
+
+def measure(
+    data: bytes, *, max_seconds: float, max_bytes: int = DEFAULT_MAX_BYTES, field: str = "audio"
+) -> float:
+    """The seconds of audio in `data`'s first audio stream, decoded (not resampled) to count them.
+
+    For a recording passed on whole, such as to a cloud speech-to-text: the same checks and
+    errors as `decode`, so one past `max_seconds` is refused before it is sent anywhere. A
+    container's declared duration can lie, which is why the samples are counted.
+    """
+    kind = check_audio(data, limit=max_bytes, field=field)
+    seconds = _with_container(data, kind, field, lambda c: _count_seconds(c, kind, max_seconds, field))
+    if seconds <= 0:
+        raise UnsupportedMediaType(
+            f"{field} holds no decodable audio (empty or truncated {kind})", field=field, limit=SUPPORTED
+        )
+    return seconds
+
+
+async def measure_async(
+    data: bytes, *, max_seconds: float, max_bytes: int = DEFAULT_MAX_BYTES, field: str = "audio"
+) -> float:
+    """`measure` in a worker thread."""
+    return await asyncio.to_thread(measure, data, max_seconds=max_seconds, max_bytes=max_bytes, field=field)
+
+
+def _with_container(
+    data: bytes, kind: str, field: str, read: Callable[[av.container.InputContainer], T]
+) -> T:
+    """`read(container)` on `data` opened with its demuxer; FFmpeg's failures become a 415."""
     try:
         import av
     except ImportError as exc:  # pragma: no cover - the `local` extra is missing
         raise ConfigError("decoding audio needs PyAV: pip install 'parley[local]'") from exc
     try:
         with av.open(io.BytesIO(data), mode="r", format=DEMUXER[kind]) as container:
-            pcm = _decode_first_audio(container, kind, sample_rate, max_seconds, field)
+            return read(container)
     except (av.FFmpegError, EOFError, ValueError, IndexError) as exc:
         # PyAV raises its own errors for bad data, and plain ValueError/EOFError/IndexError for
         # some truncated headers.
@@ -71,11 +113,6 @@ def decode(
             field=field,
             limit=SUPPORTED,
         ) from exc
-    if not pcm:
-        raise UnsupportedMediaType(
-            f"{field} holds no decodable audio (empty or truncated {kind})", field=field, limit=SUPPORTED
-        )
-    return pcm
 
 
 async def decode_async(
@@ -146,18 +183,50 @@ async def decode_stream(
     yield pcm, sample_rate
 
 
+def _too_long(field: str, max_seconds: float) -> PayloadTooLarge:
+    return PayloadTooLarge(f"{field} is longer than {max_seconds:g} seconds", field=field, limit=max_seconds)
+
+
+def _first_audio(
+    container: av.container.InputContainer, kind: str, max_seconds: float, field: str
+) -> av.AudioStream:
+    """The first audio stream, refused at once when the container honestly says it is too long."""
+    import av
+
+    if not container.streams.audio:
+        raise UnsupportedMediaType(f"{field} ({kind}) has no audio track", field=field, limit=SUPPORTED)
+    # The declared duration is only a hint (it can lie), but it rejects honest long files at once.
+    if container.duration is not None and container.duration / av.time_base > max_seconds + 1:
+        raise _too_long(field, max_seconds)
+    return container.streams.audio[0]
+
+
+def _count_seconds(
+    container: av.container.InputContainer, kind: str, max_seconds: float, field: str
+) -> float:
+    import av
+
+    stream = _first_audio(container, kind, max_seconds, field)
+    seconds = 0.0
+    try:
+        for packet in container.demux(stream):
+            for frame in packet.decode():
+                seconds += frame.samples / (frame.sample_rate or 1)
+            if seconds > max_seconds:
+                raise _too_long(field, max_seconds)
+    except (av.FFmpegError, EOFError, ValueError, IndexError):
+        if not seconds:  # as in `decode`: a cut-off recording counts up to the cut
+            raise
+    return seconds
+
+
 def _decode_first_audio(
     container: av.container.InputContainer, kind: str, sample_rate: int, max_seconds: float, field: str
 ) -> bytes:
     import av
 
-    if not container.streams.audio:
-        raise UnsupportedMediaType(f"{field} ({kind}) has no audio track", field=field, limit=SUPPORTED)
-    stream = container.streams.audio[0]
-    too_long = InvalidInput(f"{field} is longer than {max_seconds:g} seconds", field=field, limit=max_seconds)
-    # The declared duration is only a hint (it can lie), but it rejects honest long files at once.
-    if container.duration is not None and container.duration / av.time_base > max_seconds + 1:
-        raise too_long
+    stream = _first_audio(container, kind, max_seconds, field)
+    too_long = _too_long(field, max_seconds)
     resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
     max_samples = int(max_seconds * sample_rate)
     out = bytearray()

@@ -118,7 +118,7 @@ def build_stt(settings: Settings) -> STTProvider:
     if choice.vendor == "pocketsphinx":
         from parley.providers.pocketsphinx import PocketSphinxSTT
 
-        return PocketSphinxSTT()
+        return PocketSphinxSTT(max_seconds=settings.max_audio_seconds, max_bytes=settings.max_audio_bytes)
     if choice.explicit:
         return UnconfiguredSTT("Speech-to-text is switched off (PARLEY_STT=none).")
     return UnconfiguredSTT(f"{STT_HINT} {_passed_over(choice)}".strip())
@@ -140,13 +140,21 @@ def build_tts(settings: Settings) -> TTSProvider:
 
         return EspeakTTS(voice=settings.tts_voice or DEFAULT_VOICE)
     if choice.vendor == "workers-ai":
-        from parley.providers.workers_ai.tts import WorkersAITTS
+        from parley.providers.workers_ai.tts import DEFAULT_TTS_MODEL, WorkersAITTS
 
-        return WorkersAITTS(_workers_ai_client(settings), voice=settings.tts_voice)
+        return WorkersAITTS(
+            _workers_ai_client(settings),
+            model=settings.tts_model or DEFAULT_TTS_MODEL,
+            voice=settings.tts_voice,
+        )
     if choice.vendor == "openai":
-        from parley.providers.openai.tts import DEFAULT_TTS_VOICE, OpenAITTS
+        from parley.providers.openai.tts import DEFAULT_TTS_MODEL, DEFAULT_TTS_VOICE, OpenAITTS
 
-        return OpenAITTS(_llm_openai_client(settings), voice=settings.tts_voice or DEFAULT_TTS_VOICE)
+        return OpenAITTS(
+            _llm_openai_client(settings),
+            model=settings.tts_model or DEFAULT_TTS_MODEL,
+            voice=settings.tts_voice or DEFAULT_TTS_VOICE,
+        )
     if choice.explicit:
         return UnconfiguredTTS("Text-to-speech is switched off (PARLEY_TTS=none).")
     return UnconfiguredTTS(f"{TTS_HINT} {_passed_over(choice)}".strip())
@@ -297,7 +305,7 @@ def _details(capability: Capability, vendor: str, settings: Settings) -> tuple[s
         if capability == "text-to-speech":
             from parley.providers.workers_ai.tts import DEFAULT_TTS_MODEL
 
-            return f", model {DEFAULT_TTS_MODEL}", None
+            return f", model {settings.tts_model or DEFAULT_TTS_MODEL}", None
         configured = settings.llm_model if chat else settings.stt_model
         default = workers_ai.DEFAULT_CHAT_MODEL if chat else workers_ai.DEFAULT_STT_MODEL
         return f", model {configured or default}", None if configured else _model_var(chat)
@@ -308,7 +316,7 @@ def _details(capability: Capability, vendor: str, settings: Settings) -> tuple[s
         if capability == "text-to-speech":
             from parley.providers.openai.tts import DEFAULT_TTS_MODEL
 
-            return f", model {DEFAULT_TTS_MODEL}{where}", None
+            return f", model {settings.tts_model or DEFAULT_TTS_MODEL}{where}", None
         configured = settings.llm_model if chat else settings.stt_model
         default = openai.DEFAULT_CHAT_MODEL if chat else openai.DEFAULT_STT_MODEL
         return f", model {configured or default}{where}", None if configured else _model_var(chat)

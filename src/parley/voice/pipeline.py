@@ -57,6 +57,8 @@ log = logging.getLogger("parley.voice")
 
 #: input the listener may fall behind by before the oldest audio is dropped (an overloaded loop)
 MAX_INBOX_SECONDS = 10.0
+#: the longest utterance sent to speech-to-text (less when PARLEY_MAX_AUDIO_SECONDS is lower)
+MAX_UTTERANCE_SECS = 60.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -68,7 +70,7 @@ class VoiceConfig:
     preroll_secs: float = 0.3
     #: audio kept after the speech edge, so a trailing consonant is not clipped
     tail_secs: float = 0.1
-    max_utterance_secs: float = 60.0
+    max_utterance_secs: float = MAX_UTTERANCE_SECS
     first_clause_chars: int = 40
     stt_language: str | None = None
     tts_voice: str | None = None
@@ -81,6 +83,8 @@ class VoiceConfig:
             stop_secs=settings.vad_stop_secs,
             stt_language=settings.stt_language,
             tts_voice=settings.tts_voice,
+            # A call's utterances go to the same speech-to-text as uploads, under the same limit.
+            max_utterance_secs=min(MAX_UTTERANCE_SECS, settings.max_audio_seconds),
         )
 
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 
+from parley.audio.decode import measure_async
 from parley.audio.formats import MIME, check_audio
 from parley.errors import InvalidInput, PayloadTooLarge, TurnCancelled
 from parley.language import check_language
@@ -149,6 +150,9 @@ async def transcribe(request: Request) -> dict[str, Any]:
         data = await audio.read(limit + 1)
     kind = check_audio(data, limit=limit)
     language = check_language(language)
+    # Measured here, before any provider sees it: a cloud service gets the recording as it is,
+    # so this is where PARLEY_MAX_AUDIO_SECONDS holds for every one of them (a 413 like the bytes).
+    await measure_async(data, max_seconds=svc.settings.max_audio_seconds, max_bytes=limit)
     transcript = await svc.stt.transcribe(
         AudioInput(data, MIME[kind], audio.filename or f"recording.{kind}"), language=language or None
     )
