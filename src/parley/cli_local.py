@@ -19,12 +19,21 @@ from parley.errors import InvalidInput, ParleyError
 def doctor(args: argparse.Namespace) -> int:
     """Print every provider, usable or not and why, then what `parley serve` picks (always exit 0)."""
     from parley.providers.factory import describe_choice, doctor
+    from parley.redact import redact, settings_secrets
 
     settings = load_settings()
     rows = doctor(settings)
+    # Reasons and choices name base URLs, which may carry credentials.
+    secrets = settings_secrets(settings)
     header = ("CAPABILITY", "PROVIDER", "USABLE", "PICKED", "WHY")
     table = [
-        (row.capability, row.provider, "yes" if row.usable else "no", "*" if row.selected else "", row.reason)
+        (
+            row.capability,
+            row.provider,
+            "yes" if row.usable else "no",
+            "*" if row.selected else "",
+            redact(row.reason, secrets, shapes=False),
+        )
         for row in rows
     ]
     widths = [max(len(cells[i]) for cells in (header, *table)) for i in range(4)]
@@ -32,7 +41,7 @@ def doctor(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=False)), cells[4])
     print("\nparley serve will use:")
     for line in describe_choice(settings):
-        print(f"  {line}")
+        print(f"  {redact(line, secrets, shapes=False)}")
     return 0
 
 

@@ -59,7 +59,12 @@ class Settings(BaseSettings):
     # -- conversation ---------------------------------------------------------------------------
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="System prompt of every turn.")
     history_limit: int = Field(
-        20, ge=0, le=1000, description="How many earlier messages the model sees (storage keeps all)."
+        20,
+        ge=0,
+        le=1000,
+        description="At most how many earlier messages the model sees (storage keeps all). The window "
+        "advances in blocks: past the limit the oldest are dropped down to the newest half at once, so for "
+        "several turns each prompt only adds to the previous one and llama.cpp reuses its cache of it.",
     )
     max_tokens: int = Field(512, ge=1, le=32768, description="Reply length limit passed to the model.")
     max_message_chars: int = Field(8000, ge=1, description="Longest user message accepted, in characters.")
@@ -133,6 +138,16 @@ class Settings(BaseSettings):
     ollama_url: str = Field("http://127.0.0.1:11434", description="Where `parley serve` looks for Ollama.")
     model_base_url: str = Field(
         "https://huggingface.co", description="Where model files are downloaded from (a mirror works too)."
+    )
+    bundled_models: bool = Field(
+        True,
+        description="Use the models installed with Parley (SmolLM2 chat, Whisper base, Piper joe) when no "
+        "better pulled model is here; false makes the local engines use only pulled or downloaded models.",
+    )
+    warm_up: bool = Field(
+        True,
+        description="Load the local models in the background when `parley serve` starts, so the first "
+        "reply does not wait for a model to load.",
     )
     provider_timeout: float = Field(
         60.0,

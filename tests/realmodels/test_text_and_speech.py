@@ -104,3 +104,13 @@ async def test_stop_ends_a_real_llama_cpp_reply_and_keeps_what_was_written(serve
     assert history[-1]["role"] == "assistant" and history[-1]["status"] == "cancelled"
     # The model was cut short: far fewer than the 200 lines it was asked for.
     assert history[-1]["content"].count("\n") < 50
+
+
+async def test_a_language_without_a_voice_here_is_spoken_by_the_voice_there_is(serve: ServerFactory) -> None:
+    """Offline, German has no Piper voice: the reply is still spoken, and the answer says by whom."""
+    server = serve()
+    async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+        r = await client.post("/api/speak", json={"text": "Guten Tag.", "language": "de"})
+    assert r.status_code == 200, r.text
+    assert r.headers["X-TTS-Voice"] == "en_US-joe-medium"
+    assert r.headers["content-type"] == "audio/wav" and float(r.headers["X-Audio-Duration"]) > 0.3

@@ -105,14 +105,14 @@ def build_stt(settings: Settings) -> STTProvider:
         )
         return OpenAISTT(client, model=settings.stt_model or DEFAULT_STT_MODEL)
     if choice.vendor == "faster-whisper":
+        from parley.models import ModelLocator
         from parley.models.catalog import DEFAULT_WHISPER
-        from parley.models.download import Downloader
         from parley.providers.faster_whisper import FasterWhisperSTT
 
-        downloader = Downloader.from_settings(settings, progress=True)
+        locator = ModelLocator.from_settings(settings, progress=True)
         size = settings.stt_model or DEFAULT_WHISPER
         try:
-            return FasterWhisperSTT(downloader, model=size, language=settings.stt_language)
+            return FasterWhisperSTT(locator, model=size, language=settings.stt_language)
         except ParleyError as exc:  # an unknown model size
             return UnconfiguredSTT(exc.message)
     if choice.vendor == "pocketsphinx":
@@ -128,11 +128,12 @@ def build_tts(settings: Settings) -> TTSProvider:
     """The text-to-speech provider the settings ask for; see `selection.py` for the rules."""
     choice = choose("text-to-speech", settings)
     if choice.vendor == "piper":
-        from parley.models.download import Downloader
+        from parley.models import ModelLocator
         from parley.providers.piper import PiperTTS
 
+        locator = ModelLocator.from_settings(settings, progress=True)
         try:
-            return PiperTTS(Downloader.from_settings(settings, progress=True), voice=settings.tts_voice)
+            return PiperTTS(locator, voice=settings.tts_voice, default_voice=locator.default_voice())
         except ParleyError as exc:  # a malformed voice name
             return UnconfiguredTTS(exc.message)
     if choice.vendor == "espeak":
@@ -331,7 +332,12 @@ def _details(capability: Capability, vendor: str, settings: Settings) -> tuple[s
         from parley.models.catalog import DEFAULT_WHISPER
 
         return f", model {settings.stt_model or DEFAULT_WHISPER}", None
-    if vendor in ("piper", "espeak"):
+    if vendor == "piper":
+        from parley.models import ModelLocator
+
+        default = ModelLocator.from_settings(settings, progress=False).default_voice()
+        return f", voice {settings.tts_voice or default}", None
+    if vendor == "espeak":
         return (f", voice {settings.tts_voice}" if settings.tts_voice else ", default voice"), None
     return "", None
 

@@ -13,6 +13,8 @@ class AudioChunk:
 
     pcm: bytes
     sample_rate: int
+    #: the voice that spoke it, when the provider knows (it may differ from the one asked for)
+    voice: str | None = None
 
     @property
     def duration(self) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from parley.errors import Busy, NotFound, ParleyError, ProviderNotConfigured
@@ -104,8 +104,11 @@ class CallRegistry:
             )
         return IceConfig(self.config.ice_servers + generated)
 
-    async def open(self, session_id: str, offer_sdp: str) -> tuple[str, str]:
-        """Start a call of `session_id` from a browser's SDP offer: (call id, answer SDP)."""
+    async def open(self, session_id: str, offer_sdp: str, *, language: str | None = None) -> tuple[str, str]:
+        """Start a call of `session_id` from a browser's SDP offer: (call id, answer SDP).
+
+        `language` (the one the user picked) fixes speech-to-text's language for this call;
+        None keeps PARLEY_STT_LANGUAGE, or detection per utterance."""
         self._check_can_call()
         from parley.rtc.peer import CallPeer
 
@@ -119,7 +122,7 @@ class CallRegistry:
             idle_seconds=self.config.idle_seconds,
             on_closed=self._forget,
         )
-        call = self._new_call(session_id, call_id, peer.send)
+        call = self._new_call(session_id, call_id, peer.send, language=language)
         self._peers[call_id] = peer
         call.start()
         try:
@@ -202,15 +205,25 @@ class CallRegistry:
                 "voice calls need aiortc: pip install 'parley[local]'", field="aiortc"
             ) from exc
 
-    def _new_call(self, session_id: str, call_id: str, on_event: Callable[[Event], None]) -> VoiceCall:
+    def _new_call(
+        self,
+        session_id: str,
+        call_id: str,
+        on_event: Callable[[Event], None],
+        *,
+        language: str | None = None,
+    ) -> VoiceCall:
         assert self._vad is not None
+        voice = self.config.voice
+        if language is not None:
+            voice = replace(voice, stt_language=language)
         return VoiceCall(
             session_id,
             sessions=self._sessions,
             model=self._vad.fresh(),
             stt=self._stt,
             tts=self._tts,
-            config=self.config.voice,
+            config=voice,
             on_event=on_event,
             call_id=call_id,
         )

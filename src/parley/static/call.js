@@ -15,6 +15,7 @@
 // this tab (and every other) over the session WebSocket like a typed message does.
 
 import { micErrorText } from "./recorder.js";
+import { chosenLanguage } from "./settings.js";
 import { cancel as cancelSpeech } from "./speech.js";
 import { state } from "./state/session.js";
 import { SfuLink } from "./sfu.js";
@@ -163,10 +164,14 @@ async function connect(current) {
   if (current.ended) return;
   let response;
   try {
+    // Only a language the user picked: "Auto" lets speech-to-text detect it per utterance
+    // (forcing one makes Whisper translate speech in another language).
+    const language = chosenLanguage();
     response = await postJson("api/offer", {
       sdp: pc.localDescription.sdp,
       type: "offer",
       sessionId: state.sessionId,
+      ...(language ? { language } : {}),
     });
   } catch {
     throw new CallError("Cannot reach the server: the call did not start.");

@@ -25,6 +25,19 @@ document.body.append(audio);
 let current = null; // the Speaker making sound (or about to)
 const silenced = new Set(); // turns whose speech was cancelled: later chunks must not restart it
 let unavailableShown = false;
+const voiceNoted = new Set(); // languages whose fallback voice was already announced
+
+// Piper voices are named like "en_US-joe-medium": when the picked language has no voice here,
+// the server speaks with the one it has, and the user is told once per language.
+function noteVoice(voice, language) {
+  if (!voice || !language || voiceNoted.has(language)) return;
+  const spoken = voice.split(/[_-]/)[0].toLowerCase();
+  const wanted = language.split(/[_-]/)[0].toLowerCase();
+  if (/^[a-z]{2,3}$/.test(spoken) && spoken !== wanted) {
+    voiceNoted.add(language);
+    showError(`No voice for "${language}" is installed here: replies are read by ${voice}.`);
+  }
+}
 const listeners = [];
 
 class Speaker {
@@ -85,6 +98,7 @@ class Speaker {
         this.refused(await errorBody(response), response.status);
         return;
       }
+      noteVoice(response.headers.get("X-TTS-Voice"), this.language);
       const blob = await response.blob();
       if (current !== this) return;
       clip.url = URL.createObjectURL(blob);

@@ -216,6 +216,9 @@ async def healthz(request: Request) -> JSONResponse:
             "chat": {"provider": svc.chat.name, "model": svc.chat.model},
             "stt": {"provider": svc.stt.name, "model": svc.stt.model},
             "tts": {"provider": svc.tts.name, "voice": svc.tts.voice},
+            "vad": svc.calls.vad.name if svc.calls.vad is not None else None,
+            # "ready" once loaded ahead; "loading" until then (the first request then waits)
+            "models": dict(svc.warmup.state) if svc.warmup is not None else {},
             "liveSessions": len(svc.sessions),
         }
     )

@@ -38,6 +38,13 @@ class OfferIn(BaseModel):
     sdp: str = Field(min_length=1, max_length=MAX_SDP_CHARS)
     type: Literal["offer"]
     sessionId: str
+    language: str | None = Field(
+        None,
+        min_length=2,
+        max_length=8,
+        pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,4})?$",
+        description="The language the user speaks (`en`, `de`); unset lets speech-to-text detect it.",
+    )
 
 
 class HangupIn(BaseModel):
@@ -64,7 +71,7 @@ async def offer(request: Request) -> dict[str, Any]:
     body = validate(OfferIn, await read_json(request, limit=MAX_SDP_CHARS * 2 + 1024))
     session_id = check_session_id(body.sessionId)
     request.state.session_id = session_id
-    call_id, answer = await calls(request).open(session_id, body.sdp)
+    call_id, answer = await calls(request).open(session_id, body.sdp, language=body.language)
     return {"sdp": answer, "type": "answer", "callId": call_id}
 
 

@@ -60,9 +60,11 @@ async def speak(request: Request) -> Response:
     text = require_text(body.text, field="text", limit=limit)
     pcm = bytearray()
     rate: int | None = None
+    spoke = svc.tts.voice
     async for chunk in svc.tts.synthesize(text, voice=body.voice, language=body.language):
         if rate is None:
             rate = chunk.sample_rate
+            spoke = chunk.voice or spoke
         pcm += chunk.pcm if chunk.sample_rate == rate else resample(chunk.pcm, chunk.sample_rate, rate)
     if rate is None or not pcm:
         raise ProviderError(f"the text-to-speech provider {svc.tts.name!r} produced no audio")
@@ -74,5 +76,7 @@ async def speak(request: Request) -> Response:
             "Cache-Control": "no-store",
             "X-Audio-Duration": f"{duration(bytes(pcm), rate):.3f}",
             "X-TTS-Provider": svc.tts.name,
+            # the voice that spoke: not the language's own when none is available here
+            "X-TTS-Voice": spoke,
         },
     )

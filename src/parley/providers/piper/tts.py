@@ -112,13 +112,21 @@ class PiperTTS(TTSProvider):
         if not text.strip():
             return
         name = choose_voice(self.configured, voice, language, self.default_voice)
-        piper = await self.load(name)
+        try:
+            piper = await self.load(name)
+        except ProviderUnavailable as exc:
+            if voice is not None or name == self.default_voice:
+                raise
+            # The language's voice is neither pulled nor downloadable here (offline): speak with
+            # the voice this machine has rather than not at all; the chunks say which one spoke.
+            log.warning("no voice %s here (%s); speaking with %s", name, exc.message, self.default_voice)
+            name, piper = self.default_voice, await self.load(self.default_voice)
         sentences = self._sentences(piper, text)
         while True:
             chunk = await asyncio.to_thread(self._next, sentences)
             if chunk is None:
                 return
-            yield chunk
+            yield AudioChunk(chunk.pcm, chunk.sample_rate, name)
 
     def _sentences(self, piper: PiperVoice, text: str) -> Iterator[PiperChunk]:
         # A generator: nothing runs until the first `next`, which happens in the worker thread.
