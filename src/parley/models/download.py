@@ -1,53 +1,89 @@
 """Fetch model files once into PARLEY_DATA_DIR/models/<repo>/<path>, then never again.
 
-A model is hundreds of megabytes over whatever link the user has, so a download must survive
-being cut: bytes land in `<file>.part`, a retry (or the next run) asks for the rest with an HTTP
-Range, and a server that ignores Range (answers 200) simply starts the file over. Only a complete,
-verified file is renamed into place, so a present file is always a whole one. A known sha256 is
-checked once and remembered in `<file>.sha256` (hash, size, mtime) so later starts skip hashing.
+The transfer is huggingface_hub's `hf_hub_download` in local-dir mode, from PARLEY_MODEL_BASE_URL
+(the Hugging Face hub or a mirror that speaks its `/resolve/` protocol: ETag and X-Repo-Commit
+headers), so the HTTP side is the library's and not ours to maintain: a HEAD for the ETag, commit
+and size, a GET into a temporary file, a cut or stalled body resumed with a Range request (from
+the last whole 10 MiB block it wrote), a file lock against a second process, and a rename of the
+whole file into place. Its bookkeeping lives in `<root>/<repo>/.cache/huggingface/`. What it does
+not resume is a reset connection or a new run: it deletes its partial file. So `retries` here
+starts a download that broke off for good over again, from the first byte.
 
-Blocking by design (httpx sync, file IO, hashing): the CLI calls it directly and providers call it
-inside the worker thread that loads the model.
+What Parley keeps around it, and why:
+
+- A file already on disk is returned before any request: the library would first ask the server
+  whether the file changed, and a machine that pulled once must work offline.
+- The catalogue's sha256 is checked after the download (the library checks only the size) and
+  remembered in `<file>.sha256` (hash, size, mtime) so later starts skip hashing; a file that
+  fails the check is deleted.
+- `token=False`, a cache dir inside the model's folder, and no Xet: nothing reads the user's hub
+  token, the global ~/.cache/huggingface is not consulted, and every byte comes from the
+  configured base URL (Xet fetches from a separate storage host, keeps its own cache under
+  HF_HOME and reports telemetry).
+- The base URL is knocked on first: the library retries a host it cannot reach with backoff for
+  about 23 s before it gives up, and an offline start should say so at once.
+- The library's exceptions are translated into `parley.errors` where they come out, with the
+  setting to change and the file to put in place by hand.
+- Two threads asking for the same file (two providers, or a pull and a first use) download it
+  once: the library's lock only takes turns, and the second turn downloads the file again.
+
+Blocking by design (network, file IO, hashing): the CLI calls it directly and providers call it
+inside the worker thread that loads the model. huggingface_hub is imported on the first download
+only, so `parley doctor` and the availability checks work without it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
+import logging
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from parley.config import Settings
-from parley.errors import ParleyError, ProviderError, ProviderRateLimited, ProviderUnavailable
+from parley.errors import (
+    ParleyError,
+    ProviderError,
+    ProviderNotConfigured,
+    ProviderRateLimited,
+    ProviderUnavailable,
+)
 from parley.models.catalog import ModelFile, ModelSpec
 
 #: (bytes on disk so far, total bytes or None when the server does not say)
 ProgressCallback = Callable[[int, int | None], None]
 
 BASE_URL_SETTING = "PARLEY_MODEL_BASE_URL"
+INSTALL_HINT = "downloading models needs huggingface_hub: pip install 'parley[local]'"
+
+log = logging.getLogger(__name__)
 _locks: dict[Path, threading.Lock] = {}
 _locks_guard = threading.Lock()
-
-
-class _Interrupted(Exception):
-    """The body stopped before its end: keep the .part and resume."""
 
 
 def models_dir(settings: Settings) -> Path:
     return settings.data_dir / "models"
 
 
-def _lock_for(path: Path) -> threading.Lock:
-    # Two providers (or a pull and a first use) asking for the same file download it once.
+@contextmanager
+def _only_one(dest: Path) -> Iterator[None]:
     with _locks_guard:
-        return _locks.setdefault(path, threading.Lock())
+        lock = _locks.setdefault(dest, threading.Lock())
+    if not lock.acquire(blocking=False):
+        # Said out loud: otherwise a start that waits on another thread's download looks hung.
+        log.info("waiting for the download of %s already under way", dest)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _sha256(path: Path) -> str:
@@ -62,8 +98,10 @@ class Downloader:
     """Fetches catalog files from `base_url` (the hub, a mirror, a test server) into `root`.
 
     `progress` shows a tqdm bar on stderr when stderr is a terminal; `on_progress` is called
-    after every chunk whatever the terminal. `retries` is how many times a transfer cut midway
-    is resumed before giving up (the .part stays for the next run).
+    as the bytes land whatever the terminal. `timeout` bounds the knock on the base URL and the
+    metadata request (the body's read timeout is the library's, HF_HUB_DOWNLOAD_TIMEOUT). `retries`
+    is how many times a download that broke off for good (after the library's own resumes) is
+    started again, from the beginning.
     """
 
     def __init__(
@@ -114,20 +152,15 @@ class Downloader:
         return self.local_path(spec)
 
     def fetch(self, repo: str, file: ModelFile) -> Path:
-        """One file: from the cache when present and verified, else downloaded (resuming a .part)."""
+        """One file: from disk when present and verified (no request), else downloaded."""
         dest = self.root / repo / file.path
-        with _lock_for(dest):
-            if self._cached(dest, file):
-                return dest
-            url = self.url(repo, file.path)
-            part = dest.with_name(dest.name + ".part")
+        with _only_one(dest):
             try:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                self._download(url, part, dest, file)
-                self._verify(url, part, file)
-                os.replace(part, dest)
-                if file.sha256:
-                    self._remember(dest, file.sha256)
+                if self._cached(dest, file):
+                    return dest
+                url = self.url(repo, file.path)
+                self._download(repo, file, dest, url)
+                self._verify(url, dest, file)
             except OSError as exc:
                 raise ParleyError(f"cannot write {dest}: {exc.strerror or exc}") from exc
             return dest
@@ -146,114 +179,138 @@ class Downloader:
         dest.unlink()  # put there by hand, or damaged: fetch a good copy
         return False
 
-    def _download(self, url: str, part: Path, dest: Path, file: ModelFile) -> None:
+    def _download(self, repo: str, file: ModelFile, dest: Path, url: str) -> None:
+        try:
+            from huggingface_hub import constants, hf_hub_download
+        except ImportError as exc:
+            raise ProviderNotConfigured(INSTALL_HINT) from exc
+        # Process-wide, as the library offers no per-call switch. Parley hands its loaders local
+        # folders, so no other hub download in this process depends on Xet.
+        constants.HF_HUB_DISABLE_XET = True
+        knock = _knock(self.base_url, httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)))
+        if knock is not None:
+            timed_out = isinstance(knock, httpx.TimeoutException)
+            raise self._unreachable(url, dest, timed_out=timed_out) from knock
+        local_dir = self.root / repo
         failures = 0
         while True:
             try:
-                self._transfer(url, part, file)
+                hf_hub_download(
+                    repo,
+                    file.path,
+                    local_dir=local_dir,
+                    cache_dir=local_dir / ".cache" / "huggingface",
+                    endpoint=self.base_url,
+                    token=False,
+                    etag_timeout=self.timeout,
+                    library_name="parley",
+                    tqdm_class=self._bar_class(Path(file.path).name),
+                )
                 return
-            except _Interrupted as exc:
+            except Exception as exc:
+                error, broke_off = self._translate(exc, url, dest)
+                if error is None:
+                    raise
                 failures += 1
-                if failures > self.retries:
-                    have = part.stat().st_size if part.exists() else 0
-                    raise ProviderUnavailable(
-                        f"download of {url} broke off after {have} bytes ({exc}); the partial file "
-                        f"{part} is kept and the next attempt resumes from it"
-                    ) from exc
-            except httpx.ConnectError as exc:
-                host = urlsplit(url).hostname or url
-                raise ProviderUnavailable(
-                    f"cannot reach {host}: no network? fetch {url} elsewhere and put it at {dest}, "
-                    f"or point {BASE_URL_SETTING} at a mirror",
-                    field=BASE_URL_SETTING,
-                ) from exc
-            except httpx.TimeoutException as exc:
-                raise ProviderUnavailable(
-                    f"{urlsplit(url).hostname} did not answer within {self.timeout:g} s: fetch {url} "
-                    f"elsewhere and put it at {dest}",
-                    field=BASE_URL_SETTING,
-                ) from exc
+                if not broke_off or failures > self.retries:
+                    raise error from exc
+                log.warning("%s; starting it again (%d of %d)", error.message, failures, self.retries)
 
-    def _transfer(self, url: str, part: Path, file: ModelFile) -> None:
-        offset = part.stat().st_size if part.exists() else 0
-        if file.size is not None and offset > file.size:
-            part.unlink()
-            offset = 0
-        # identity: byte ranges of a compressed body would not be byte ranges of the file
-        headers = {"Accept-Encoding": "identity"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0))
-        try:
-            with (
-                httpx.Client(follow_redirects=True, timeout=timeout) as client,
-                client.stream("GET", url, headers=headers) as response,
-            ):
-                if response.status_code == 416 and offset:
-                    # The .part already holds every byte (cut just before the rename) or is junk.
-                    if _range_total(response) == offset:
-                        return
-                    part.unlink()
-                    raise _Interrupted("the server refused to resume; starting over")
-                if response.status_code == 206 and _range_start(response) == offset:
-                    mode = "ab"
-                elif response.status_code == 200:
-                    offset, mode = 0, "wb"  # Range ignored: the body is the whole file
-                elif response.status_code == 206:
-                    part.unlink()
-                    raise _Interrupted("the server resumed at the wrong byte; starting over")
-                else:
-                    _raise_status(url, response)
-                length = response.headers.get("content-length")
-                total = offset + int(length) if length is not None else file.size
-                self._write(response, part, mode, offset, total, Path(file.path).name)
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout, httpx.WriteError) as exc:
-            raise _Interrupted(str(exc) or type(exc).__name__) from exc
-        have = part.stat().st_size
-        if total is not None and have < total:
-            raise _Interrupted(f"got {have} of {total} bytes")
+    def _bar_class(self, label: str) -> type[Any]:
+        """A tqdm for huggingface_hub to draw with: Parley's bar, and `on_progress` fed from it."""
+        shown = self.progress and sys.stderr.isatty()
+        on_progress = self.on_progress
 
-    def _write(
-        self, response: httpx.Response, part: Path, mode: str, done: int, total: int | None, label: str
-    ) -> None:
-        bar = tqdm(
-            total=total,
-            initial=done,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=label,
-            file=sys.stderr,
-            disable=not (self.progress and sys.stderr.isatty()),
-            leave=False,
+        class Bar(tqdm):  # type: ignore[misc]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                kwargs.update(desc=label, file=sys.stderr, disable=not shown, leave=False, unit_divisor=1024)
+                super().__init__(*args, **kwargs)
+                # A disabled tqdm stops counting, and on_progress must not depend on the terminal.
+                self.bytes_done: int = kwargs.get("initial") or 0
+                self.bytes_total: int | None = kwargs.get("total")
+                if on_progress is not None:
+                    on_progress(self.bytes_done, self.bytes_total)
+
+            def update(self, n: int = 1) -> bool | None:
+                shown_now: bool | None = super().update(n)
+                # n < 0 when a server ignored the Range of a resume and the file starts over.
+                self.bytes_done += n
+                if on_progress is not None:
+                    on_progress(self.bytes_done, self.bytes_total)
+                return shown_now
+
+        return Bar
+
+    def _translate(self, exc: BaseException, url: str, dest: Path) -> tuple[ParleyError | None, bool]:
+        """Parley's error for what came out of huggingface_hub, and whether it broke off midway.
+
+        The library wraps the cause of a failed metadata request in a LocalEntryNotFoundError
+        ("not in the local cache"), so the chain is searched for the first link that says why.
+        """
+        import httpx2
+        from huggingface_hub import errors
+
+        for cause in _chain(exc):
+            if isinstance(cause, errors.GatedRepoError):
+                return _status_error(url, 401), False
+            if isinstance(cause, errors.HfHubHTTPError):
+                return _status_error(url, cause.response.status_code), False
+            if isinstance(cause, errors.OfflineModeIsEnabled):
+                message = (
+                    f"HF_HUB_OFFLINE is set, so {url} is not fetched: unset it, or put the file at {dest}"
+                )
+                return ProviderUnavailable(message), False
+            if isinstance(cause, errors.FileMetadataError):
+                return ProviderError(
+                    f"{self.base_url} did not answer like a model hub for {url} ({cause}): is "
+                    f"{BASE_URL_SETTING} a hub mirror?",
+                    field=BASE_URL_SETTING,
+                ), False
+            if isinstance(cause, httpx2.ConnectError | httpx2.ProxyError):
+                return self._unreachable(url, dest, timed_out=False), False
+            if isinstance(cause, httpx2.ConnectTimeout):
+                return self._unreachable(url, dest, timed_out=True), False
+            if isinstance(cause, httpx2.TransportError):
+                return self._broke_off(url, dest, str(cause) or type(cause).__name__), True
+        if isinstance(exc, errors.LocalEntryNotFoundError):
+            return ProviderUnavailable(f"cannot fetch {url}: {exc}", field=BASE_URL_SETTING), False
+        if isinstance(exc, OSError) and exc.errno is None:
+            # The body ended short of its announced size ("Consistency check failed").
+            return self._broke_off(url, dest, str(exc)), True
+        return None, False
+
+    def _unreachable(self, url: str, dest: Path, *, timed_out: bool) -> ProviderUnavailable:
+        host = urlsplit(url).hostname or url
+        what = f"{host} did not answer in time:" if timed_out else f"cannot reach {host}: no network?"
+        return ProviderUnavailable(
+            f"{what} fetch {url} elsewhere and put it at {dest}, or point {BASE_URL_SETTING} at a mirror",
+            field=BASE_URL_SETTING,
         )
-        if self.on_progress is not None:
-            self.on_progress(done, total)
-        with bar, part.open(mode) as out:
-            # As the bytes arrive, not re-chunked: a re-chunking buffer loses its tail when the
-            # connection drops, and the .part must keep every byte that came.
-            for chunk in response.iter_bytes():
-                out.write(chunk)
-                done += len(chunk)
-                bar.update(len(chunk))
-                if self.on_progress is not None:
-                    self.on_progress(done, total)
 
-    def _verify(self, url: str, part: Path, file: ModelFile) -> None:
-        size = part.stat().st_size
+    @staticmethod
+    def _broke_off(url: str, dest: Path, why: str) -> ProviderUnavailable:
+        return ProviderUnavailable(
+            f"download of {url} broke off ({why}); nothing of it was kept: try again, or fetch it "
+            f"elsewhere and put it at {dest}",
+            field=BASE_URL_SETTING,
+        )
+
+    def _verify(self, url: str, dest: Path, file: ModelFile) -> None:
+        size = dest.stat().st_size
         if file.size is not None and size != file.size:
-            part.unlink()
+            dest.unlink()
             raise ProviderError(f"{url} has {size} bytes, expected {file.size}; the file was deleted")
         if file.sha256 is None:
             return
-        actual = _sha256(part)
+        actual = _sha256(dest)
         if actual != file.sha256:
-            part.unlink()
+            dest.unlink()
             raise ProviderError(
                 f"checksum mismatch for {url}: expected sha256 {file.sha256}, got {actual}; the file was "
                 f"deleted. A broken mirror or proxy? Check {BASE_URL_SETTING} and try again",
                 field=BASE_URL_SETTING,
             )
+        self._remember(dest, file.sha256)
 
     @staticmethod
     def _marker(dest: Path) -> Path:
@@ -272,44 +329,51 @@ class Downloader:
         return recorded == [sha256, str(stat.st_size), str(stat.st_mtime_ns)]
 
 
-def _range_start(response: httpx.Response) -> int | None:
-    # "bytes 100-999/1000"
-    value = response.headers.get("content-range", "")
-    try:
-        return int(value.split()[1].split("-")[0])
-    except (IndexError, ValueError):
-        return None
-
-
-def _range_total(response: httpx.Response) -> int | None:
-    # "bytes */1000"
-    value = response.headers.get("content-range", "")
-    try:
-        return int(value.rsplit("/", 1)[1])
-    except (IndexError, ValueError):
-        return None
-
-
-def _raise_status(url: str, response: httpx.Response) -> NoReturn:
-    status = response.status_code
+def _status_error(url: str, status: int) -> ProviderError:
     if status == 404:
-        raise ProviderError(
+        return ProviderError(
             f"{url} does not exist (404): a wrong model name, or {BASE_URL_SETTING} is not a hub mirror",
             field=BASE_URL_SETTING,
         )
     if status in (401, 403):
-        raise ProviderError(f"{url} needs authorisation ({status}): a gated model? fetch it by hand")
+        # The hub answers 401 for a repository that is missing, private or gated alike.
+        return ProviderError(
+            f"{url} is missing or needs authorisation ({status}): a gated model? fetch it by hand"
+        )
     if status == 429:
-        raise ProviderRateLimited(f"{url}: the hub is rate limiting downloads (429); try again later")
+        return ProviderRateLimited(f"{url}: the hub is rate limiting downloads (429); try again later")
     if status >= 500:
-        raise ProviderUnavailable(f"{url}: the server failed ({status}); try again later")
-    raise ProviderError(f"{url}: unexpected HTTP {status}")
+        return ProviderUnavailable(f"{url}: the server failed ({status}); try again later")
+    return ProviderError(f"{url}: unexpected HTTP {status}")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what caused it, in the order a traceback prints them from the bottom."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = (
+            link.__cause__
+            if link.__cause__ is not None
+            else None
+            if link.__suppress_context__
+            else link.__context__
+        )
+
+
+def _knock(base_url: str, timeout: float | httpx.Timeout) -> httpx.HTTPError | None:
+    try:
+        httpx.head(base_url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return exc
+    return None
 
 
 def probe(base_url: str, *, timeout: float = 2.0) -> str | None:
     """None when `base_url` answers at all; else why not (for `check()`: will a download work?)."""
-    try:
-        httpx.head(base_url, timeout=timeout)
-    except httpx.HTTPError as exc:
-        return f"{urlsplit(base_url).hostname or base_url} unreachable ({type(exc).__name__})"
-    return None
+    failure = _knock(base_url, timeout)
+    if failure is None:
+        return None
+    return f"{urlsplit(base_url).hostname or base_url} unreachable ({type(failure).__name__})"
