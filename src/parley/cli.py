@@ -18,13 +18,16 @@ def _serve(args: argparse.Namespace) -> int:
     from parley.app import create_app
     from parley.logs import setup
     from parley.providers.factory import describe_choice
+    from parley.redact import redact, settings_secrets
     from parley.web.ws import frame_limit
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = load_settings(**overrides)
     setup(settings.log_level)
+    # The lines name base URLs, which may carry credentials (https://user:key@host/v1).
+    secrets = settings_secrets(settings)
     for line in describe_choice(settings):
-        print(f"parley: {line}", file=sys.stderr)
+        print(f"parley: {redact(line, secrets, shapes=False)}", file=sys.stderr)
     print(f"parley: serving on http://{settings.host}:{settings.port}", file=sys.stderr)
     uvicorn.run(
         create_app(settings, freeze_gc=True),

@@ -201,7 +201,11 @@ async def test_json_envelope_answer_is_accepted_whole(scripted: ScriptedUpstream
             ProviderRateLimited,
             "capacity",
         ),
-        (b'{"error":"InferenceUpstreamError: model crashed"}', ProviderError, "model crashed"),
+        (
+            b'{"error":"InferenceUpstreamError: model crashed"}',
+            ProviderError,
+            "error while writing the reply",
+        ),
     ],
 )
 async def test_error_inside_the_stream_is_raised(

@@ -21,10 +21,13 @@ from websockets.exceptions import ConnectionClosed
 
 from parley.app import create_app
 from parley.bus.memory import LocalBus
+from parley.config import Settings
 from parley.providers.llm import ChatDelta, ChatProvider, ChatRequest
 from parley.providers.testing import EchoChat
 from parley.providers.testing_voice import FixedLatencySTT
-from parley.standins.server import BackgroundServer
+from parley.standins import openai as openai_standin
+from parley.standins import workers_ai as workers_ai_standin
+from parley.standins.server import BackgroundServer, free_port
 from tests.conftest import ServerFactory, make_settings, sse_events
 from tests.web.test_bad_input import assert_error
 from tests.web.test_ws import recv, until, ws_url
@@ -343,3 +346,97 @@ def test_a_chunked_upload_over_the_limit_is_refused_before_it_is_all_sent(
     answer, sent = upload_chunked(server.port, limit // 2)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["text"] == "hello"
+
+
+# -- defect 5: no secrets, upstream text or internal addresses reach clients -----------------------
+
+KEY = "sk-parley-test-0123456789abcdef"
+PASSWORD = "hunter2-in-the-url"
+
+
+def leaks(text: str, *secrets: str) -> list[str]:
+    return [s for s in secrets if s in text]
+
+
+async def test_an_upstream_that_echoes_the_key_leaks_nothing_to_clients(
+    serve: ServerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with BackgroundServer(openai_standin.create_app(api_key=KEY, echo_key=True)) as upstream:
+        internal = upstream.url.removeprefix("http://")
+        settings = make_settings(
+            tmp_path / "d", llm="openai", llm_base_url=upstream.url + "/v1", llm_api_key=KEY
+        )
+        server = serve(settings=settings)  # the chat provider is built from the settings, as in `serve`
+        async with (
+            websockets.connect(ws_url(server.url, SID)) as ws,
+            httpx.AsyncClient(base_url=server.url) as client,
+        ):
+            await recv(ws)
+            for trigger, status in (("400", 502), ("500", 503), ("429", 429)):
+                r = await client.post("/api/chat", json={"message": f"hi #error:{trigger}", "sessionId": SID})
+                assert r.status_code == status, r.text
+                assert leaks(r.text, KEY, "Incorrect API key", internal) == []
+                assert "OpenAI-compatible server (PARLEY_LLM_BASE_URL)" in r.json()["error"]
+                failed, _ = await until(ws, "error")
+                assert leaks(json.dumps(failed), KEY, "Incorrect API key", internal) == []
+            streamed = await client.post(
+                "/api/chat", json={"message": "#error:400", "sessionId": SID, "stream": True}
+            )
+            assert leaks(streamed.text, KEY, "Incorrect API key", internal) == []
+            stored = json.dumps(await history(client))
+    assert leaks(stored, KEY, "Incorrect API key", internal) == []
+    assert "HTTP 400" in stored
+    # the operator still learns what the upstream said, with the key masked
+    assert "Incorrect API key provided: ***" in caplog.text
+    assert KEY not in caplog.text
+
+
+async def test_credentials_in_the_base_url_leak_nowhere_on_a_timeout(
+    serve: ServerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with BackgroundServer(openai_standin.create_app()) as upstream:
+        base = f"http://parley:{PASSWORD}@127.0.0.1:{upstream.port}/v1"
+        settings = make_settings(tmp_path / "d", llm="openai", llm_base_url=base, provider_timeout=0.3)
+        server = serve(settings=settings)
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            r = await client.post("/api/chat", json={"message": "#sleep:5", "sessionId": SID})
+            assert r.status_code == 504, r.text
+            assert leaks(r.text, PASSWORD, "parley:", str(upstream.port)) == []
+            assert "did not answer" in r.json()["error"]
+            stored = json.dumps(await history(client))
+    assert leaks(stored, PASSWORD, str(upstream.port)) == []
+    assert PASSWORD not in caplog.text
+
+
+async def test_workers_ai_errors_and_addresses_stay_in_the_log(
+    serve: ServerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = "cf-test-token-0123456789abcdef0123456789"
+
+    def cf(base_url: str, name: str) -> Settings:
+        return make_settings(
+            tmp_path / name,
+            llm="workers-ai",
+            cloudflare_account_id="test-account",
+            cloudflare_api_token=token,
+            workers_ai_base_url=base_url,
+        )
+
+    with BackgroundServer(workers_ai_standin.create_app(token=token)) as upstream:
+        server = serve(settings=cf(upstream.url + "/client/v4", "a"))
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            r = await client.post("/api/chat", json={"message": "#error:5006", "sessionId": SID})
+            assert r.status_code == 502, r.text
+            assert leaks(r.text, "AiError", str(upstream.port), token) == []
+            assert r.json()["error"] == (
+                "Workers AI answered @cf/meta/llama-3.3-70b-instruct-fp8-fast with error 5006"
+            )
+    closed = free_port()
+    server = serve(settings=cf(f"http://cf:{PASSWORD}@127.0.0.1:{closed}/client/v4", "b"))
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        r = await client.post("/api/chat", json={"message": "hi", "sessionId": SID})
+        assert r.status_code == 503, r.text
+        assert leaks(r.text, PASSWORD, str(closed)) == []
+        assert "PARLEY_WORKERS_AI_BASE_URL" in r.json()["error"]
+    assert "AiError: error 5006" in caplog.text and f"127.0.0.1:{closed}" in caplog.text
+    assert leaks(caplog.text, PASSWORD, token) == []

@@ -79,11 +79,18 @@ def error(
     return JSONResponse(body, status_code=status)
 
 
-def triggered_error(trigger: str) -> JSONResponse:
+def triggered_error(trigger: str, echo: str | None = None) -> JSONResponse:
+    """The error a `#error:` trigger asks for; `echo` (a presented API key) is quoted in its text."""
     status, message, type_, code = _ERRORS.get(
         trigger, (int(trigger) if trigger.isdigit() else 500, "Error.", "server_error", None)
     )
+    if echo is not None:
+        message = f"{message} Incorrect API key provided: {echo}."
     return error(status, message, type_, code)
+
+
+def presented_key(request: Request) -> str:
+    return request.headers.get("authorization", "").removeprefix("Bearer ")
 
 
 def create_app(
@@ -92,11 +99,14 @@ def create_app(
     first_token_delay: float = 0.0,
     token_interval: float = 0.0,
     models: Collection[str] = DEFAULT_MODELS,
+    echo_key: bool = False,
 ) -> Starlette:
     """An OpenAI-compatible stand-in; base URL for clients is `<server url>/v1`.
 
-    `api_key=None` accepts any request, as Ollama does. State for tests: `requests`,
-    `cancelled_streams`, `completed_streams`, `first_byte_times`.
+    `api_key=None` accepts any request, as Ollama does. `echo_key=True` quotes the API key the
+    request carried in every error's message, as careless servers and proxies do (the client
+    must keep it from its users). State for tests: `requests`, `cancelled_streams`,
+    `completed_streams`, `first_byte_times`.
     """
     quiet_aborts()
 
@@ -107,7 +117,10 @@ def create_app(
         if not header:
             return error(401, "You didn't provide an API key.", "invalid_request_error")
         if not hmac.compare_digest(header, f"Bearer {api_key}"):
-            return error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+            quoted = f": {presented_key(request)}." if echo_key else "."
+            return error(
+                401, f"Incorrect API key provided{quoted}", "invalid_request_error", "invalid_api_key"
+            )
         return None
 
     def unknown_model(model: Any) -> JSONResponse | None:
@@ -131,7 +144,7 @@ def create_app(
         said = last_user_text(payload["messages"])
         triggers = triggers_in(said)
         if triggers.error is not None:
-            return triggered_error(triggers.error)
+            return triggered_error(triggers.error, presented_key(request) if echo_key else None)
         limit = payload.get("max_completion_tokens") or payload.get("max_tokens")
         tokens = tokens_of("You said: " + said)
         truncated = isinstance(limit, int) and len(tokens) > limit

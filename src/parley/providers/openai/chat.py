@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -13,7 +14,9 @@ from parley.errors import ProviderError
 from parley.providers.llm import ChatDelta, ChatProvider, ChatRequest
 from parley.providers.openai.client import OpenAIClient, upstream_error
 from parley.providers.sse import chat_deltas
-from parley.providers.wire import content_of, usage_of
+from parley.providers.wire import content_of, finish_reason_of, usage_of
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CHAT_MODEL = "gpt-4o-mini"
 MODEL_SETTING = "PARLEY_LLM_MODEL"
@@ -52,7 +55,7 @@ class OpenAIChat(ChatProvider):
                 async for delta in self._from_completion(resp):
                     yield delta
                 return
-            source = f"{self.client.base_url} ({self.model})"
+            source = f"{self.client.where} ({self.model})"
             deltas = chat_deltas(
                 resp, decode=self._decode, text_of=lambda chunk: content_of(chunk, "delta"), source=source
             )
@@ -64,11 +67,12 @@ class OpenAIChat(ChatProvider):
         try:
             chunk = json.loads(data)
         except ValueError as exc:
-            raise ProviderError(
-                f"{self.client.base_url} sent an unreadable stream event: {data[:120]!r}"
-            ) from exc
+            # The event's text is the upstream's: the log may have it, the client may not.
+            log.warning("unreadable stream event from %s: %s", self.model, self.client.redacted(data[:120]))
+            raise ProviderError(f"{self.client.where} sent an unreadable stream event") from exc
         if not isinstance(chunk, dict):
-            raise ProviderError(f"{self.client.base_url} sent an unexpected stream event: {data[:120]!r}")
+            log.warning("unexpected stream event from %s: %s", self.model, self.client.redacted(data[:120]))
+            raise ProviderError(f"{self.client.where} sent an unexpected stream event")
         if chunk.get("error"):
             message, code = upstream_error(chunk)
             raise self.client.map_error(None, message, code, model=self.model, model_setting=MODEL_SETTING)
@@ -79,15 +83,15 @@ class OpenAIChat(ChatProvider):
         try:
             completion = resp.json()
         except ValueError as exc:
-            raise ProviderError(f"{self.client.base_url} answered with neither a stream nor JSON") from exc
+            raise ProviderError(f"{self.client.where} answered with neither a stream nor JSON") from exc
         if not isinstance(completion, dict):
-            raise ProviderError(f"{self.client.base_url} answered with unexpected JSON")
+            raise ProviderError(f"{self.client.where} answered with unexpected JSON")
         text = content_of(completion, "message")
         if text:
             yield ChatDelta(text=text)
-        usage = usage_of(completion)
-        if usage is not None:
-            yield ChatDelta(usage=usage)
+        usage, reason = usage_of(completion), finish_reason_of(completion)
+        if usage is not None or reason is not None:
+            yield ChatDelta(usage=usage, finish_reason=reason)
 
     async def aclose(self) -> None:
         await self.client.aclose()

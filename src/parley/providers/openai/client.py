@@ -5,11 +5,16 @@ which agree on paths and bodies but not on error shapes: OpenAI nests `{"error":
 "type", "code"}}`, Ollama answers `{"error": "..."}`, vLLM puts `message` at the top level. All of
 them are read here and translated into Parley's exception tree where they enter. The API key is
 only ever in the client's default headers.
+
+What reaches clients says which server failed (by the setting that names it) and how; the base
+URL (which may be internal, or carry credentials), the upstream's own text (which may quote the
+key) and transport details go only to the log, redacted.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,10 +30,15 @@ from parley.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
+from parley.redact import redact, safe_url, url_secrets
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+# An upstream error code worth passing on (`invalid_api_key`, `model_not_found`): an identifier,
+# not text.
+_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
 def upstream_error(body: Any) -> tuple[str, str | None]:
@@ -66,7 +76,11 @@ class OpenAIClient:
         self.timeout = timeout
         self.key_setting = key_setting
         self.base_url_setting = base_url_setting
+        #: how errors name this server to clients: by its setting, never by its address
+        self.server = f"the OpenAI-compatible server ({base_url_setting})"
+        self.where = self.server[0].upper() + self.server[1:]
         self._has_key = bool(api_key)
+        self._secrets = [api_key, *url_secrets(base_url)]
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(
             base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout), transport=transport
@@ -92,9 +106,9 @@ class OpenAIClient:
         try:
             body = response.json()
         except ValueError as exc:
-            raise ProviderError(f"{self.base_url} answered {path} with something other than JSON") from exc
+            raise ProviderError(f"{self.where} answered {path} with something other than JSON") from exc
         if not isinstance(body, dict):
-            raise ProviderError(f"{self.base_url} answered {path} with unexpected JSON")
+            raise ProviderError(f"{self.where} answered {path} with unexpected JSON")
         return body
 
     @asynccontextmanager
@@ -119,15 +133,31 @@ class OpenAIClient:
         message, code = upstream_error(body)
         if not message and body is None:
             message = response.text[:300]
-        log.debug("%s answered HTTP %s (%s)", self.base_url, response.status_code, code)
         return self.map_error(response.status_code, message, code, model=model, model_setting=model_setting)
+
+    def redacted(self, text: str) -> str:
+        """`text` fit for the log: this client's key and URL credentials and secret shapes masked."""
+        return redact(text, self._secrets)
 
     def map_error(
         self, status: int | None, message: str, code: str | None, *, model: str, model_setting: str
     ) -> ParleyError:
-        """Translate an HTTP status (None for an error inside a stream) into Parley's tree."""
-        details = {"upstream_status": status, "upstream_code": code, "upstream_message": message or None}
-        where = f"The server at {self.base_url}"
+        """Translate an HTTP status (None for an error inside a stream) into Parley's tree.
+
+        The upstream's message is logged (redacted) and left out of the error, which clients see.
+        """
+        log.warning(
+            "%s (%s) answered %s for %s: code=%s message=%s",
+            safe_url(self.base_url),
+            self.base_url_setting,
+            f"HTTP {status}" if status is not None else "an error event",
+            model,
+            self.redacted(str(code)) if code is not None else "-",
+            self.redacted(message) if message else "-",
+        )
+        safe_code = code if code is not None and _CODE.fullmatch(code) else None
+        details = {"upstream_status": status, "upstream_code": safe_code and self.redacted(safe_code)}
+        where = self.where
         if status in (401, 403):
             hint = "rejected the API key" if self._has_key else "requires an API key"
             return ProviderNotConfigured(
@@ -143,32 +173,37 @@ class OpenAIClient:
         if status == 429:
             if code == "insufficient_quota":
                 return ProviderRateLimited(f"{where} says the account's quota is used up", details=details)
-            return ProviderRateLimited(
-                f"{where} is rate limiting: {message or 'retry later'}", details=details
-            )
+            return ProviderRateLimited(f"{where} is rate limiting requests; retry later", details=details)
         if status in (408, 504):
             return ProviderTimeout(f"{where} timed out running {model}", details=details)
         if status == 413:
-            return PayloadTooLarge(f"The request is too large for {where}", details=details)
+            return PayloadTooLarge(f"The request is too large for {self.server}", details=details)
         if status is not None and status >= 500:
-            return ProviderUnavailable(
-                f"{where} failed (HTTP {status}): {message or 'no message'}", details=details
+            return ProviderUnavailable(f"{where} failed running {model} (HTTP {status})", details=details)
+        if status is None:
+            return ProviderError(
+                f"{where} reported an error while writing the reply of {model}", details=details
             )
-        label = f"HTTP {status}" if status is not None else "a stream error"
-        return ProviderError(f"{where} answered {label}: {message or 'no message'}", details=details)
+        return ProviderError(f"{where} refused the request for {model} (HTTP {status})", details=details)
 
     def transport_error(self, exc: httpx.HTTPError, model: str) -> ParleyError:
+        log.warning(
+            "%s (%s) for %s: %s: %s",
+            safe_url(self.base_url),
+            self.base_url_setting,
+            model,
+            type(exc).__name__,
+            self.redacted(str(exc)) or "-",
+        )
         if isinstance(exc, httpx.TimeoutException):
-            return ProviderTimeout(f"{self.base_url} did not answer {model} within {self.timeout:g} s")
+            return ProviderTimeout(f"{self.where} did not answer {model} within {self.timeout:g} s")
         if isinstance(exc, httpx.ConnectError):
             return ProviderUnavailable(
-                f"Cannot reach {self.base_url} ({exc}); is the server running? ({self.base_url_setting})"
+                f"Cannot reach {self.server}; is it running, and is {self.base_url_setting} right?"
             )
         if isinstance(exc, httpx.TransportError):
-            return ProviderUnavailable(
-                f"The connection to {self.base_url} failed while running {model}: {exc}"
-            )
-        return ProviderError(f"The call to {self.base_url} for {model} failed: {exc}")
+            return ProviderUnavailable(f"The connection to {self.server} failed while running {model}")
+        return ProviderError(f"The call to {self.server} for {model} failed")
 
     async def aclose(self) -> None:
         await self._http.aclose()

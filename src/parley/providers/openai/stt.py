@@ -36,7 +36,7 @@ class OpenAISTT(STTProvider):
         )
         text = body.get("text")
         if not isinstance(text, str):
-            raise ProviderError(f"{self.client.base_url} answered the transcription without a text")
+            raise ProviderError(f"{self.client.where} answered the transcription without a text")
         # The plain `json` format does not report the language, so only a requested one is known.
         return Transcript(text=text.strip(), language=language)
 

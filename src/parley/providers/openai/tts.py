@@ -84,9 +84,7 @@ class OpenAITTS(TTSProvider):
                 ):
                     yield AudioChunk(pcm, rate)
             except InvalidInput as exc:
-                raise ProviderError(
-                    f"{self.client.base_url} sent unusable speech audio: {exc.message}"
-                ) from exc
+                raise ProviderError(f"{self.client.where} sent unusable speech audio: {exc.message}") from exc
 
     async def aclose(self) -> None:
         await self.client.aclose()

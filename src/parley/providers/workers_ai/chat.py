@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -10,10 +11,13 @@ from typing import Any
 import httpx
 
 from parley.errors import ProviderError
-from parley.providers.llm import ChatDelta, ChatProvider, ChatRequest
+from parley.providers.llm import LENGTH, ChatDelta, ChatProvider, ChatRequest
 from parley.providers.sse import chat_deltas
 from parley.providers.wire import content_of, usage_of
 from parley.providers.workers_ai.client import WorkersAIClient, map_error, upstream_error
+from parley.redact import redact
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CHAT_MODEL = "@cf/meta/llama-3.3-70b-instruct-fp8-fast"
 MODEL_SETTING = "PARLEY_LLM_MODEL"
@@ -57,15 +61,18 @@ class WorkersAIChat(ChatProvider):
             )
             async with aclosing(deltas):
                 async for delta in deltas:
-                    yield delta
+                    yield with_finish_reason(delta, request)
 
     def _decode(self, data: str) -> dict[str, Any]:
         try:
             event = json.loads(data)
         except ValueError as exc:
-            raise ProviderError(f"Workers AI sent an unreadable stream event: {data[:120]!r}") from exc
+            # The event's text is the upstream's: the log may have it, the client may not.
+            log.warning("unreadable stream event from %s: %s", self.model, redact(data[:120]))
+            raise ProviderError(f"Workers AI sent an unreadable stream event for {self.model}") from exc
         if not isinstance(event, dict):
-            raise ProviderError(f"Workers AI sent an unexpected stream event: {data[:120]!r}")
+            log.warning("unexpected stream event from %s: %s", self.model, redact(data[:120]))
+            raise ProviderError(f"Workers AI sent an unexpected stream event for {self.model}")
         if event.get("errors") or event.get("error") or event.get("success") is False:
             code, message = upstream_error(event)
             raise map_error(None, code, message, model=self.model, model_setting=MODEL_SETTING)
@@ -86,10 +93,24 @@ class WorkersAIChat(ChatProvider):
             yield ChatDelta(text=text)
         usage = usage_of(result)
         if usage is not None:
-            yield ChatDelta(usage=usage)
+            yield with_finish_reason(ChatDelta(usage=usage), request)
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def with_finish_reason(delta: ChatDelta, request: ChatRequest) -> ChatDelta:
+    """The last delta with a finish reason: the one sent (OpenAI-style models), or else "length"
+    when the usage shows the whole `max_tokens` spent.
+
+    Workers AI's own stream (`{"response": ...}` events, then the usage) does not say why it
+    stopped; a reply that used every token it was allowed was cut off there.
+    """
+    if delta.usage is None or delta.finish_reason is not None:
+        return delta
+    if delta.usage.completion_tokens >= request.max_tokens:
+        return ChatDelta(text=delta.text, usage=delta.usage, finish_reason=LENGTH)
+    return delta
 
 
 def token_of(event: dict[str, Any]) -> str:

@@ -3,7 +3,8 @@
 Every failure of a model call is translated here, where it enters, into Parley's exception tree,
 so that the providers and everything above them see only `ParleyError`s that say what to fix.
 The API token lives only in the client's default headers (which httpx masks in reprs); no message
-or log line built here contains it.
+or log line built here contains it. Cloudflare's own error text and the base URL go to the log
+(redacted), not into errors, which clients see.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from parley.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
+from parley.redact import redact, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,14 @@ def map_error(
     The envelope code is checked before the status: 5016 (licence) comes with 403, which would
     otherwise read as a bad token.
     """
-    details = {"upstream_status": status, "upstream_code": code, "upstream_message": message or None}
+    log.warning(
+        "Workers AI answered %s for %s: code=%s message=%s",
+        f"HTTP {status}" if status is not None else "an error event",
+        model,
+        code if code is not None else "-",
+        redact(message) if message else "-",
+    )
+    details = {"upstream_status": status, "upstream_code": code}
     if code == _CODE_QUOTA:
         return ProviderRateLimited(DAILY_QUOTA_MESSAGE, details=details)
     if code == _CODE_CAPACITY:
@@ -108,14 +117,19 @@ def map_error(
         )
     if status == 429:
         return ProviderRateLimited(
-            f"Workers AI rate limit: {message or 'too many requests'}", details=details
+            f"Workers AI is rate limiting requests for {model}; retry later", details=details
         )
     if status in (408, 504):
         return ProviderTimeout(f"Workers AI timed out running {model}", details=details)
     if status == 413:
         return PayloadTooLarge(f"The request is too large for {model}", details=details)
-    label = f"error {code}" if code is not None else f"HTTP {status}"
-    return ProviderError(f"Workers AI {label}: {message or 'no message'}", details=details)
+    if code is not None:
+        return ProviderError(f"Workers AI answered {model} with error {code}", details=details)
+    if status is None:
+        return ProviderError(
+            f"Workers AI reported an error while writing the reply of {model}", details=details
+        )
+    return ProviderError(f"Workers AI answered {model} with HTTP {status}", details=details)
 
 
 class WorkersAIClient:
@@ -220,17 +234,25 @@ class WorkersAIClient:
         code, message = upstream_error(body)
         if not message and body is None:
             message = text[:300]
-        log.debug("Workers AI %s answered HTTP %s code %s", model, status, code)
         return map_error(status, code, message, model=model, model_setting=model_setting)
 
     def _transport_error(self, exc: httpx.HTTPError, model: str) -> ParleyError:
+        log.warning(
+            "Workers AI at %s for %s: %s: %s",
+            safe_url(self.base_url),
+            model,
+            type(exc).__name__,
+            redact(str(exc)) or "-",
+        )
         if isinstance(exc, httpx.TimeoutException):
             return ProviderTimeout(f"Workers AI did not answer {model} within {self.timeout:g} s")
         if isinstance(exc, httpx.ConnectError):
-            return ProviderUnavailable(f"Cannot reach Workers AI at {self.base_url}: {exc}")
+            return ProviderUnavailable(
+                "Cannot reach Workers AI; check the network and PARLEY_WORKERS_AI_BASE_URL"
+            )
         if isinstance(exc, httpx.TransportError):
-            return ProviderUnavailable(f"The connection to Workers AI failed while running {model}: {exc}")
-        return ProviderError(f"Workers AI call to {model} failed: {exc}")
+            return ProviderUnavailable(f"The connection to Workers AI failed while running {model}")
+        return ProviderError(f"Workers AI call to {model} failed")
 
     async def aclose(self) -> None:
         await self._http.aclose()
