@@ -55,6 +55,23 @@ class Settings(BaseSettings):
         description="Extra origins allowed by CORS (JSON list, or `*`); same-origin and "
         "localhost origins are always allowed.",
     )
+    max_header_bytes: int = Field(
+        65536,
+        ge=1024,
+        description="Largest request head (request line and headers) `parley serve` reads, in bytes; "
+        "a larger one is answered 431 and its connection closed.",
+    )
+    max_headers: int = Field(
+        100,
+        ge=8,
+        description="Most headers a request may have; more are answered 431 and the connection closed.",
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client has to send a request's headers; a slower one is answered 408 and "
+        "its connection closed.",
+    )
 
     # -- conversation ---------------------------------------------------------------------------
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="System prompt of every turn.")
@@ -137,7 +154,8 @@ class Settings(BaseSettings):
     max_calls: int = Field(50, ge=1, description="Voice calls open at once.")
     ollama_url: str = Field("http://127.0.0.1:11434", description="Where `parley serve` looks for Ollama.")
     model_base_url: str = Field(
-        "https://huggingface.co", description="Where model files are downloaded from (a mirror works too)."
+        "https://huggingface.co",
+        description="Where model files are downloaded from (a mirror of the Hugging Face hub works too).",
     )
     bundled_models: bool = Field(
         True,

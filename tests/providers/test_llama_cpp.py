@@ -10,25 +10,22 @@ import asyncio
 import sys
 import threading
 import types
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from parley.config import Settings
 from parley.errors import ProviderError, ProviderNotConfigured, ProviderUnavailable
+from parley.models import lookup
 from parley.providers import llama_cpp
 from parley.providers.llama_cpp import LlamaCppChat
 from parley.providers.llama_cpp.chat import AHEAD, PYSILERO_NATIVE
 from parley.providers.llm import ChatDelta, ChatMessage, ChatRequest, Usage
-from parley.standins.server import BackgroundServer
 from tests.conftest import require_package
 from tests.fixtures.tiny_gguf import write_tiny_gguf
+from tests.models.test_download import static_hub
 
 
 @pytest.fixture(autouse=True)
@@ -221,33 +218,25 @@ async def test_closing_ends_the_worker_thread_and_refuses_new_turns(tiny: Path) 
 
 
 @pytest.fixture(scope="module")
-def hub(tiny: Path) -> Iterator[BackgroundServer]:
-    """A model hub that serves the tiny model under every file name (`/{repo}/resolve/main/{path}`)."""
-    data = tiny.read_bytes()
-
-    async def resolve(request: Request) -> Response:
-        if request.method == "HEAD" and not request.path_params["path"]:
-            return Response(b"")
-        return Response(data, media_type="application/octet-stream", headers={"Accept-Ranges": "bytes"})
-
-    app = Starlette(routes=[Route("/{path:path}", resolve, methods=["GET", "HEAD"])])
-    with BackgroundServer(app) as server:
-        yield server
-
-
-async def test_a_catalogue_model_is_downloaded_on_first_use(hub: BackgroundServer, tmp_path: Path) -> None:
-    settings = Settings(_env_file=None, data_dir=tmp_path, model_base_url=hub.url)  # type: ignore[call-arg]
-    before = llama_cpp.check(settings)
-    assert before.usable and "fetched from" in before.reason and "on first use" in before.reason
-    provider = llama_cpp.build(settings)
-    assert provider.model == "qwen2.5-0.5b-instruct"
-    try:
-        texts, _ = await collect(provider, ask(max_tokens=5))
-    finally:
-        await provider.aclose()
-    assert texts
+async def test_a_catalogue_model_is_downloaded_on_first_use(tiny: Path, tmp_path: Path) -> None:
+    spec = lookup("qwen2.5-0.5b-instruct")
+    data = await asyncio.to_thread(tiny.read_bytes)
+    files = {f"{spec.repo}/{file.path}": data for file in spec.files}
+    with static_hub(files, tmp_path / "hub") as (url, asked):
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None, data_dir=tmp_path, model_base_url=url, bundled_models=False
+        )
+        before = llama_cpp.check(settings)
+        assert before.usable and "fetched from" in before.reason and "on first use" in before.reason
+        provider = llama_cpp.build(settings)
+        assert provider.model == "qwen2.5-0.5b-instruct"
+        try:
+            texts, _ = await collect(provider, ask(max_tokens=5))
+        finally:
+            await provider.aclose()
+    assert texts and len(asked) == 1
     after = llama_cpp.check(settings)
-    assert after.usable and after.reason.startswith("model qwen2.5-0.5b-instruct at ")
+    assert after.usable and after.reason == "model qwen2.5-0.5b-instruct, downloaded"
     assert (tmp_path / "models" / "Qwen").is_dir()
 
 
@@ -260,6 +249,6 @@ def test_check_explains_each_way_it_cannot_run(tmp_path: Path) -> None:
 
     assert check(llm_model="/nowhere/x.gguf") == "PARLEY_LLM_MODEL=/nowhere/x.gguf is not a file"
     assert check(llm_model="no-such-model").startswith("unknown model 'no-such-model'")
-    offline = check(model_base_url="http://127.0.0.1:9")
+    offline = check(model_base_url="http://127.0.0.1:9", bundled_models=False)
     assert offline.startswith("model qwen2.5-0.5b-instruct not downloaded and 127.0.0.1 unreachable")
     assert "parley models pull qwen2.5-0.5b-instruct" in offline
