@@ -52,6 +52,7 @@ test: test-deps lint typecheck
 bench: install
 	$(PY) bench/run.py
 	$(PY) bench/local_ai.py
+	$(PY) bench/voice_bundled.py
 	$(PY) bench/sfu.py
 
 clean:
