@@ -125,7 +125,7 @@ class Client:
         await self.pc.close()
 
 
-async def dial(http: httpx.AsyncClient, session_id: str = SID) -> Client:
+async def dial(http: httpx.AsyncClient, session_id: str = SID, *, language: str | None = None) -> Client:
     pc = RTCPeerConnection()
     mic = MicTrack()
     pc.addTrack(mic)
@@ -146,7 +146,9 @@ async def dial(http: httpx.AsyncClient, session_id: str = SID) -> Client:
     pc.on("track", lambda track: client.readers.append(asyncio.create_task(listen(track))))
     await pc.setLocalDescription(await pc.createOffer())
     r = await http.post(
-        "/api/offer", json={"sdp": pc.localDescription.sdp, "type": "offer", "sessionId": session_id}
+        "/api/offer",
+        json={"sdp": pc.localDescription.sdp, "type": "offer", "sessionId": session_id}
+        | ({"language": language} if language else {}),
     )
     assert r.status_code == 200, r.text
     answer = r.json()
