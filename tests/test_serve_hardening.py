@@ -6,18 +6,23 @@ tested is uvicorn with the options and protocol `parley serve` gives it, not a t
 
 from __future__ import annotations
 
+import json
 import os
 import queue
+import select
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
+from websockets.sync.client import connect
 
 from parley.standins import openai as openai_standin
 from parley.standins.server import BackgroundServer, free_port
@@ -118,3 +123,137 @@ def test_the_start_up_lines_do_not_print_credentials(tmp_path: Path) -> None:
     assert "chat: openai" in banner, banner
     assert f"127.0.0.1:{upstream.port}/v1" in banner  # still says where, without who
     assert PASSWORD not in banner and KEY not in banner and "parley:" + PASSWORD not in banner
+
+
+# -- issue 11, defect 1: request heads are bounded in size, count and time -------------------------
+
+
+def _complete(answer: bytes) -> bool:
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
+
+
+def send_until_answered(port: int, first: bytes, more: Iterable[bytes] = ()) -> tuple[bytes, int]:
+    """Send `first`, then the pieces of `more` while reading; stop at a complete answer or when
+    the server closes. Returns the answer and how many bytes of `more` went into the socket."""
+    rest = iter(more)
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(first)
+    sock.setblocking(False)
+    answer, sent, pending = b"", 0, b""
+    try:
+        while not _complete(answer):
+            if not pending:
+                pending = next(rest, b"")
+                sent += len(pending)
+            readable, writable, _ = select.select([sock], [sock] if pending else [], [], 30)
+            assert readable or writable, "the server neither read nor answered for 30 s"
+            if readable:
+                try:
+                    data = sock.recv(65536)
+                except ConnectionResetError:
+                    break
+                if not data:
+                    break
+                answer += data
+            elif writable:
+                try:
+                    pending = pending[sock.send(pending) :]
+                except (BrokenPipeError, ConnectionResetError):
+                    pending, rest = b"", iter(())  # the server hung up: read what it said
+    finally:
+        sock.close()
+    return answer, sent
+
+
+def error_of(answer: bytes) -> tuple[int, dict[str, object]]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    assert b"connection: close" in head.lower()
+    return status, json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with parley_serve(tmp_path_factory.mktemp("default")) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    limits = {
+        "PARLEY_MAX_HEADER_BYTES": "4096",
+        "PARLEY_MAX_HEADERS": "20",
+        "PARLEY_HEADER_TIMEOUT_SECONDS": "0.5",
+    }
+    with parley_serve(tmp_path_factory.mktemp("strict"), **limits) as served:
+        yield served
+
+
+def test_a_huge_header_is_refused_at_the_limit_not_read_in_full(default_server: Served) -> None:
+    total = 64 * 1024 * 1024
+    pieces = (b"a" * 65536 for _ in range(total // 65536))
+    head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: "
+    answer, sent = send_until_answered(default_server.port, head, pieces)
+    status, error = error_of(answer)
+    assert (status, error["code"], error["field"], error["limit"]) == (
+        431,
+        "headers_too_large",
+        "headers",
+        65536,
+    )
+    # answered while most of the header was unsent (what went beyond the limit sits in socket
+    # buffers): the server stopped reading at the limit
+    assert sent < total // 4, sent
+    assert httpx.get(default_server.url + "/healthz").status_code == 200
+
+
+def test_head_limits_count_the_head_only(strict_server: Served) -> None:
+    start = b"GET /healthz HTTP/1.1\r\nHost: a\r\n"
+    many = b"".join(b"X-H%d: v\r\n" % i for i in range(25))
+    status, error = error_of(send_until_answered(strict_server.port, start + many + b"\r\n")[0])
+    assert (status, error["field"], error["limit"]) == (431, "headers", 20)
+    long = b"X-Long: " + b"a" * 5000 + b"\r\n"
+    status, error = error_of(send_until_answered(strict_server.port, start + long + b"\r\n")[0])
+    assert (status, error["field"], error["limit"]) == (431, "headers", 4096)
+    few = b"".join(b"X-H%d: v\r\n" % i for i in range(19))
+    answer, _ = send_until_answered(strict_server.port, start + few + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    # a body that arrives with the head, in the same read, is the body's: not counted as head
+    body = json.dumps({"sessionId": "s", "message": "x" * 20000}).encode()
+    head = (
+        b"POST /api/chat HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    answer, _ = send_until_answered(strict_server.port, head + body)
+    head_of, _, reply = answer.partition(b"\r\n\r\n")
+    assert head_of.startswith(b"HTTP/1.1 400"), answer[:300]  # the message is too long, not the head
+    assert json.loads(reply)["field"] == "message"
+
+
+def test_connections_that_never_finish_their_headers_are_closed(strict_server: Served) -> None:
+    socks = [socket.create_connection(("127.0.0.1", strict_server.port)) for _ in range(50)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        for sock in socks:
+            # a process boundary: wait for the server to give up, with a generous deadline
+            sock.settimeout(30)
+            answer = b""
+            while data := sock.recv(65536):
+                answer += data
+            status, error = error_of(answer)
+            assert (status, error["code"], error["limit"]) == (408, "request_timeout", 0.5)
+    finally:
+        for sock in socks:
+            sock.close()
+    # and a client that sends its request is served as ever, over HTTP and WebSocket
+    assert httpx.get(strict_server.url + "/healthz").status_code == 200
+    with connect(strict_server.url.replace("http://", "ws://") + "/ws?sessionId=s", open_timeout=30) as ws:
+        assert json.loads(ws.recv(timeout=30))["type"] == "connected"

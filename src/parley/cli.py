@@ -19,7 +19,7 @@ def _serve(args: argparse.Namespace) -> int:
     from parley.logs import setup
     from parley.providers.factory import describe_choice
     from parley.redact import redact, settings_secrets
-    from parley.web.ws import frame_limit
+    from parley.web.server import server_options
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = load_settings(**overrides)
@@ -29,21 +29,8 @@ def _serve(args: argparse.Namespace) -> int:
     for line in describe_choice(settings):
         print(f"parley: {redact(line, secrets, shapes=False)}", file=sys.stderr)
     print(f"parley: serving on http://{settings.host}:{settings.port}", file=sys.stderr)
-    uvicorn.run(
-        create_app(settings, freeze_gc=True),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        # the app checks frames against PARLEY_MAX_WS_FRAME_BYTES with a clear error; this is
-        # only the hard ceiling that protects memory
-        ws_max_size=max(frame_limit(settings) * 4, 1 << 20),
-        # events are small JSON; compressing each one once per socket cost 40% more CPU per
-        # fan-out and 40-70 KB per socket in bench/ (1,000 sockets)
-        ws_per_message_deflate=False,
-        # AccessLog writes one line per request, without query strings
-        access_log=False,
-        proxy_headers=True,
-    )
+    # the options (and the request-head guard) are in web/server.py, shared with the tests
+    uvicorn.run(create_app(settings, freeze_gc=True), **server_options(settings))
     return 0
 
 

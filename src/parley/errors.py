@@ -3,7 +3,9 @@
     ParleyError                      500 internal_error
     ├── InvalidInput                 400 invalid_input     (a named field broke a named limit)
     │   ├── PayloadTooLarge          413 payload_too_large
-    │   └── UnsupportedMediaType     415 unsupported_media_type
+    │   ├── UnsupportedMediaType     415 unsupported_media_type
+    │   ├── HeadersTooLarge          431 headers_too_large (request headers too long or too many)
+    │   └── HeadersTimeout           408 request_timeout   (request headers not sent in time)
     ├── Forbidden                    403 forbidden
     ├── NotFound                     404 not_found
     ├── ConfigError                  500 config_error      (a setting is wrong; names it)
@@ -69,6 +71,16 @@ class PayloadTooLarge(InvalidInput):
 class UnsupportedMediaType(InvalidInput):
     status = 415
     code = "unsupported_media_type"
+
+
+class HeadersTooLarge(InvalidInput):
+    status = 431
+    code = "headers_too_large"
+
+
+class HeadersTimeout(InvalidInput):
+    status = 408
+    code = "request_timeout"
 
 
 class Forbidden(ParleyError):
