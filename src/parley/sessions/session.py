@@ -12,7 +12,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from parley.bus.base import Bus
@@ -26,6 +26,26 @@ from parley.store.base import Message, MessageStatus, Store
 from parley.text import valid_text
 
 log = logging.getLogger("parley.turn")
+
+
+def window_overflow(roles: Sequence[str], limit: int) -> int:
+    """How many of the oldest earlier messages (`roles`, oldest first) leave the model's window now.
+
+    Zero on most turns: the window grows by each exchange until it holds more than `limit`, then
+    drops its oldest messages at once, keeping the newest half (ceil(limit / 2)), and grows again.
+    So for about limit / 4 turns in a row (a turn adds two messages) each prompt is the previous
+    prompt plus the new messages, and llama.cpp (or any server with a prompt cache) evaluates only
+    the new part; a window sliding by one message a turn changes the prompt's beginning every
+    turn, which is then evaluated whole. The kept part starts at a user message where one more
+    message allows it (chat templates expect the user first).
+    """
+    if len(roles) <= limit:
+        return 0
+    keep = limit - limit // 2
+    drop = len(roles) - keep
+    if 0 < keep < limit and roles[drop] == "assistant":
+        drop -= 1
+    return drop
 
 
 @dataclass(slots=True, frozen=True)
@@ -195,9 +215,10 @@ class ChatSession:
         if self._recent is None:
             async with self._load_lock:
                 if self._recent is None:
-                    limit = self._config.history_limit + 1
-                    loaded = await self._store.list_messages(self.id, limit=limit)
-                    self._recent = collections.deque(loaded, maxlen=limit)
+                    limit = self._config.history_limit
+                    loaded = await self._store.list_messages(self.id, limit=limit) if limit else []
+                    # No maxlen: the window advances in blocks (`window_overflow`), not a message at a time.
+                    self._recent = collections.deque(loaded)
         return self._recent
 
     def _model_messages(self, recent: collections.deque[Message], language: str | None) -> list[ChatMessage]:
@@ -205,9 +226,10 @@ class ChatSession:
         if language:
             system = f"{system}\n\n{reply_instruction(language)}"
         messages = [ChatMessage("system", system)]
-        # The newest entry is this turn's user message; before it, the last `history_limit`.
-        earlier = list(recent)[:-1][-self._config.history_limit :] if self._config.history_limit else []
-        for msg in [*earlier, recent[-1]]:
+        # The newest entry is this turn's user message; before it, at most `history_limit`.
+        for _ in range(window_overflow([m.role for m in list(recent)[:-1]], self._config.history_limit)):
+            recent.popleft()
+        for msg in recent:
             if msg.role == "assistant" and not msg.content:
                 continue  # a reply that failed before any text: nothing for the model to see
             messages.append(ChatMessage(msg.role, msg.content))
