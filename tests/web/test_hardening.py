@@ -180,8 +180,13 @@ async def test_a_socket_that_cannot_be_written_is_closed_not_left_silent(tmp_pat
         # the client reconnects and the conversation goes on
         async with websockets.connect(ws_url(server.url, SID)) as again:
             await recv(again)
-            await again.send(json.dumps({"type": "chat", "message": "second"}))
+            await again.send(json.dumps({"type": "chat", "message": "second", "clientId": "c-2"}))
+            accepted, _ = await until(again, "user_message")
+            while accepted.get("clientId") != "c-2":  # the first turn's events may still arrive
+                accepted, _ = await until(again, "user_message")
             reply, _ = await until(again, "reply")
+            while reply["turnId"] != accepted["turnId"]:
+                reply, _ = await until(again, "reply")
             assert reply["response"] == "You said: second"
 
 
