@@ -53,6 +53,7 @@ bench: install
 	$(PY) bench/run.py
 	$(PY) bench/local_ai.py
 	$(PY) bench/voice_bundled.py
+	$(PY) bench/llama_prefix.py
 	$(PY) bench/sfu.py
 
 clean:
