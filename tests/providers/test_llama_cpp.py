@@ -252,3 +252,13 @@ def test_check_explains_each_way_it_cannot_run(tmp_path: Path) -> None:
     offline = check(model_base_url="http://127.0.0.1:9", bundled_models=False)
     assert offline.startswith("model qwen2.5-0.5b-instruct not downloaded and 127.0.0.1 unreachable")
     assert "parley models pull qwen2.5-0.5b-instruct" in offline
+
+
+async def test_the_finish_reason_says_whether_max_tokens_cut_the_reply(chat: LlamaCppChat) -> None:
+    # The tiny model never picks end-of-text: it is always cut off, unless a stop string ends it.
+    cut = [delta async for delta in chat.stream(ask(max_tokens=5, temperature=0.0))]
+    assert cut[-1].finish_reason == "length" and cut[-1].usage is not None
+    full = "".join(d.text for d in cut)
+    stop = full.split(" ")[2]
+    stopped = [delta async for delta in chat.stream(ask(max_tokens=5, temperature=0.0, stop=[" " + stop]))]
+    assert stopped[-1].finish_reason == "stop"

@@ -104,7 +104,7 @@ async def test_streams_content_and_usage(chat: OpenAIChat, upstream: Upstream) -
     deltas = await collect(chat, ask("hello there", temperature=0.5, stop=["\n\n"]))
 
     assert [d.text for d in deltas[:-1]] == ["You", " said:", " hello", " there"]
-    assert deltas[-1] == ChatDelta(usage=Usage(2, 4, 6))
+    assert deltas[-1] == ChatDelta(usage=Usage(2, 4, 6), finish_reason="stop")
     sent = upstream.app.state.requests[-1]
     assert sent["path"] == "/v1/chat/completions"
     assert sent["authorized"]

@@ -80,3 +80,36 @@ async def test_schema_is_versioned_wal_and_reopening_migrates_nothing(tmp_path: 
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 2
+
+
+async def test_a_finish_reason_is_kept_and_shown_on_the_history_entry(store: Store) -> None:
+    a = await store.add_message("s", "t", "assistant", "", MessageStatus.PENDING)
+    cut = await store.finish_message(a.id, "You said", MessageStatus.COMPLETE, finish_reason="length")
+    b = await store.add_message("s", "t2", "assistant", "", MessageStatus.PENDING)
+    await store.finish_message(b.id, "x", MessageStatus.CANCELLED)
+    listed = await store.list_messages("s")
+    assert listed[0] == cut and cut.finish_reason == "length"
+    assert listed[0].to_wire()["finishReason"] == "length"
+    assert listed[1].finish_reason is None and "finishReason" not in listed[1].to_wire()
+
+
+async def test_a_version_1_database_gains_the_finish_reason_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # as the first release left it
+        db.executescript(MIGRATIONS[0])
+        db.execute("PRAGMA user_version = 1")
+        db.execute(
+            "INSERT INTO messages (session_id, turn_id, role, content, status, created_at) "
+            "VALUES ('s', 't', 'assistant', 'old reply', 'complete', 0)"
+        )
+    s = SQLiteStore(path)
+    await s.open()
+    try:
+        assert await s.schema_version() == len(MIGRATIONS) >= 2
+        [old] = await s.list_messages("s")
+        assert (old.content, old.finish_reason) == ("old reply", None)
+        new = await s.add_message("s", "t2", "assistant", "", MessageStatus.PENDING)
+        await s.finish_message(new.id, "cut", MessageStatus.COMPLETE, finish_reason="length")
+        assert [m.finish_reason for m in await s.list_messages("s")] == [None, "length"]
+    finally:
+        await s.aclose()

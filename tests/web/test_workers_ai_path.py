@@ -102,6 +102,22 @@ async def test_tts_model_picks_the_workers_ai_voice_model(
     assert [req["model"] for req in state.requests] == [MELOTTS_MODEL]
 
 
+async def test_a_reply_that_spends_all_of_max_tokens_is_stored_as_cut_off(
+    serve: ServerFactory, upstream: BackgroundServer, tmp_path: Path
+) -> None:
+    # Workers AI's own stream does not say why it stopped: the usage shows max_tokens spent.
+    server = serve(settings=cf_settings(tmp_path, upstream, max_tokens=3))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        cut = (await client.post("/api/chat", json={"message": "one two three", "sessionId": SID})).json()
+        assert cut["response"] == "You said: one" and cut["message"]["finishReason"] == "length"
+    server = serve(settings=cf_settings(tmp_path, upstream, max_tokens=64))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        whole = (await client.post("/api/chat", json={"message": "one two three", "sessionId": SID})).json()
+        history = (await client.get("/api/history", params={"sessionId": SID})).json()["messages"]
+    assert whole["response"] == "You said: one two three" and whole["message"]["finishReason"] is None
+    assert [m["finishReason"] for m in history[1::2]] == ["length", None]
+
+
 async def test_stop_cancels_the_upstream_model_call(
     serve: ServerFactory, upstream: BackgroundServer, tmp_path: Path
 ) -> None:

@@ -31,12 +31,23 @@ class ChatRequest:
     stop: list[str] = field(default_factory=list)
 
 
+#: the model stopped because it hit `max_tokens`: the reply is cut off (OpenAI's word, which
+#: llama.cpp and Ollama's OpenAI-compatible API use too)
+LENGTH = "length"
+
+
 @dataclass(slots=True, frozen=True)
 class ChatDelta:
-    """One piece of a streamed reply: some text, and on the last piece the usage if known."""
+    """One piece of a streamed reply: some text, and on the last piece the usage if known.
+
+    `finish_reason` (on the last piece) is why the model stopped, in the vendor's words:
+    "stop" for a natural end, `LENGTH` when `max_tokens` cut the reply off; None when the vendor
+    does not say.
+    """
 
     text: str = ""
     usage: Usage | None = None
+    finish_reason: str | None = None
 
 
 class ChatProvider(ABC):

@@ -19,7 +19,7 @@ import httpx
 
 from parley.errors import ProviderUnavailable
 from parley.providers.llm import ChatDelta, Usage
-from parley.providers.wire import usage_of
+from parley.providers.wire import finish_reason_of, usage_of
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
@@ -107,12 +107,14 @@ async def chat_deltas(
     text_of: Callable[[dict[str, Any]], str],
     source: str,
 ) -> AsyncGenerator[ChatDelta, None]:
-    """The deltas of an OpenAI-style chat stream: text as it comes, then the usage if sent.
+    """The deltas of an OpenAI-style chat stream: text as it comes, then the usage and the
+    finish reason (`choices[0].finish_reason`: "length" when max_tokens cut the reply) if sent.
 
     `decode` turns one `data:` payload into an event (raising on an error event), `text_of`
     picks its text. A stream that ends before `[DONE]` was cut off: `ProviderUnavailable`.
     """
     usage: Usage | None = None
+    reason: str | None = None
     finished = False
     async with aclosing(iter_sse_data(response)) as events:
         async for data in events:
@@ -125,7 +127,8 @@ async def chat_deltas(
             if text:
                 yield ChatDelta(text=text)
             usage = usage_of(event) or usage
+            reason = finish_reason_of(event) or reason
     if not finished:
         raise ProviderUnavailable(f"{source} stream ended before the reply was complete")
-    if usage is not None:
-        yield ChatDelta(usage=usage)
+    if usage is not None or reason is not None:
+        yield ChatDelta(usage=usage, finish_reason=reason)

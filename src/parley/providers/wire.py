@@ -19,6 +19,16 @@ def content_of(chunk: dict[str, Any], key: str) -> str:
     return ""
 
 
+def finish_reason_of(chunk: dict[str, Any]) -> str | None:
+    """`choices[0].finish_reason`: why the model stopped ("stop", "length", ...), once it says."""
+    choices = chunk.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        reason = choices[0].get("finish_reason")
+        if isinstance(reason, str) and reason:
+            return reason
+    return None
+
+
 def usage_of(chunk: dict[str, Any]) -> Usage | None:
     # Chunks before the last carry `"usage": null` when include_usage is on.
     raw = chunk.get("usage")

@@ -67,6 +67,8 @@ def reply(session_id: str, msg: Message, usage: Usage | None) -> Event:
         response=msg.content,
         message=msg.to_wire(),
         usage=usage_dict(usage),
+        # "length" when max_tokens cut the reply off: complete, but not the whole answer
+        finishReason=msg.finish_reason,
     )
 
 

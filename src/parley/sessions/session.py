@@ -247,11 +247,14 @@ class ChatSession:
         await self._emit(turn, events.turn_started(self.id, turn.id, pending.id))
 
         usage: list[Usage] = []
+        reasons: list[str] = []  # why the model stopped, once it says ("length": cut off by max_tokens)
         if not turn.stop_requested:
             request = ChatRequest(
                 self._model_messages(recent, turn.language), max_tokens=self._config.max_tokens
             )
-            turn.stream_task = asyncio.create_task(self._pump(turn, request, usage), name=f"turn:{turn.id}")
+            turn.stream_task = asyncio.create_task(
+                self._pump(turn, request, usage, reasons), name=f"turn:{turn.id}"
+            )
             try:
                 # wait(), not await: a stopped stream must not look like this task being cancelled.
                 await asyncio.wait([turn.stream_task])
@@ -266,11 +269,13 @@ class ChatSession:
             error = TurnCancelled("the turn was stopped")
         else:
             error = turn.stream_task.exception()
-        reply = await self._finish(turn, pending, usage[-1] if usage else None, error)
+        reply = await self._finish(
+            turn, pending, usage[-1] if usage else None, error, reasons[-1] if reasons else None
+        )
         recent.append(reply)
         self._log_turn(turn, started, usage, reply, error)
 
-    async def _pump(self, turn: Turn, request: ChatRequest, usage: list[Usage]) -> None:
+    async def _pump(self, turn: Turn, request: ChatRequest, usage: list[Usage], reasons: list[str]) -> None:
         assert turn.message_id is not None
         stream = self._chat.stream(request)
         try:
@@ -285,6 +290,8 @@ class ChatSession:
                     await self._emit(turn, events.chunk(self.id, turn.id, turn.message_id, text))
                 if delta.usage is not None:
                     usage.append(delta.usage)
+                if delta.finish_reason is not None:
+                    reasons.append(delta.finish_reason)
         finally:
             # Close the provider's generator now, not at garbage collection: a stop that lands
             # between two deltas must end the upstream call (or the local model's thread) at once.
@@ -298,12 +305,15 @@ class ChatSession:
         pending: Message,
         usage: Usage | None,
         error: BaseException | None,
+        finish_reason: str | None = None,
     ) -> Message:
         turn.usage = usage
         text = "".join(turn.parts)
         result: Message | BaseException
         if error is None:
-            msg = await self._store.finish_message(pending.id, text, MessageStatus.COMPLETE)
+            msg = await self._store.finish_message(
+                pending.id, text, MessageStatus.COMPLETE, finish_reason=finish_reason
+            )
             event, state, result = events.reply(self.id, msg, usage), TurnState.COMPLETE, msg
         elif isinstance(error, TurnCancelled) and turn.heard is not None:
             msg = await self._store.finish_message(pending.id, turn.heard, MessageStatus.INTERRUPTED)

@@ -35,6 +35,9 @@ class Message:
     status: MessageStatus
     created_at: float
     error: str | None = None
+    #: why the model stopped writing a complete reply, in its vendor's words: "length" means
+    #: PARLEY_MAX_TOKENS cut it off, "stop" a natural end; None when not said (or not a reply)
+    finish_reason: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """The history entry shape: the seed's {role, content} plus Parley's fields."""
@@ -46,6 +49,7 @@ class Message:
             "created_at": _iso(self.created_at),
             "turnId": self.turn_id,
             **({"error": self.error} if self.error else {}),
+            **({"finishReason": self.finish_reason} if self.finish_reason else {}),
         }
 
 
@@ -75,9 +79,15 @@ class Store(ABC):
 
     @abstractmethod
     async def finish_message(
-        self, message_id: int, content: str, status: MessageStatus, error: str | None = None
+        self,
+        message_id: int,
+        content: str,
+        status: MessageStatus,
+        error: str | None = None,
+        *,
+        finish_reason: str | None = None,
     ) -> Message:
-        """Set the final content and status of a (pending) message."""
+        """Set the final content, status and finish reason of a (pending) message."""
 
     @abstractmethod
     async def list_messages(self, session_id: str, *, limit: int | None = None) -> list[Message]:

@@ -29,9 +29,13 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX messages_by_session ON messages (session_id, id);
     """,
+    # 2: why the model stopped (a reply cut off by max_tokens is complete but says "length")
+    """
+    ALTER TABLE messages ADD COLUMN finish_reason TEXT;
+    """,
 ]
 
-_COLUMNS = "id, session_id, turn_id, role, content, status, created_at, error"
+_COLUMNS = "id, session_id, turn_id, role, content, status, created_at, error, finish_reason"
 
 
 def _row(row: Any) -> Message:
@@ -44,6 +48,7 @@ def _row(row: Any) -> Message:
         status=MessageStatus(row[5]),
         created_at=float(row[6]),
         error=None if row[7] is None else str(row[7]),
+        finish_reason=None if row[8] is None else str(row[8]),
     )
 
 
@@ -104,11 +109,17 @@ class SQLiteStore(Store):
         return Message(cur.lastrowid, session_id, turn_id, role, content, status, now)
 
     async def finish_message(
-        self, message_id: int, content: str, status: MessageStatus, error: str | None = None
+        self,
+        message_id: int,
+        content: str,
+        status: MessageStatus,
+        error: str | None = None,
+        *,
+        finish_reason: str | None = None,
     ) -> Message:
         await self.db.execute(
-            "UPDATE messages SET content = ?, status = ?, error = ? WHERE id = ?",
-            (content, status.value, error, message_id),
+            "UPDATE messages SET content = ?, status = ?, error = ?, finish_reason = ? WHERE id = ?",
+            (content, status.value, error, finish_reason, message_id),
         )
         await self.db.commit()
         async with self.db.execute(f"SELECT {_COLUMNS} FROM messages WHERE id = ?", (message_id,)) as cur:

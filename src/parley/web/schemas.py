@@ -37,6 +37,8 @@ class HistoryEntry(BaseModel):
     created_at: str
     turnId: str
     error: str | None = None
+    #: "length" when the reply was cut off by PARLEY_MAX_TOKENS; "stop" or None otherwise
+    finishReason: str | None = None
 
 
 class ChatOut(BaseModel):

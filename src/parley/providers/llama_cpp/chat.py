@@ -67,6 +67,7 @@ class _Job:
     credits: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(AHEAD))
     tokens: int = 0
     prompt_tokens: int = 0
+    finish_reason: str | None = None
 
     def put_text(self, text: str) -> bool:
         """Hand a piece over once the consumer has room for it; False when it is stopped instead."""
@@ -236,13 +237,14 @@ class LlamaCppChat(ChatProvider):
                     # token: once the consumer has gone, at most the token in hand was spent.
                     if (text and not job.put_text(text)) or job.stop.is_set():
                         break
+                    job.finish_reason = _finish_reason(chunk) or job.finish_reason
             finally:
                 # Closing the generator ends llama-cpp-python's token loop at its current yield.
                 chunks.close()
             if job.stop.is_set():  # the consumer has gone: nobody reads a usage
                 return
             usage = Usage(job.prompt_tokens, job.tokens, job.prompt_tokens + job.tokens)
-            job.put(ChatDelta(usage=usage))
+            job.put(ChatDelta(usage=usage, finish_reason=job.finish_reason))
         except ParleyError as exc:
             job.put(exc)
         except ValueError as exc:
@@ -305,6 +307,16 @@ def _route_logs(llama_cpp: Any) -> None:
     # Kept in a global: llama.cpp holds only a C pointer to it.
     _log_callback = llama_cpp.llama_log_callback(forward)
     llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+
+
+def _finish_reason(chunk: dict[str, Any]) -> str | None:
+    """`choices[0].finish_reason` of the last chunk: "length" when max_tokens cut the reply."""
+    choices = chunk.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        reason = choices[0].get("finish_reason")
+        if isinstance(reason, str):
+            return reason
+    return None
 
 
 def _content(chunk: dict[str, Any]) -> str:

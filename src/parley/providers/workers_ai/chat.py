@@ -53,7 +53,7 @@ class WorkersAIChat(ChatProvider):
         ) as resp:
             if "text/event-stream" not in resp.headers.get("content-type", ""):
                 # Some gateways answer a streamed request with one JSON envelope; accept it whole.
-                async for delta in self._from_envelope(resp):
+                async for delta in self._from_envelope(resp, request):
                     yield delta
                 return
             deltas = chat_deltas(
@@ -78,7 +78,7 @@ class WorkersAIChat(ChatProvider):
             raise map_error(None, code, message, model=self.model, model_setting=MODEL_SETTING)
         return event
 
-    async def _from_envelope(self, resp: httpx.Response) -> AsyncIterator[ChatDelta]:
+    async def _from_envelope(self, resp: httpx.Response, request: ChatRequest) -> AsyncIterator[ChatDelta]:
         await resp.aread()
         try:
             envelope = resp.json()
