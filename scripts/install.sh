@@ -35,7 +35,8 @@ echo "make install: Parley and its extras ($others)"
 
 if [[ $build_llama == yes ]]; then
   while [[ ! -f "$venv/llama-build.rc" ]]; do
-    progress=$(grep -o '\[ *[0-9]*%\]' "$log" | tail -1 || true)
+    # ninja's "[32/140]" (or make's "[ 45%]"): how far the compile is
+    progress=$(grep -oE '^ *\[([0-9]+/[0-9]+| *[0-9]+%)\]' "$log" | tail -1 | tr -d ' ' || true)
     echo "make install: llama.cpp build ${progress:-starting}"
     sleep 10
   done
