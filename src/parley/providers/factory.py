@@ -112,7 +112,9 @@ def build_stt(settings: Settings) -> STTProvider:
         locator = ModelLocator.from_settings(settings, progress=True)
         size = settings.stt_model or DEFAULT_WHISPER
         try:
-            return FasterWhisperSTT(locator, model=size, language=settings.stt_language)
+            return FasterWhisperSTT(
+                locator, model=size, language=settings.stt_language, max_seconds=settings.max_audio_seconds
+            )
         except ParleyError as exc:  # an unknown model size
             return UnconfiguredSTT(exc.message)
     if choice.vendor == "pocketsphinx":

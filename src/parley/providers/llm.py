@@ -62,3 +62,7 @@ class ChatProvider(ABC):
 
     async def aclose(self) -> None:
         """Release connections; a no-op unless the provider holds some."""
+
+    async def warm_up(self) -> None:
+        """Load the model ahead of the first request (`parley serve` calls it in the background);
+        a no-op for providers that load nothing."""

@@ -143,6 +143,9 @@ class LlamaCppChat(ChatProvider):
         """Load the model now (downloading it if needed) instead of on the first turn."""
         await asyncio.get_running_loop().run_in_executor(self._executor, self._ensure_loaded)
 
+    async def warm_up(self) -> None:
+        await self.load()
+
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
         if self._closed:
             raise ProviderUnavailable("The llama.cpp model has been closed")
