@@ -11,6 +11,7 @@ extras=$2
 py="$venv/bin/python"
 uv="$venv/bin/uv"
 wheels="$venv/wheels"
+mkdir -p "$wheels"
 log="$venv/llama-build.log"
 
 test -x "$py" || "${PYTHON:-python3}" -m venv "$venv"
