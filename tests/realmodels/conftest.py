@@ -7,9 +7,7 @@ spoken by Piper and recognised by Whisper, the replies were written by SmolLM2.
 
 from __future__ import annotations
 
-import io
 import re
-import wave
 from pathlib import Path
 
 import pytest
@@ -53,13 +51,3 @@ async def spoken(tts: TTSProvider, text: str) -> tuple[bytes, int]:
     chunks = [chunk async for chunk in tts.synthesize(text)]
     assert chunks, "the voice produced nothing"
     return b"".join(chunk.pcm for chunk in chunks), chunks[0].sample_rate
-
-
-def wav(pcm: bytes, rate: int) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(rate)
-        writer.writeframes(pcm)
-    return out.getvalue()

@@ -7,10 +7,11 @@ import time
 
 import httpx
 
+from parley.audio.encode import encode_wav
 from parley.config import Settings
 from parley.providers.factory import build_tts
 from tests.conftest import ServerFactory, sse_events
-from tests.realmodels.conftest import spoken, wav, word_error_rate
+from tests.realmodels.conftest import spoken, word_error_rate
 
 SENTENCE = "Please turn on the kitchen lights and close the window."
 
@@ -52,7 +53,7 @@ async def test_piper_speech_is_transcribed_by_whisper_through_the_api(
     async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
         r = await client.post(
             "/api/transcribe",
-            files={"audio": ("question.wav", wav(pcm, rate), "audio/wav")},
+            files={"audio": ("question.wav", encode_wav(pcm, rate), "audio/wav")},
             data={"sessionId": "speech-1"},
         )
     assert r.status_code == 200, r.text

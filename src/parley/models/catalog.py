@@ -8,8 +8,10 @@ where they are known for sure; a file without one is trusted once its size match
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from parley.errors import NotFound
@@ -167,3 +169,12 @@ def lookup(name: str) -> ModelSpec:
         return piper_voice(name)
     names = ", ".join(spec.name for spec in known())
     raise NotFound(f"unknown model {name!r}; known models: {names}", field="name")
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks (model files are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -34,7 +34,6 @@ only, so `parley doctor` and the availability checks work without it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 import threading
@@ -55,7 +54,7 @@ from parley.errors import (
     ProviderRateLimited,
     ProviderUnavailable,
 )
-from parley.models.catalog import ModelFile, ModelSpec
+from parley.models.catalog import ModelFile, ModelSpec, sha256_file
 
 #: (bytes on disk so far, total bytes or None when the server does not say)
 ProgressCallback = Callable[[int, int | None], None]
@@ -84,14 +83,6 @@ def _only_one(dest: Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Downloader:
@@ -173,7 +164,7 @@ class Downloader:
             return False
         if file.sha256 is None or self._remembered(dest, file.sha256):
             return True
-        if _sha256(dest) == file.sha256:
+        if sha256_file(dest) == file.sha256:
             self._remember(dest, file.sha256)
             return True
         dest.unlink()  # put there by hand, or damaged: fetch a good copy
@@ -302,7 +293,7 @@ class Downloader:
             raise ProviderError(f"{url} has {size} bytes, expected {file.size}; the file was deleted")
         if file.sha256 is None:
             return
-        actual = _sha256(dest)
+        actual = sha256_file(dest)
         if actual != file.sha256:
             dest.unlink()
             raise ProviderError(

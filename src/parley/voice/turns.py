@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import logging
 import time
-import wave
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
 from parley import metrics
+from parley.audio.encode import encode_wav
 from parley.audio.pcm import SAMPLE_WIDTH
 from parley.errors import ParleyError, ProviderError
 from parley.providers.stt import AudioInput, STTProvider, Transcript
@@ -277,13 +276,7 @@ def report_failure(ctx: ReplyContext, stage: str, exc: ParleyError) -> None:
 
 def wav_bytes(pcm: bytes, sample_rate: int = SAMPLE_RATE) -> bytes:
     """16 kHz mono PCM as a WAV file: what every STT provider accepts as an upload."""
-    out = io.BytesIO()
-    with wave.open(out, "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(sample_rate)
-        writer.writeframes(pcm)
-    return out.getvalue()
+    return encode_wav(pcm, sample_rate)
 
 
 def _text_of(event: Event) -> str:

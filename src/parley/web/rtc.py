@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from parley import metrics
 from parley.sessions.registry import check_session_id
 from parley.web.body import read_json, validate
+from parley.web.schemas import language_field
 
 if TYPE_CHECKING:
     from parley.rtc.registry import CallRegistry
@@ -38,12 +39,8 @@ class OfferIn(BaseModel):
     sdp: str = Field(min_length=1, max_length=MAX_SDP_CHARS)
     type: Literal["offer"]
     sessionId: str
-    language: str | None = Field(
-        None,
-        min_length=2,
-        max_length=8,
-        pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,4})?$",
-        description="The language the user speaks (`en`, `de`); unset lets speech-to-text detect it.",
+    language: str | None = language_field(
+        "The language the user speaks (`en`, `de`); unset lets speech-to-text detect it."
     )
 
 

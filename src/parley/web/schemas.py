@@ -7,6 +7,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+def language_field(description: str) -> Any:
+    """An optional BCP-47-like language code (`en`, `de`, `pt-BR`), checked where it enters."""
+    return Field(
+        None,
+        min_length=2,
+        max_length=8,
+        pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,4})?$",
+        description=description,
+    )
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 

@@ -33,12 +33,8 @@ class SpeakIn(BaseModel):
         None, min_length=1, max_length=64, description="Voice name; unset uses PARLEY_TTS_VOICE."
     )
     format: SpeakFormat = Field("wav", description="wav, mp3 or ogg (Opus).")
-    language: str | None = Field(
-        None,
-        min_length=2,
-        max_length=8,
-        pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,4})?$",
-        description="Language code such as `en` or `de`; picks a voice when `voice` is unset.",
+    language: str | None = schemas.language_field(
+        "Language code such as `en` or `de`; picks a voice when `voice` is unset."
     )
 
 

@@ -10,12 +10,11 @@ loading the model twice, and CTranslate2 itself serialises concurrent transcript
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
-import wave
 from typing import TYPE_CHECKING
 
 from parley.audio.decode import decode
+from parley.audio.encode import encode_wav
 from parley.errors import ProviderError, ProviderUnavailable
 from parley.models.catalog import DEFAULT_WHISPER, whisper
 from parley.models.locate import ModelLocator
@@ -90,7 +89,7 @@ class FasterWhisperSTT(STTProvider):
     async def warm_up(self) -> None:
         # Loading is most of it; one short recognition also builds CTranslate2's buffers.
         model = await self.load()
-        silence = _silent_wav(0.5)
+        silence = encode_wav(bytes(16000), 16000)  # half a second
         await asyncio.to_thread(self._transcribe, model, silence, self.language or "en")
 
     async def transcribe(self, audio: AudioInput, *, language: str | None = None) -> Transcript:
@@ -112,13 +111,3 @@ class FasterWhisperSTT(STTProvider):
         except (RuntimeError, ValueError) as exc:
             raise ProviderError(f"faster-whisper failed on this recording: {exc}") from exc
         return Transcript(text=text, language=info.language or language, duration=info.duration)
-
-
-def _silent_wav(seconds: float) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(16000)
-        writer.writeframes(bytes(int(16000 * seconds) * 2))
-    return out.getvalue()
