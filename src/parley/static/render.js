@@ -85,7 +85,14 @@ function renderBody(entry) {
   if (entry.role === "user") {
     entry.body.textContent = entry.content; // user text is shown as typed, never as markup
   } else if (entry.content) {
-    entry.body.replaceChildren(renderMarkdown(entry.content));
+    try {
+      entry.body.replaceChildren(renderMarkdown(entry.content));
+    } catch (error) {
+      // A reply the renderer cannot take must still be readable, and must not break the view
+      // (it would again on every load of the session): show it as the plain text it is.
+      console.error("markdown render failed", error);
+      entry.body.textContent = entry.content;
+    }
   } else if (entry.status === "pending") {
     entry.body.replaceChildren(
       h("span", { className: "typing", "aria-label": "Writing a reply", role: "img" },
