@@ -64,6 +64,16 @@ async def test_fail_pending_marks_only_pending(store: Store) -> None:
     assert await store.fail_pending("crashed") == 0
 
 
+async def test_a_partial_save_fills_a_pending_reply_and_never_a_finished_one(store: Store) -> None:
+    a = await store.add_message("s", "t", "assistant", "", MessageStatus.PENDING)
+    await store.save_partial(a.id, "the text so")
+    await store.fail_pending("crashed")  # what the next start does after a kill -9
+    (m,) = await store.list_messages("s")
+    assert (m.status, m.content) == (MessageStatus.FAILED, "the text so")
+    await store.save_partial(a.id, "the text so far, saved late")
+    assert (await store.list_messages("s"))[0].content == "the text so"
+
+
 async def test_concurrent_writers_lose_nothing(store: Store) -> None:
     await asyncio.gather(*(store.add_message("s", f"t{i}", "user", str(i)) for i in range(200)))
     assert sorted(int(m.content) for m in await store.list_messages("s")) == list(range(200))

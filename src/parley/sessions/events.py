@@ -88,6 +88,16 @@ def turn_failed(session_id: str, msg: Message, error: dict[str, Any]) -> Event:
     return Event.make("error", sessionId=session_id, turnId=msg.turn_id, error=error, message=msg.to_wire())
 
 
+def turn_dropped(session_id: str, turn_id: str, error: dict[str, Any], client_id: str | None = None) -> Event:
+    """A turn that ended before its reply was stored (the server stopped while it waited or began).
+
+    An `error` with the turn's id and no `message`: clients already show it and give a sent
+    text back by its `clientId`.
+    """
+    extra = {"clientId": client_id} if client_id else {}
+    return Event.make("error", sessionId=session_id, turnId=turn_id, error=error, **extra)
+
+
 def transcription(session_id: str, text: str, language: str | None) -> Event:
     return Event.make("transcription", sessionId=session_id, text=text, language=language)
 

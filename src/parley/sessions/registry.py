@@ -10,7 +10,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from parley.bus.base import Bus
 from parley.errors import InvalidInput
@@ -51,6 +51,7 @@ class SessionRegistry:
         config: SessionConfig,
         idle_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._store = store
         self._chat = chat
@@ -58,6 +59,8 @@ class SessionRegistry:
         self._config = config
         self._idle_seconds = idle_seconds
         self._clock = clock
+        # the sessions' timers (storing a reply's text so far) wait on this, paired with `clock`
+        self._sleep = sleep
         self._sessions: dict[str, ChatSession] = {}
         self._reaper: asyncio.Task[None] | None = None
 
@@ -77,6 +80,7 @@ class SessionRegistry:
                 bus=self._bus,
                 config=self._config,
                 clock=self._clock,
+                sleep=self._sleep,
             )
             self._sessions[session_id] = session
         session.last_active = self._clock()
@@ -102,9 +106,13 @@ class SessionRegistry:
             and self._bus.subscriber_count(s.id) == 0
             and now - s.last_active >= self._idle_seconds
         ]
+        # Judged, dropped and closed with no await in between: a request running while the
+        # sessions close gets a fresh session from `get`, never one of these (an await here let a
+        # turn into a session that was then cancelled under it).
         for session in idle:
             del self._sessions[session.id]
-            await session.aclose()
+            session.close()
+        await asyncio.gather(*(s.aclose() for s in idle))
         if idle:
             log.debug("released %d idle sessions, %d live", len(idle), len(self._sessions))
         return len(idle)

@@ -12,7 +12,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from parley.bus.base import Bus
@@ -54,6 +54,9 @@ class SessionConfig:
     history_limit: int
     max_tokens: int
     max_queued_turns: int
+    #: how often at most the text of a running reply is stored (only when it grew), so a crash
+    #: loses at most this much of what users saw
+    partial_save_seconds: float = 1.0
 
 
 class ChatSession:
@@ -66,6 +69,7 @@ class ChatSession:
         bus: Bus,
         config: SessionConfig,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.id = session_id
         self._store = store
@@ -73,6 +77,7 @@ class ChatSession:
         self._bus = bus
         self._config = config
         self._clock = clock
+        self._sleep = sleep
         self._queue: collections.deque[Turn] = collections.deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -177,16 +182,31 @@ class ChatSession:
         self.last_active = self._clock()
         await self._bus.publish(self.id, event.data)
 
-    async def aclose(self) -> None:
-        """Cancel the worker; a turn in flight is recorded as cancelled."""
+    def close(self) -> None:
+        """Refuse new turns from now on.
+
+        Not async, so the registry can judge a session idle, drop it and close it in one step of
+        the event loop: no request can slip a turn into a session that is about to go.
+        """
         self._closed = True
+
+    async def aclose(self) -> None:
+        """Cancel the worker; a turn in flight is recorded as cancelled, queued turns are told."""
+        self.close()
+        # Taken out first, so the worker cannot start one of them while it is being cancelled.
+        waiting, self._queue = self._queue, collections.deque()
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
-        for turn in self._queue:
-            turn.finish(TurnState.CANCELLED, TurnCancelled("server is shutting down"))
-        self._queue.clear()
+        self._idle.set()  # a clear() waiting for the worker must not wait for ever
+        # Every waiter hears first; then the sockets, so a failing bus cannot leave a turn open.
+        told = [
+            self._end_unstored(turn, TurnCancelled("the server stopped before this turn ran"))
+            for turn in waiting
+        ]
+        for event in told:
+            await self.publish(event)
 
     # -- the worker ---------------------------------------------------------------------------
 
@@ -202,6 +222,10 @@ class ChatSession:
             try:
                 await self._run_turn(turn)
             except asyncio.CancelledError:
+                # _run_turn ends its turn when cancelled, but a second cancel can cut that short:
+                # whoever awaits the turn must still hear, or an HTTP request hangs for ever.
+                if not turn.done.done():
+                    self._end_unstored(turn, TurnCancelled("the server stopped while this turn ran"))
                 raise
             except Exception:  # a bug must not kill the session's worker
                 log.exception("turn crashed session=%s turn=%s", self.id, turn.id)
@@ -236,44 +260,103 @@ class ChatSession:
         return messages
 
     async def _run_turn(self, turn: Turn) -> None:
-        recent = await self._context()
-        started = time.perf_counter()
-        user = await self._store.add_message(self.id, turn.id, "user", turn.text)
-        recent.append(user)
-        await self._emit(turn, events.user_message(self.id, user, turn.client_id))
-        pending = await self._store.add_message(self.id, turn.id, "assistant", "", MessageStatus.PENDING)
-        turn.state = TurnState.RUNNING
-        turn.message_id = pending.id
-        await self._emit(turn, events.turn_started(self.id, turn.id, pending.id))
+        pending: Message | None = None
+        try:
+            recent = await self._context()
+            started = time.perf_counter()
+            user = await self._store.add_message(self.id, turn.id, "user", turn.text)
+            recent.append(user)
+            await self._emit(turn, events.user_message(self.id, user, turn.client_id))
+            pending = await self._store.add_message(self.id, turn.id, "assistant", "", MessageStatus.PENDING)
+            turn.state = TurnState.RUNNING
+            turn.message_id = pending.id
+            await self._emit(turn, events.turn_started(self.id, turn.id, pending.id))
 
-        usage: list[Usage] = []
-        reasons: list[str] = []  # why the model stopped, once it says ("length": cut off by max_tokens)
-        if not turn.stop_requested:
-            request = ChatRequest(
-                self._model_messages(recent, turn.language), max_tokens=self._config.max_tokens
+            usage: list[Usage] = []
+            reasons: list[str] = []  # why the model stopped, once it says ("length": max_tokens)
+            if not turn.stop_requested:
+                await self._stream(turn, pending, recent, usage, reasons)
+            error: BaseException | None = None
+            if turn.stream_task is None or turn.stream_task.cancelled():
+                error = TurnCancelled("the turn was stopped")
+            else:
+                error = turn.stream_task.exception()
+            reply = await self._finish(
+                turn, pending, usage[-1] if usage else None, error, reasons[-1] if reasons else None
             )
-            turn.stream_task = asyncio.create_task(
-                self._pump(turn, request, usage, reasons), name=f"turn:{turn.id}"
-            )
-            try:
-                # wait(), not await: a stopped stream must not look like this task being cancelled.
-                await asyncio.wait([turn.stream_task])
-            except asyncio.CancelledError:
+        except asyncio.CancelledError:
+            # Cancelled (shutdown) at any await of the turn: the turn still ends, and says so.
+            if turn.stream_task is not None:
                 turn.stream_task.cancel()
                 await asyncio.gather(turn.stream_task, return_exceptions=True)
-                await self._finish(turn, pending, None, TurnCancelled("server shutting down"))
-                raise
-
-        error: BaseException | None = None
-        if turn.stream_task is None or turn.stream_task.cancelled():
-            error = TurnCancelled("the turn was stopped")
-        else:
-            error = turn.stream_task.exception()
-        reply = await self._finish(
-            turn, pending, usage[-1] if usage else None, error, reasons[-1] if reasons else None
-        )
+            if not turn.done.done():
+                stopped = TurnCancelled("the server stopped while this turn ran")
+                if pending is None:
+                    await self.publish(self._end_unstored(turn, stopped))
+                else:
+                    await self._finish(turn, pending, None, stopped)
+            raise
         recent.append(reply)
         self._log_turn(turn, started, usage, reply, error)
+
+    async def _stream(
+        self,
+        turn: Turn,
+        pending: Message,
+        recent: collections.deque[Message],
+        usage: list[Usage],
+        reasons: list[str],
+    ) -> None:
+        """Stream the model's reply into `turn.parts`, storing the text so far as it grows."""
+        request = ChatRequest(self._model_messages(recent, turn.language), max_tokens=self._config.max_tokens)
+        turn.stream_task = asyncio.create_task(
+            self._pump(turn, request, usage, reasons), name=f"turn:{turn.id}"
+        )
+        saver = asyncio.create_task(self._save_partials(turn, pending.id), name=f"turn-save:{turn.id}")
+        try:
+            # wait(), not await: a stopped stream must not look like this task being cancelled.
+            await asyncio.wait([turn.stream_task])
+        finally:
+            saver.cancel()
+            await asyncio.gather(saver, return_exceptions=True)
+
+    async def _save_partials(self, turn: Turn, message_id: int) -> None:
+        """Store the reply so far while it is written, so a kill -9 keeps what users saw.
+
+        Wakes only when the text grew, and writes at most once per `partial_save_seconds` on the
+        session's clock: one small UPDATE a second per running reply however fast the model
+        writes, and the final write (`_finish`) still says how the reply ended.
+        """
+        interval = self._config.partial_save_seconds
+        saved = 0  # parts already stored: parts only grow while the model writes
+        last = self._clock()
+        while True:
+            await turn.grew.wait()
+            if (delay := last + interval - self._clock()) > 0:
+                await self._sleep(delay)
+            turn.grew.clear()
+            count = len(turn.parts)
+            if count == saved:
+                continue
+            try:
+                await self._store.save_partial(message_id, "".join(turn.parts[:count]))
+            except Exception:  # a failing store must not end the reply; its final write will tell
+                log.warning(
+                    "could not store a partial reply session=%s turn=%s", self.id, turn.id, exc_info=True
+                )
+                return
+            saved = count
+            last = self._clock()
+
+    def _end_unstored(self, turn: Turn, error: TurnCancelled) -> Event:
+        """End a turn with no stored reply (it never ran, or stopped before one was made).
+
+        Its own feed and `done` hear at once; the returned event is for the session's sockets.
+        """
+        event = events.turn_dropped(self.id, turn.id, error.to_dict(), turn.client_id)
+        turn.notify(event)
+        turn.finish(TurnState.CANCELLED, error)
+        return event
 
     async def _pump(self, turn: Turn, request: ChatRequest, usage: list[Usage], reasons: list[str]) -> None:
         assert turn.message_id is not None
@@ -287,6 +370,7 @@ class ChatSession:
                     # mid-pair); the stored reply and every event must still encode.
                     text = valid_text(delta.text)
                     turn.parts.append(text)
+                    turn.grew.set()
                     await self._emit(turn, events.chunk(self.id, turn.id, turn.message_id, text))
                 if delta.usage is not None:
                     usage.append(delta.usage)
@@ -330,8 +414,11 @@ class ChatSession:
             )
             event, state, result = events.turn_failed(self.id, msg, perr.to_dict()), TurnState.FAILED, perr
         turn.reply = msg
-        await self._emit(turn, event)
+        # Ended before the broadcast's await: a cancel landing there cannot leave the turn
+        # open (or store it a second time, as cancelled).
+        turn.notify(event)
         turn.finish(state, result)
+        await self.publish(event)
         return msg
 
     async def _emit(self, turn: Turn, event: Event) -> None:

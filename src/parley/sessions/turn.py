@@ -52,6 +52,8 @@ class Turn:
     message_id: int | None = None
     parts: list[str] = field(default_factory=list)
     first_token_at: float | None = None
+    #: set when `parts` grows, cleared by whoever stores the text so far
+    grew: asyncio.Event = field(default_factory=asyncio.Event)
     #: the task streaming from the model; cancelling it is how a turn is stopped
     stream_task: asyncio.Task[None] | None = None
     _watchers: list[asyncio.Queue[Event | None]] = field(default_factory=list)

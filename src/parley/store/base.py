@@ -90,6 +90,13 @@ class Store(ABC):
         """Set the final content, status and finish reason of a (pending) message."""
 
     @abstractmethod
+    async def save_partial(self, message_id: int, content: str) -> None:
+        """Store the text so far of a reply still pending; a no-op once it is finished.
+
+        So a crash mid-reply leaves what users already saw, and `fail_pending` keeps it.
+        """
+
+    @abstractmethod
     async def list_messages(self, session_id: str, *, limit: int | None = None) -> list[Message]:
         """The session's finished messages, oldest first; `limit` keeps only the newest ones."""
 

@@ -128,6 +128,13 @@ class SQLiteStore(Store):
             raise KeyError(message_id)
         return _row(row)
 
+    async def save_partial(self, message_id: int, content: str) -> None:
+        # Only while pending: a save queued just before the reply's end must not overwrite it.
+        await self.db.execute(
+            "UPDATE messages SET content = ? WHERE id = ? AND status = 'pending'", (content, message_id)
+        )
+        await self.db.commit()
+
     async def list_messages(self, session_id: str, *, limit: int | None = None) -> list[Message]:
         sql = f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND status != 'pending' ORDER BY id DESC"
         params: tuple[object, ...] = (session_id,)
