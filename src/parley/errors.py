@@ -10,6 +10,7 @@
     ├── NotFound                     404 not_found
     ├── ConfigError                  500 config_error      (a setting is wrong; names it)
     ├── Busy                         429 busy              (a session's turn queue is full)
+    │   └── RateLimited              429 rate_limited      (one client address asked too often)
     ├── TurnCancelled                499 cancelled         (a client stopped the turn)
     └── ProviderError                502 provider_error    (a model call failed)
         ├── ProviderNotConfigured    503 not_configured    (says which variable to set)
@@ -102,6 +103,13 @@ class NotFound(ParleyError):
 class Busy(ParleyError):
     status = 429
     code = "busy"
+    retryable = True
+
+
+class RateLimited(Busy):
+    """One client asked too often (per address until users exist)."""
+
+    code = "rate_limited"
     retryable = True
 
 

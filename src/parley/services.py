@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from parley.bus.base import Bus
 from parley.config import Settings
@@ -14,6 +15,9 @@ from parley.rtc.registry import CallRegistry
 from parley.rtc.tokens import TokenSigner
 from parley.sessions.registry import SessionRegistry
 from parley.store.base import Store
+
+if TYPE_CHECKING:
+    from parley.web.limits import SignallingLimits
 
 
 @dataclass(slots=True)
@@ -30,3 +34,5 @@ class Services:
     tokens: TokenSigner
     #: the background loading of the local models (None when PARLEY_WARM_UP is off)
     warmup: WarmUp | None = None
+    #: per-client-address limits on call signalling (None: unlimited, for embedding and tests)
+    limits: SignallingLimits | None = None

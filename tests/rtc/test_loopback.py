@@ -46,6 +46,7 @@ from parley.sessions.session import SessionConfig
 from parley.store.sqlite import SQLiteStore
 from parley.voice.pipeline import VoiceConfig
 from parley.web import errors, rtc
+from parley.web.limits import SignallingLimits
 from tests.conftest import make_settings
 from tests.voice.test_pipeline import speech
 
@@ -167,13 +168,19 @@ class Server:
 
 
 @asynccontextmanager
-async def http_client(calls: CallRegistry) -> AsyncIterator[httpx.AsyncClient]:
+async def http_client(
+    calls: CallRegistry,
+    *,
+    limits: SignallingLimits | None = None,
+    client: tuple[str, int] = ("127.0.0.1", 123),
+) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     errors.install(app)
     app.include_router(rtc.router)
     # Until app.py builds Services with its `calls`, the routes only need that attribute.
-    app.state.services = SimpleNamespace(calls=calls)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parley") as http:
+    app.state.services = SimpleNamespace(calls=calls, limits=limits)
+    transport = httpx.ASGITransport(app=app, client=client)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         yield http
 
 

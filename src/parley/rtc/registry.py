@@ -40,6 +40,8 @@ class CallConfig:
     ice_servers: tuple[IceServer, ...] = ()
     idle_seconds: float = 30.0
     max_calls: int = 50
+    #: calls one client address may hold at once (until users exist, the address is the client)
+    max_calls_per_client: int = 3
     voice: VoiceConfig = field(default_factory=VoiceConfig)
     #: Cloudflare mode: how the assistant's SFU participant recovers (None: its defaults)
     recovery: Recovery | None = None
@@ -67,6 +69,8 @@ class CallRegistry:
         self._turn = turn
         self.realtime = realtime
         self._peers: dict[str, CallPeer | SFUCallPeer] = {}
+        #: call id -> the client address that opened it
+        self._clients: dict[str, str] = {}
         self._closed = False
 
     @property
@@ -104,17 +108,21 @@ class CallRegistry:
             )
         return IceConfig(self.config.ice_servers + generated)
 
-    async def open(self, session_id: str, offer_sdp: str, *, language: str | None = None) -> tuple[str, str]:
+    async def open(
+        self, session_id: str, offer_sdp: str, *, language: str | None = None, client: str | None = None
+    ) -> tuple[str, str]:
         """Start a call of `session_id` from a browser's SDP offer: (call id, answer SDP).
 
         `language` (the one the user picked) fixes speech-to-text's language for this call;
-        None keeps PARLEY_STT_LANGUAGE, or detection per utterance."""
+        None keeps PARLEY_STT_LANGUAGE, or detection per utterance. `client` (its address) may
+        hold at most `max_calls_per_client` calls."""
         self._check_can_call()
+        self._check_room(client)
         from parley.rtc.peer import CallPeer
 
         ice = await self.ice_for_call()
         # Other offers (or shutdown) may have come in while the TURN API answered.
-        self._check_room()
+        self._check_room(client)
         call_id = new_call_id()
         peer = CallPeer(
             call_id,
@@ -124,6 +132,8 @@ class CallRegistry:
         )
         call = self._new_call(session_id, call_id, peer.send, language=language)
         self._peers[call_id] = peer
+        if client is not None:
+            self._clients[call_id] = client
         call.start()
         try:
             answer = await peer.answer(call, offer_sdp)
@@ -133,7 +143,7 @@ class CallRegistry:
         log.info("call opened call=%s session=%s live=%d", call_id, session_id, len(self._peers))
         return call_id, answer
 
-    async def open_sfu(self, session_id: str, mic: TrackRef) -> SFUCallPeer:
+    async def open_sfu(self, session_id: str, mic: TrackRef, *, client: str | None = None) -> SFUCallPeer:
         """Start a Cloudflare-mode call of `session_id` whose user speaks into the SFU track `mic`.
 
         Returns once the assistant publishes its voice and pulls the mic (`peer.voice` says
@@ -146,6 +156,7 @@ class CallRegistry:
                 field="PARLEY_RTC",
             )
         self._check_can_call()
+        self._check_room(client)
         from parley.rtc.sfu_peer import SFUCallPeer
 
         call_id = new_call_id()
@@ -160,6 +171,8 @@ class CallRegistry:
         )
         call = self._new_call(session_id, call_id, peer.send)
         self._peers[call_id] = peer
+        if client is not None:
+            self._clients[call_id] = client
         call.start()
         try:
             await peer.start(call)
@@ -228,9 +241,16 @@ class CallRegistry:
             call_id=call_id,
         )
 
-    def _check_room(self) -> None:
+    def _check_room(self, client: str | None = None) -> None:
         if self._closed:
             raise Busy("the server is shutting down")
+        limit = self.config.max_calls_per_client
+        if client is not None and sum(1 for c in self._clients.values() if c == client) >= limit:
+            raise Busy(
+                f"too many calls from this address at once (limit {limit}); hang one up first",
+                field="callId",
+                limit=limit,
+            )
         if len(self._peers) >= self.config.max_calls:
             raise Busy(
                 f"too many calls at once (limit {self.config.max_calls})",
@@ -247,6 +267,7 @@ class CallRegistry:
     def _forget(self, peer: CallPeer | SFUCallPeer, reason: str) -> None:
         if self._peers.get(peer.id) is peer:
             del self._peers[peer.id]
+            self._clients.pop(peer.id, None)
 
     async def aclose(self) -> None:
         """Close every call (server shutdown); new offers are refused from now on."""

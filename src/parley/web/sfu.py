@@ -34,6 +34,7 @@ from parley.rtc.cloudflare import SessionDescription, Track, TrackError
 from parley.rtc.tokens import TokenSigner
 from parley.sessions.registry import check_session_id
 from parley.web.body import read_json, validate
+from parley.web.limits import client_address, count_signalling
 from parley.web.rtc import MAX_SDP_CHARS, calls
 
 if TYPE_CHECKING:
@@ -214,7 +215,10 @@ async def start_call(request: Request) -> JSONResponse:
     _own(request, body.sfuSessionId)
     from parley.rtc.sfu_peer import TrackRef
 
-    peer = await calls(request).open_sfu(session_id, TrackRef(body.sfuSessionId, body.trackName))
+    count_signalling(request, "offer")
+    peer = await calls(request).open_sfu(
+        session_id, TrackRef(body.sfuSessionId, body.trackName), client=client_address(request)
+    )
     voice = peer.voice
     if voice is None:  # closed again before we could answer (shutdown, hang-up)
         raise NotFound("the call ended while it was starting", field="callId")

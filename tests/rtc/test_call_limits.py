@@ -1,0 +1,81 @@
+"""One client address cannot exhaust voice for everyone: calls held and signalling rate per address."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from parley.errors import ConfigError
+from parley.web.limits import SignallingLimits
+from tests.rtc.test_loopback import Client, Server, dial, http_client, server
+
+__all__ = ["server"]  # the fixture, shared with the loopback tests
+
+A, B = ("10.0.0.1", 5000), ("10.0.0.2", 5000)
+
+
+async def test_one_address_holds_at_most_its_share_of_calls_and_others_still_call(server: Server) -> None:
+    server.calls.config = replace(server.calls.config, max_calls_per_client=2)
+    opened: list[Client] = []
+    async with http_client(server.calls, client=A) as first, http_client(server.calls, client=B) as second:
+        try:
+            opened += [await dial(first), await dial(first)]
+            refused = await first.post("/api/offer", json={"sdp": "v=0", "type": "offer", "sessionId": "x"})
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["limit"] == 2 and "this address" in refused.json()["error"]
+            assert len(server.calls) == 2
+            opened.append(await dial(second))  # another address is not locked out
+            assert len(server.calls) == 3
+            # A hang-up gives the address its room back.
+            await first.post("/api/hangup", json={"callId": opened[0].call_id})
+            opened.append(await dial(first))
+        finally:
+            for client in opened:
+                await client.close()
+
+
+async def test_ice_and_offers_are_rate_limited_per_address(server: Server) -> None:
+    limits = SignallingLimits("3/minute")
+    async with (
+        http_client(server.calls, limits=limits, client=A) as first,
+        http_client(server.calls, limits=limits, client=B) as second,
+    ):
+        answers = [await first.get("/api/ice") for _ in range(4)]
+        assert [r.status_code for r in answers] == [200, 200, 200, 429]
+        body = answers[-1].json()
+        assert (body["code"], body["field"], body["limit"]) == ("rate_limited", "client", "3 per 1 minute")
+        assert (await second.get("/api/ice")).status_code == 200
+        offers = [
+            await first.post("/api/offer", json={"sdp": "v=0", "type": "offer", "sessionId": "x"})
+            for _ in range(4)
+        ]
+        # the first three reach the registry (and fail on the junk SDP); the fourth never does
+        assert [r.status_code for r in offers][-1] == 429
+        assert all(r.status_code != 429 for r in offers[:3])
+    assert len(server.calls) == 0
+
+
+def test_a_malformed_rate_is_refused_at_start_naming_the_setting() -> None:
+    with pytest.raises(ConfigError, match="PARLEY_SIGNALLING_RATE_LIMIT"):
+        SignallingLimits("lots")
+
+
+async def test_the_app_reads_both_settings(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from parley.app import create_app
+    from tests.conftest import make_settings
+
+    assert isinstance(tmp_path, Path)
+    settings = make_settings(tmp_path, signalling_rate_limit="1/minute", max_calls_per_client=1)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        svc = app.state.services
+        assert svc.calls.config.max_calls_per_client == 1
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+        ) as http:
+            assert (await http.get("/api/ice")).status_code == 200
+            assert (await http.get("/api/ice")).status_code == 429
