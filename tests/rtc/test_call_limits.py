@@ -8,7 +8,9 @@ import httpx
 import pytest
 
 from parley.errors import ConfigError
+from parley.providers.testing import EchoChat
 from parley.web.limits import SignallingLimits
+from tests.conftest import ServerFactory
 from tests.rtc.test_loopback import Client, Server, dial, http_client, server
 
 __all__ = ["server"]  # the fixture, shared with the loopback tests
@@ -79,3 +81,13 @@ async def test_the_app_reads_both_settings(tmp_path: object) -> None:
         ) as http:
             assert (await http.get("/api/ice")).status_code == 200
             assert (await http.get("/api/ice")).status_code == 429
+
+
+async def test_stop_on_a_session_that_is_not_live_makes_none(serve: ServerFactory) -> None:
+    server = serve(chat=EchoChat())
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        for i in range(20):
+            r = await client.post("/api/stop", json={"sessionId": f"nobody-{i}"})
+            assert r.json() == {"stopped": False, "turnId": None}
+        health = (await client.get("/healthz")).json()
+    assert health["liveSessions"] == 0

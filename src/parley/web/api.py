@@ -198,7 +198,9 @@ async def stop(request: Request) -> dict[str, Any]:
     svc = services(request)
     body = validate(schemas.StopIn, await read_json(request, limit=4096))
     session_id = _session(request, body.sessionId)
-    turn = svc.sessions.get(session_id).stop(body.turnId)
+    # A session that is not live has no turn to stop: making one would let any stream of new ids
+    # hold a live session each until it idles out.
+    turn = svc.sessions.get(session_id).stop(body.turnId) if session_id in svc.sessions else None
     return {"stopped": turn is not None, "turnId": turn.id if turn else None}
 
 
