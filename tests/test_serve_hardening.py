@@ -215,7 +215,7 @@ def test_a_huge_header_is_refused_at_the_limit_not_read_in_full(default_server: 
 
 
 def test_head_limits_count_the_head_only(strict_server: Served) -> None:
-    start = b"GET /healthz HTTP/1.1\r\nHost: a\r\n"
+    start = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
     many = b"".join(b"X-H%d: v\r\n" % i for i in range(25))
     status, error = error_of(send_until_answered(strict_server.port, start + many + b"\r\n")[0])
     assert (status, error["field"], error["limit"]) == (431, "headers", 20)
@@ -228,7 +228,7 @@ def test_head_limits_count_the_head_only(strict_server: Served) -> None:
     # a body that arrives with the head, in the same read, is the body's: not counted as head
     body = json.dumps({"sessionId": "s", "message": "x" * 20000}).encode()
     head = (
-        b"POST /api/chat HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        b"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n" % len(body)
     )
     answer, _ = send_until_answered(strict_server.port, head + body)
@@ -241,7 +241,7 @@ def test_connections_that_never_finish_their_headers_are_closed(strict_server: S
     socks = [socket.create_connection(("127.0.0.1", strict_server.port)) for _ in range(50)]
     try:
         for sock in socks:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
         for sock in socks:
             # a process boundary: wait for the server to give up, with a generous deadline
             sock.settimeout(30)

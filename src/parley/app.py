@@ -35,7 +35,7 @@ from parley.store.factory import build_store
 from parley.voice.pipeline import VoiceConfig
 from parley.web import api, errors, rtc, sfu, speak, static, ws
 from parley.web.headers import SecurityHeaders
-from parley.web.origins import LOCAL_ORIGINS
+from parley.web.origins import BrowserGuard
 
 log = logging.getLogger("parley")
 
@@ -176,14 +176,17 @@ def create_app(
     app.include_router(static.router)
     app.mount("/static", StaticFiles(directory=static.STATIC_DIR), name="static")
     origins = [o for o in settings.cors_origins if o != "*"]
+    # Only configured origins: same-origin pages need no CORS, and "any localhost port" trusted
+    # every other local web app (a dev server, a notebook) with the user's conversations.
     app.add_middleware(
         CORSMiddleware,
         allow_origins=["*"] if "*" in settings.cors_origins else origins,
-        allow_origin_regex=None if "*" in settings.cors_origins else LOCAL_ORIGINS,
         allow_methods=["GET", "POST", "PUT", "OPTIONS"],
         allow_headers=["Content-Type", "Accept", sfu.TOKEN_HEADER, sfu.CALL_TOKEN_HEADER],
         max_age=600,
     )
+    # Outside CORS, so a refused request never reaches a route; inside the headers and the log.
+    app.add_middleware(BrowserGuard, settings=settings)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(AccessLog)
     return app

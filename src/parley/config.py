@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful, friendly, and knowledgeable AI assistant. Provide clear, concise, and "
@@ -52,8 +52,14 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     cors_origins: list[str] = Field(
         default_factory=list,
-        description="Extra origins allowed by CORS (JSON list, or `*`); same-origin and "
-        "localhost origins are always allowed.",
+        description="Origins besides this server's own whose pages may call the API and open "
+        "sockets (JSON list, or `*`); a state-changing request from any other page is refused 403.",
+    )
+    # NoDecode: the list is written comma-separated, as hosts are, not as JSON
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
+        description="Host names requests may address (comma-separated, or `*`), plus PARLEY_HOST "
+        "when it is not a wildcard; another Host header is refused 400 (DNS rebinding).",
     )
     max_header_bytes: int = Field(
         65536,
@@ -226,6 +232,20 @@ class Settings(BaseSettings):
         description="Key that signs the SFU session tokens given to browsers; unset makes a random "
         "one at start (tokens then end with a restart, and instances behind one balancer need the same key).",
     )
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        for host in value if isinstance(value, list) else ():
+            # "http://x" or "x:8787" would never equal a Host header's name, so it would
+            # silently refuse everything: say so at start-up instead.
+            if not isinstance(host, str) or any(c in host for c in "/ @") or host.count(":") == 1:
+                raise ValueError(
+                    f"{host!r} is not a host name (like localhost or 192.168.1.5, no scheme or port)"
+                )
+        return value
 
     @property
     def resolved_database_url(self) -> str:

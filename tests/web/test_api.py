@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -158,13 +159,17 @@ async def test_healthz_and_openapi(serve: ServerFactory) -> None:
         assert page.headers["content-type"].startswith("text/html")
 
 
-async def test_cors_allows_localhost_origins_and_not_others(serve: ServerFactory) -> None:
-    server = serve(chat=EchoChat())
+async def test_cors_allows_configured_origins_and_not_others(serve: ServerFactory, tmp_path: Path) -> None:
+    server = serve(
+        chat=EchoChat(), settings=make_settings(tmp_path / "d", cors_origins=["http://localhost:3000"])
+    )
     preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
     async with httpx.AsyncClient(base_url=server.url) as client:
         ok = await client.options("/api/chat", headers={"Origin": "http://localhost:3000", **preflight})
         assert ok.status_code == 200
         assert ok.headers["access-control-allow-origin"] == "http://localhost:3000"
+        other = await client.options("/api/chat", headers={"Origin": "http://localhost:3001", **preflight})
+        assert "access-control-allow-origin" not in other.headers
         bad = await client.options("/api/chat", headers={"Origin": "https://evil.example", **preflight})
         assert "access-control-allow-origin" not in bad.headers
 

@@ -151,7 +151,7 @@ async def test_handshake_errors(serve: ServerFactory) -> None:
         async with websockets.connect(ws_url(server.url), origin="https://evil.example"):  # type: ignore[arg-type]
             pass
     assert foreign.value.response.status_code == 403
-    async with websockets.connect(ws_url(server.url), origin="http://localhost:8787") as ws:  # type: ignore[arg-type]
+    async with websockets.connect(ws_url(server.url), origin=server.url) as ws:  # type: ignore[arg-type]
         assert (await recv(ws))["type"] == "connected"
     async with httpx.AsyncClient(base_url=server.url) as client:
         plain = await client.get("/ws", params={"sessionId": SID})

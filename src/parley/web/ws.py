@@ -22,7 +22,7 @@ from starlette.websockets import WebSocketState
 
 from parley.bus.base import Subscription
 from parley.config import Settings
-from parley.errors import Forbidden, InvalidInput, ParleyError, PayloadTooLarge
+from parley.errors import InvalidInput, ParleyError, PayloadTooLarge
 from parley.language import check_language
 from parley.services import Services
 from parley.sessions import events
@@ -35,7 +35,6 @@ from parley.web.errors import (
     WS_TRY_AGAIN_LATER,
     error_body,
 )
-from parley.web.origins import origin_allowed
 
 router = APIRouter()
 log = logging.getLogger("parley.ws")
@@ -61,8 +60,8 @@ async def ws_over_http(request: Request) -> JSONResponse:
 async def ws_endpoint(websocket: WebSocket) -> None:
     svc: Services = websocket.app.state.services
     try:
+        # The Origin of the handshake is checked before it gets here (web/origins.py).
         session_id = check_session_id(websocket.query_params.get("sessionId"))
-        _check_origin(websocket, svc)
     except ParleyError as exc:
         await _deny(websocket, exc)
         return
@@ -117,18 +116,6 @@ def frame_limit(settings: Settings) -> int:
     """PARLEY_MAX_WS_FRAME_BYTES, or when unset, room for the longest message in any JSON spelling."""
     configured = settings.max_ws_frame_bytes
     return configured if configured is not None else transport_limit(settings.max_message_chars)
-
-
-def _check_origin(websocket: WebSocket, svc: Services) -> None:
-    """Browsers send Origin on every WebSocket and CORS does not apply to it: refuse foreign pages
-    so another site cannot open a socket into a user's conversation."""
-    origin = websocket.headers.get("origin")
-    if origin is None or origin_allowed(svc.settings, origin):
-        return
-    host = websocket.headers.get("host", "")
-    if origin.split("://", 1)[-1] == host:
-        return
-    raise Forbidden(f"origin {origin!r} is not allowed (PARLEY_CORS_ORIGINS)", field="Origin")
 
 
 def _frame(message: Any) -> tuple[str, int]:
