@@ -50,6 +50,7 @@ bench: install
 	$(PY) bench/voice_bundled.py
 	$(PY) bench/llama_prefix.py
 	$(PY) bench/sfu.py
+	$(PY) bench/abuse.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

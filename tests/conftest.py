@@ -62,6 +62,9 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "log_level": "WARNING",
         # never let a test probe the real model hub: a closed local port answers "unreachable" at once
         "model_base_url": "http://127.0.0.1:9",
+        # loading real models ahead costs every server a test starts seconds of CPU; the tests of
+        # the warm-up itself (tests/realmodels) turn it on
+        "warm_up": False,
     }
     base.update(overrides)
     return Settings(_env_file=None, **base)  # type: ignore[call-arg]

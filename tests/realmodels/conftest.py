@@ -28,7 +28,7 @@ def _bundled_packs() -> None:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Nothing configured: every capability is what a new user gets (the `serve` fixture uses it)."""
-    return make_settings(tmp_path / "data", llm=None, stt=None)
+    return make_settings(tmp_path / "data", llm=None, stt=None, warm_up=True)
 
 
 def words(text: str) -> list[str]:

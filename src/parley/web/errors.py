@@ -8,8 +8,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from parley.errors import InvalidInput, ParleyError
 from parley.text import valid_text
@@ -66,6 +67,12 @@ def install(app: FastAPI) -> None:
             headers=exc.headers,
         )
 
+    async def on_gone(request: Request, exc: Exception) -> Response:
+        # The client hung up while sending its body: nobody will read an answer, and it is no
+        # server error (it used to be logged as one, with a traceback, twice).
+        log.debug("client went away during %s %s", request.method, request.url.path)
+        return Response(status_code=400)
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(exc)
@@ -73,4 +80,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ParleyError, on_parley)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(ClientDisconnect, on_gone)
     app.add_exception_handler(Exception, on_unexpected)
