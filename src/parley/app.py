@@ -35,6 +35,7 @@ from parley.store.factory import build_store
 from parley.voice.pipeline import VoiceConfig
 from parley.web import api, errors, rtc, sfu, speak, static, ws
 from parley.web.headers import SecurityHeaders
+from parley.web.limits import SignallingLimits
 from parley.web.origins import BrowserGuard
 
 log = logging.getLogger("parley")
@@ -73,6 +74,7 @@ def create_app(
     Settings that cannot work raise ConfigError here, before anything is opened.
     """
     ice_servers = parse_ice_servers(settings.ice_servers)
+    signalling = SignallingLimits.from_settings(settings)
     realtime = _realtime_credentials(settings)
 
     @asynccontextmanager
@@ -118,6 +120,7 @@ def create_app(
                 ice_servers=ice_servers,
                 idle_seconds=settings.call_idle_seconds,
                 max_calls=settings.max_calls,
+                max_calls_per_client=settings.max_calls_per_client,
                 voice=VoiceConfig.from_settings(settings),
             ),
             turn=CloudflareTURN.from_settings(settings),
@@ -132,7 +135,17 @@ def create_app(
             warmup = WarmUp({"chat": the_chat, "text-to-speech": the_tts, "speech-to-text": the_stt})
             warmup.start()
         app.state.services = Services(
-            settings, the_store, the_bus, the_chat, the_stt, registry, the_tts, calls, tokens, warmup
+            settings,
+            the_store,
+            the_bus,
+            the_chat,
+            the_stt,
+            registry,
+            the_tts,
+            calls,
+            tokens,
+            warmup,
+            signalling,
         )
         log.info(
             "ready chat=%s model=%s stt=%s tts=%s vad=%s store=%s",

@@ -158,6 +158,14 @@ class Settings(BaseSettings):
         20.0, gt=0, description="A voice call with no audio or data-channel message for this long is closed."
     )
     max_calls: int = Field(50, ge=1, description="Voice calls open at once.")
+    max_calls_per_client: int = Field(
+        3, ge=1, description="Voice calls one client address may hold open at once."
+    )
+    signalling_rate_limit: str = Field(
+        "30/minute",
+        description="How often one client address may ask for ICE servers (TURN credentials) and send "
+        "call offers, each (a rate such as `30/minute`, over a moving window).",
+    )
     ollama_url: str = Field("http://127.0.0.1:11434", description="Where `parley serve` looks for Ollama.")
     model_base_url: str = Field(
         "https://huggingface.co",
