@@ -35,7 +35,7 @@ from parley.store.factory import build_store
 from parley.voice.pipeline import VoiceConfig
 from parley.web import api, errors, rtc, sfu, speak, static, ws
 from parley.web.headers import SecurityHeaders
-from parley.web.limits import SignallingLimits
+from parley.web.limits import ClientLimits
 from parley.web.origins import BrowserGuard
 
 log = logging.getLogger("parley")
@@ -74,7 +74,7 @@ def create_app(
     Settings that cannot work raise ConfigError here, before anything is opened.
     """
     ice_servers = parse_ice_servers(settings.ice_servers)
-    signalling = SignallingLimits.from_settings(settings)
+    limits = ClientLimits.from_settings(settings)
     realtime = _realtime_credentials(settings)
 
     @asynccontextmanager
@@ -145,7 +145,7 @@ def create_app(
             calls,
             tokens,
             warmup,
-            signalling,
+            limits,
         )
         log.info(
             "ready chat=%s model=%s stt=%s tts=%s vad=%s store=%s",

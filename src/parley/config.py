@@ -161,6 +161,11 @@ class Settings(BaseSettings):
     max_calls_per_client: int = Field(
         3, ge=1, description="Voice calls one client address may hold open at once."
     )
+    new_sessions_rate_limit: str = Field(
+        "120/minute",
+        description="How often one client address may open a socket on a session that is not live "
+        "(each makes a live session that stays until it idles out; a rate such as `120/minute`).",
+    )
     signalling_rate_limit: str = Field(
         "30/minute",
         description="How often one client address may ask for ICE servers (TURN credentials) and send "

@@ -17,7 +17,7 @@ from parley.sessions.registry import SessionRegistry
 from parley.store.base import Store
 
 if TYPE_CHECKING:
-    from parley.web.limits import SignallingLimits
+    from parley.web.limits import ClientLimits
 
 
 @dataclass(slots=True)
@@ -35,4 +35,4 @@ class Services:
     #: the background loading of the local models (None when PARLEY_WARM_UP is off)
     warmup: WarmUp | None = None
     #: per-client-address limits on call signalling (None: unlimited, for embedding and tests)
-    limits: SignallingLimits | None = None
+    limits: ClientLimits | None = None

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import httpx
 import pytest
+import websockets
 
+from parley.config import Settings
 from parley.errors import ConfigError
 from parley.providers.testing import EchoChat
-from parley.web.limits import SignallingLimits
+from parley.web.limits import ClientLimits
 from tests.conftest import ServerFactory
 from tests.rtc.test_loopback import Client, Server, dial, http_client, server
 
@@ -39,7 +42,7 @@ async def test_one_address_holds_at_most_its_share_of_calls_and_others_still_cal
 
 
 async def test_ice_and_offers_are_rate_limited_per_address(server: Server) -> None:
-    limits = SignallingLimits("3/minute")
+    limits = ClientLimits({"ice": "3/minute", "offer": "3/minute"})
     async with (
         http_client(server.calls, limits=limits, client=A) as first,
         http_client(server.calls, limits=limits, client=B) as second,
@@ -61,7 +64,7 @@ async def test_ice_and_offers_are_rate_limited_per_address(server: Server) -> No
 
 def test_a_malformed_rate_is_refused_at_start_naming_the_setting() -> None:
     with pytest.raises(ConfigError, match="PARLEY_SIGNALLING_RATE_LIMIT"):
-        SignallingLimits("lots")
+        ClientLimits({"ice": "lots"})
 
 
 async def test_the_app_reads_both_settings(tmp_path: object) -> None:
@@ -91,3 +94,26 @@ async def test_stop_on_a_session_that_is_not_live_makes_none(serve: ServerFactor
             assert r.json() == {"stopped": False, "turnId": None}
         health = (await client.get("/healthz")).json()
     assert health["liveSessions"] == 0
+
+
+async def test_new_live_sessions_per_address_are_rate_limited_and_live_ones_stay_open(
+    serve: ServerFactory, settings: Settings
+) -> None:
+    server = serve(chat=EchoChat(), settings=replace_settings(settings, new_sessions_rate_limit="3/minute"))
+    ws_url = server.url.replace("http://", "ws://")
+    for i in range(3):
+        async with websockets.connect(f"{ws_url}/ws?sessionId=fresh-{i}") as ws:
+            assert json.loads(await ws.recv())["type"] == "connected"
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(f"{ws_url}/ws?sessionId=fresh-9"):
+            pass
+    assert refused.value.response.status_code == 429
+    # a session that is live already costs nothing more: joining it still works
+    async with websockets.connect(f"{ws_url}/ws?sessionId=fresh-0") as ws:
+        assert json.loads(await ws.recv())["type"] == "connected"
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        assert (await client.get("/healthz")).json()["liveSessions"] == 3
+
+
+def replace_settings(settings: Settings, **values: object) -> Settings:
+    return settings.model_copy(update=values)

@@ -46,7 +46,7 @@ from parley.sessions.session import SessionConfig
 from parley.store.sqlite import SQLiteStore
 from parley.voice.pipeline import VoiceConfig
 from parley.web import errors, rtc
-from parley.web.limits import SignallingLimits
+from parley.web.limits import ClientLimits
 from tests.conftest import make_settings
 from tests.voice.test_pipeline import speech
 
@@ -171,7 +171,7 @@ class Server:
 async def http_client(
     calls: CallRegistry,
     *,
-    limits: SignallingLimits | None = None,
+    limits: ClientLimits | None = None,
     client: tuple[str, int] = ("127.0.0.1", 123),
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()

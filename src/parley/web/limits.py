@@ -1,53 +1,67 @@
-"""Per-client-address limits on what costs the operator: voice-call signalling and TURN credentials.
+"""Per-client-address limits on what costs the operator: call signalling, TURN credentials, live sessions.
 
-Until users exist, the client's address is the only identity there is: one address may mint
-TURN credentials and send offers at PARLEY_SIGNALLING_RATE_LIMIT (a `limits` rate string such as
-`30/minute`, a moving window), and hold at most PARLEY_MAX_CALLS_PER_CLIENT calls at once (the
-call registry counts those). Without this one replayed SDP opened 50 calls in 8 s and locked
-every user out of voice, and /api/ice minted 50 TURN credentials in under a second.
+Until users exist, the client's address is the only identity there is. One address may mint TURN
+credentials and send call offers at PARLEY_SIGNALLING_RATE_LIMIT each, open sockets on sessions
+that are not live at PARLEY_NEW_SESSIONS_RATE_LIMIT (each such socket makes a live session that
+stays until it idles out), and hold at most PARLEY_MAX_CALLS_PER_CLIENT calls at once (the call
+registry counts those). Rates are `limits` rate strings (`30/minute`) over a moving window.
+Without this one replayed SDP opened 50 calls in 8 s and locked every user out of voice, and
+/api/ice minted 50 TURN credentials in under a second.
 """
 
 from __future__ import annotations
 
-from fastapi import Request
+from collections.abc import Mapping
+
 from limits import RateLimitItem, parse, storage, strategies
+from starlette.requests import HTTPConnection
 
 from parley.config import Settings
 from parley.errors import ConfigError, RateLimited
 
-SETTING = "PARLEY_SIGNALLING_RATE_LIMIT"
+#: what is counted -> the setting that bounds it
+SETTINGS = {
+    "ice": "PARLEY_SIGNALLING_RATE_LIMIT",
+    "offer": "PARLEY_SIGNALLING_RATE_LIMIT",
+    "new session": "PARLEY_NEW_SESSIONS_RATE_LIMIT",
+}
 
 
-def client_address(request: Request) -> str:
+def client_address(connection: HTTPConnection) -> str:
     """The peer's address (behind a proxy that is the proxy's: the users issue adds identities)."""
-    return request.client.host if request.client is not None else "unknown"
+    return connection.client.host if connection.client is not None else "unknown"
 
 
-def count_signalling(request: Request, what: str) -> None:
-    """Count one `what` (ice, offer) against the app's limits, when it has any."""
-    limits: SignallingLimits | None = request.app.state.services.limits
+def count(connection: HTTPConnection, what: str) -> None:
+    """Count one `what` against the app's limits, when it has any; RateLimited once over."""
+    limits: ClientLimits | None = connection.app.state.services.limits
     if limits is not None:
-        limits.hit(request, what)
+        limits.hit(connection, what)
 
 
-class SignallingLimits:
-    def __init__(self, rate: str) -> None:
-        try:
-            self.rate: RateLimitItem = parse(rate)
-        except ValueError as exc:
-            raise ConfigError(f"{SETTING}={rate!r} is not a rate such as 30/minute", field=SETTING) from exc
+class ClientLimits:
+    def __init__(self, rates: Mapping[str, str]) -> None:
+        self.rates: dict[str, RateLimitItem] = {}
+        for what, rate in rates.items():
+            try:
+                self.rates[what] = parse(rate)
+            except ValueError as exc:
+                setting = SETTINGS.get(what, what)
+                raise ConfigError(
+                    f"{setting}={rate!r} is not a rate such as 30/minute", field=setting
+                ) from exc
         self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SignallingLimits:
-        return cls(settings.signalling_rate_limit)
+    def from_settings(cls, settings: Settings) -> ClientLimits:
+        signalling = settings.signalling_rate_limit
+        return cls({"ice": signalling, "offer": signalling, "new session": settings.new_sessions_rate_limit})
 
-    def hit(self, request: Request, what: str) -> None:
-        """Count one `what` (ice, offer) for the request's address; RateLimited once over."""
-        address = client_address(request)
-        if not self._limiter.hit(self.rate, what, address):
+    def hit(self, connection: HTTPConnection, what: str) -> None:
+        rate = self.rates[what]
+        if not self._limiter.hit(rate, what, client_address(connection)):
             raise RateLimited(
-                f"too many {what} requests from this address (limit {self.rate}); try again shortly",
+                f"too many {what} requests from this address (limit {rate}); try again shortly",
                 field="client",
-                limit=str(self.rate),
+                limit=str(rate),
             )

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from parley import metrics
 from parley.sessions.registry import check_session_id
 from parley.web.body import read_json, validate
-from parley.web.limits import client_address, count_signalling
+from parley.web.limits import client_address, count
 from parley.web.schemas import language_field
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def calls(request: Request) -> CallRegistry:
 @router.get("/api/ice", summary="ICE servers (STUN/TURN) for the browser's RTCPeerConnection")
 async def ice(request: Request, response: Response) -> dict[str, Any]:
     response.headers["Cache-Control"] = "no-store"
-    count_signalling(request, "ice")
+    count(request, "ice")
     body = (await calls(request).ice_for_call()).to_browser()
     body["mode"] = "cloudflare" if calls(request).realtime is not None else "direct"
     return body
@@ -70,7 +70,7 @@ async def offer(request: Request) -> dict[str, Any]:
     body = validate(OfferIn, await read_json(request, limit=MAX_SDP_CHARS * 2 + 1024))
     session_id = check_session_id(body.sessionId)
     request.state.session_id = session_id
-    count_signalling(request, "offer")
+    count(request, "offer")
     call_id, answer = await calls(request).open(
         session_id, body.sdp, language=body.language, client=client_address(request)
     )

@@ -34,7 +34,7 @@ from parley.rtc.cloudflare import SessionDescription, Track, TrackError
 from parley.rtc.tokens import TokenSigner
 from parley.sessions.registry import check_session_id
 from parley.web.body import read_json, validate
-from parley.web.limits import client_address, count_signalling
+from parley.web.limits import client_address, count
 from parley.web.rtc import MAX_SDP_CHARS, calls
 
 if TYPE_CHECKING:
@@ -215,7 +215,7 @@ async def start_call(request: Request) -> JSONResponse:
     _own(request, body.sfuSessionId)
     from parley.rtc.sfu_peer import TrackRef
 
-    count_signalling(request, "offer")
+    count(request, "offer")
     peer = await calls(request).open_sfu(
         session_id, TrackRef(body.sfuSessionId, body.trackName), client=client_address(request)
     )

@@ -35,6 +35,7 @@ from parley.web.errors import (
     WS_TRY_AGAIN_LATER,
     error_body,
 )
+from parley.web.limits import count
 
 router = APIRouter()
 log = logging.getLogger("parley.ws")
@@ -65,6 +66,13 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     except ParleyError as exc:
         await _deny(websocket, exc)
         return
+    if session_id not in svc.sessions:
+        try:
+            # a socket on a session that is not live makes one, which stays until it idles out
+            count(websocket, "new session")
+        except ParleyError as exc:
+            await _deny(websocket, exc)
+            return
     await websocket.accept()
     sub = svc.bus.subscribe(session_id)
     # Greeting and catch-up go through the inbox before any live event can (no await between
