@@ -115,6 +115,7 @@ async def _sse(feed: asyncio.Queue[Event | None]) -> AsyncIterator[str]:
     "/api/transcribe",
     response_model=schemas.TranscribeOut,
     responses=schemas.ERRORS,
+    openapi_extra=schemas.MULTIPART_AUDIO,
     summary="Transcribe a recording (multipart: audio, sessionId, optional language)",
 )
 async def transcribe(request: Request) -> dict[str, Any]:

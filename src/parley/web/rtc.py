@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from parley import metrics
 from parley.sessions.registry import check_session_id
+from parley.web import schemas
 from parley.web.body import read_json, validate
 from parley.web.limits import client_address, count
 from parley.web.schemas import language_field
@@ -56,7 +57,11 @@ def calls(request: Request) -> CallRegistry:
     return registry
 
 
-@router.get("/api/ice", summary="ICE servers (STUN/TURN) for the browser's RTCPeerConnection")
+@router.get(
+    "/api/ice",
+    responses=schemas.ERRORS,
+    summary="ICE servers (STUN/TURN) for the browser's RTCPeerConnection",
+)
 async def ice(request: Request, response: Response) -> dict[str, Any]:
     response.headers["Cache-Control"] = "no-store"
     count(request, "ice")
@@ -65,7 +70,12 @@ async def ice(request: Request, response: Response) -> dict[str, Any]:
     return body
 
 
-@router.post("/api/offer", summary="Start a voice call: the browser's SDP offer in, the answer out")
+@router.post(
+    "/api/offer",
+    responses=schemas.ERRORS,
+    openapi_extra=schemas.json_body(OfferIn),
+    summary="Start a voice call: the browser's SDP offer in, the answer out",
+)
 async def offer(request: Request) -> dict[str, Any]:
     body = validate(OfferIn, await read_json(request, limit=MAX_SDP_CHARS * 2 + 1024))
     session_id = check_session_id(body.sessionId)
@@ -77,7 +87,12 @@ async def offer(request: Request) -> dict[str, Any]:
     return {"sdp": answer, "type": "answer", "callId": call_id}
 
 
-@router.post("/api/hangup", summary="End a voice call")
+@router.post(
+    "/api/hangup",
+    responses=schemas.ERRORS,
+    openapi_extra=schemas.json_body(HangupIn),
+    summary="End a voice call",
+)
 async def hangup(request: Request) -> dict[str, Any]:
     body = validate(HangupIn, await read_json(request, limit=4096))
     await calls(request).hangup(body.callId)

@@ -94,13 +94,55 @@ class ErrorOut(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 404, 413, 415, 429, 500, 502, 503, 504)
 }
+#: also 403, for routes that refuse what a caller may not do (another browser's session)
+FORBIDDEN_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 403: {"model": ErrorOut}}
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {key: _inline(value, defs) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline(item, defs) for item in node]
+    return node
 
 
 def json_body(model: type[BaseModel]) -> dict[str, Any]:
     """OpenAPI text for a body that the route reads itself (so it controls the errors)."""
+    schema = model.model_json_schema()
+    # A nested model's `$ref: #/$defs/...` would point at the top of /openapi.json, where there
+    # are no `$defs`: the nested schemas go in place (the bodies' models are not recursive).
+    defs = schema.pop("$defs", {})
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
+            "content": {"application/json": {"schema": _inline(schema, defs)}},
         }
     }
+
+
+#: OpenAPI text for /api/transcribe's form, which the route reads itself (to bound its size)
+MULTIPART_AUDIO: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["audio", "sessionId"],
+                    "properties": {
+                        "audio": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The recording: webm/opus, ogg/opus, mp4/aac, wav, mp3 or flac.",
+                        },
+                        "sessionId": {"type": "string"},
+                        "language": {"type": "string", "description": "The speaker's language (`en`, `de`)."},
+                    },
+                }
+            }
+        },
+    }
+}

@@ -33,6 +33,7 @@ from parley.errors import Forbidden, InvalidInput, NotFound
 from parley.rtc.cloudflare import SessionDescription, Track, TrackError
 from parley.rtc.tokens import TokenSigner
 from parley.sessions.registry import check_session_id
+from parley.web import schemas
 from parley.web.body import read_json, validate
 from parley.web.limits import client_address, count
 from parley.web.rtc import MAX_SDP_CHARS, calls
@@ -49,6 +50,8 @@ MAX_TRACKS = 64
 _ID = r"^[A-Za-z0-9_-]{1,128}$"
 _NAME = r"^[A-Za-z0-9_.:#-]{1,64}$"
 _BODY_LIMIT = MAX_SDP_CHARS * 2 + 64 * 1024
+#: every route also answers 403 (a token that is not this browser's, a track it may not pull)
+_ERRORS = schemas.FORBIDDEN_ERRORS
 
 
 class _In(BaseModel):
@@ -133,14 +136,21 @@ def _reply(model: BaseModel, status: int = 200) -> JSONResponse:
     return JSONResponse(model.model_dump(mode="json", exclude_none=True), status_code=status)
 
 
-@router.post("/sessions/new", status_code=201, summary="Open an SFU session for this browser")
+@router.post(
+    "/sessions/new", status_code=201, responses=_ERRORS, summary="Open an SFU session for this browser"
+)
 async def new_session(request: Request) -> JSONResponse:
     reply = await _realtime(request).new_session()
     token = _tokens(request).issue("sfu-session", reply.sessionId)
     return JSONResponse({"sessionId": reply.sessionId, "token": token}, status_code=201)
 
 
-@router.post("/sessions/{sid}/tracks/new", summary="Publish the mic, or pull the assistant's voice")
+@router.post(
+    "/sessions/{sid}/tracks/new",
+    responses=_ERRORS,
+    openapi_extra=schemas.json_body(TracksNewIn),
+    summary="Publish the mic, or pull the assistant's voice",
+)
 async def new_tracks(sid: str, request: Request) -> JSONResponse:
     _own(request, sid)
     body = validate(TracksNewIn, await read_json(request, limit=_BODY_LIMIT))
@@ -175,7 +185,12 @@ async def new_tracks(sid: str, request: Request) -> JSONResponse:
     return _reply(reply)
 
 
-@router.put("/sessions/{sid}/renegotiate", summary="Answer the SFU's offer (after a pull)")
+@router.put(
+    "/sessions/{sid}/renegotiate",
+    responses=_ERRORS,
+    openapi_extra=schemas.json_body(RenegotiateIn),
+    summary="Answer the SFU's offer (after a pull)",
+)
 async def renegotiate(sid: str, request: Request) -> JSONResponse:
     _own(request, sid)
     body = validate(RenegotiateIn, await read_json(request, limit=_BODY_LIMIT))
@@ -185,7 +200,12 @@ async def renegotiate(sid: str, request: Request) -> JSONResponse:
     return JSONResponse({})
 
 
-@router.put("/sessions/{sid}/tracks/close", summary="Stop tracks of this browser's session")
+@router.put(
+    "/sessions/{sid}/tracks/close",
+    responses=_ERRORS,
+    openapi_extra=schemas.json_body(CloseIn),
+    summary="Stop tracks of this browser's session",
+)
 async def close_tracks(sid: str, request: Request) -> JSONResponse:
     _own(request, sid)
     body = validate(CloseIn, await read_json(request, limit=_BODY_LIMIT))
@@ -201,13 +221,19 @@ async def close_tracks(sid: str, request: Request) -> JSONResponse:
     return _reply(reply)
 
 
-@router.get("/sessions/{sid}", summary="The tracks of this browser's session")
+@router.get("/sessions/{sid}", responses=_ERRORS, summary="The tracks of this browser's session")
 async def get_session(sid: str, request: Request) -> JSONResponse:
     _own(request, sid)
     return _reply(await _realtime(request).get_session(sid))
 
 
-@router.post("/calls", status_code=201, summary="Start the assistant on this browser's mic track")
+@router.post(
+    "/calls",
+    status_code=201,
+    responses=_ERRORS,
+    openapi_extra=schemas.json_body(CallIn),
+    summary="Start the assistant on this browser's mic track",
+)
 async def start_call(request: Request) -> JSONResponse:
     body = validate(CallIn, await read_json(request, limit=4096))
     session_id = check_session_id(body.sessionId)
@@ -233,7 +259,12 @@ async def start_call(request: Request) -> JSONResponse:
     )
 
 
-@router.put("/calls/{call_id}/mic", summary="The browser publishes its mic from a new SFU session")
+@router.put(
+    "/calls/{call_id}/mic",
+    responses=_ERRORS,
+    openapi_extra=schemas.json_body(MicIn),
+    summary="The browser publishes its mic from a new SFU session",
+)
 async def move_mic(call_id: str, request: Request) -> JSONResponse:
     body = validate(MicIn, await read_json(request, limit=4096))
     _tokens(request).require("call", call_id, request.headers.get(CALL_TOKEN_HEADER), field=CALL_TOKEN_HEADER)
