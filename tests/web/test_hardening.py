@@ -8,9 +8,8 @@ that the rest of the session and the server keep working.
 from __future__ import annotations
 
 import json
-import select
-import socket
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from parley.standins import openai as openai_standin
 from parley.standins import workers_ai as workers_ai_standin
 from parley.standins.server import BackgroundServer, free_port
 from tests.conftest import ServerFactory, make_settings, sse_events
+from tests.rawhttp import send_until_answered
 from tests.web.test_bad_input import assert_error
 from tests.web.test_ws import recv, until, ws_url
 
@@ -270,23 +270,11 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n" % len(data) + data + b"\r\n"
 
 
-def _answer_complete(answer: bytes) -> bool:
-    head, sep, body = answer.partition(b"\r\n\r\n")
-    if not sep:
-        return False
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return len(body) >= int(value)
-    return False
-
-
 def upload_chunked(port: int, audio_bytes: int, piece: int = 65536) -> tuple[bytes, int]:
     """POST /api/transcribe as a chunked multipart body with `audio_bytes` of audio, reading the
     answer while sending. Returns the answer and how many audio bytes were handed to the socket
     before it came (a server that stops reading makes this far smaller than `audio_bytes`)."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(
+    head = (
         b"POST /api/transcribe HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
         b"Content-Type: multipart/form-data; boundary="
         + BOUNDARY
@@ -302,31 +290,18 @@ def upload_chunked(port: int, audio_bytes: int, piece: int = 65536) -> tuple[byt
             b"Content-Type: audio/wav\r\n\r\n" + WAV
         )
     )
-    sock.setblocking(False)
-    answer, sent, pending, ended = b"", 0, b"", False
-    try:
-        while not _answer_complete(answer):
-            if not pending and not ended:
-                if sent < audio_bytes:
-                    size = min(piece, audio_bytes - sent)
-                    pending, sent = _chunk(b"\0" * size), sent + size
-                else:
-                    pending, ended = _chunk(b"\r\n--" + BOUNDARY + b"--\r\n") + b"0\r\n\r\n", True
-            readable, writable, _ = select.select([sock], [sock] if pending else [], [], 30)
-            assert readable or writable, "the server neither read nor answered for 30 s"
-            if readable:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                answer += data
-            elif writable:
-                try:
-                    pending = pending[sock.send(pending) :]
-                except (BrokenPipeError, ConnectionResetError):
-                    pending, ended = b"", True  # the server hung up: read what it said
-    finally:
-        sock.close()
-    return answer, sent
+    audio_sent = 0
+
+    def pieces() -> Iterator[bytes]:
+        nonlocal audio_sent
+        while audio_sent < audio_bytes:
+            size = min(piece, audio_bytes - audio_sent)
+            audio_sent += size
+            yield _chunk(b"\0" * size)
+        yield _chunk(b"\r\n--" + BOUNDARY + b"--\r\n") + b"0\r\n\r\n"
+
+    answer, _ = send_until_answered(port, head, pieces())
+    return answer, audio_sent
 
 
 def test_a_chunked_upload_over_the_limit_is_refused_before_it_is_all_sent(
@@ -355,7 +330,8 @@ def test_a_chunked_upload_over_the_limit_is_refused_before_it_is_all_sent(
 
 # -- defect 5: no secrets, upstream text or internal addresses reach clients -----------------------
 
-KEY = "sk-parley-test-0123456789abcdef"
+# made per run, so nothing secret-shaped sits in the repository
+KEY = f"sk-parley-test-{secrets.token_hex(8)}"
 PASSWORD = "hunter2-in-the-url"
 
 
@@ -416,7 +392,7 @@ async def test_credentials_in_the_base_url_leak_nowhere_on_a_timeout(
 async def test_workers_ai_errors_and_addresses_stay_in_the_log(
     serve: ServerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    token = "cf-test-token-0123456789abcdef0123456789"
+    token = f"cf-test-token-{secrets.token_hex(13)}"
 
     def cf(base_url: str, name: str) -> Settings:
         return make_settings(

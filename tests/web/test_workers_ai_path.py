@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from parley.standins.server import BackgroundServer
 from tests.conftest import ServerFactory, make_settings, sse_events
 
 SID = "session-cf"
-TOKEN = "cf-test-token-0123456789abcdef"
+TOKEN = f"cf-test-token-{secrets.token_hex(8)}"  # per run: nothing secret-shaped committed
 
 
 @pytest.fixture
