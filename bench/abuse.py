@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,14 +25,13 @@ from pathlib import Path
 import httpx
 import websockets
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import percentile
+from parley.standins.server import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # -- abusers (each runs in a child process until it is killed) ---------------------------------------
@@ -204,7 +202,7 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, times in rows:
         p50 = statistics.median(times)
-        p95 = sorted(times)[int(0.95 * (len(times) - 1))]
+        p95 = percentile(sorted(times), 95)
         print(f"| {name} | {p50:.1f} | {p95:.1f} | {p50 / base:.2f} |")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -28,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import rss_mb
 from parley.audio.pcm import resample
 from parley.bus.memory import LocalBus
 from parley.config import Settings
@@ -40,7 +42,7 @@ from parley.sessions.session import SessionConfig
 from parley.store.sqlite import SQLiteStore
 from parley.voice.pipeline import VoiceCall, VoiceConfig
 from parley.voice.playout import pace
-from voice_common import AUDIBLE_RMS, FRAME, NOISE, RATE, rms, schedule, sleep_until
+from voice_common import AUDIBLE_RMS, FRAME, NOISE, RATE, percentile, rms, schedule, sleep_until
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -97,18 +99,6 @@ class TimedTTS(TTSProvider):
             yield chunk
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 async def spoken(tts: TTSProvider, text: str) -> np.ndarray:
     chunks = [chunk async for chunk in tts.synthesize(text)]
     pcm = resample(b"".join(c.pcm for c in chunks), chunks[0].sample_rate, RATE)
@@ -127,13 +117,13 @@ async def bench(turns: int, stop_secs: float) -> None:
     print(
         f"models: chat {chat.name} {chat.model}, stt {stt.name} {getattr(stt, 'model', '')}, tts {tts.name} {tts.voice}, vad {vad.name}"
     )
-    rss_before = rss_mb()
+    rss_before = rss_mb(os.getpid())
     loaded = time.perf_counter()
     for part in (chat, tts, stt):
         await part.warm_up()
     loaded = time.perf_counter() - loaded
     voices = [await spoken(tts, q) for q in QUESTIONS]
-    rss_loaded = rss_mb()
+    rss_loaded = rss_mb(os.getpid())
     stamps = Stamps()
     store = SQLiteStore(tmp / "voice.db")
     await store.open()
@@ -232,7 +222,7 @@ async def bench(turns: int, stop_secs: float) -> None:
         values = per_stage[stage]
         if values:
             print(
-                f"| {stage} | {statistics.median(values):.0f} | {percentile(values, 0.95):.0f} | {max(values):.0f} |"
+                f"| {stage} | {statistics.median(values):.0f} | {percentile(values, 95):.0f} | {max(values):.0f} |"
             )
     total = per_stage["first audio frame"]
     if total:
