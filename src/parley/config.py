@@ -6,6 +6,7 @@ Nothing below this module and `cli.py` reads `os.environ`. Every setting is one 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,6 +25,7 @@ TTSName = Literal["piper", "espeak", "workers-ai", "openai", "none"]
 VADName = Literal["silero", "webrtcvad"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 RTCMode = Literal["direct", "cloudflare"]
+AuthMode = Literal["none", "token", "cloudflare-access", "trusted-header"]
 
 
 def _env(name: str) -> AliasChoices:
@@ -246,6 +248,62 @@ class Settings(BaseSettings):
         "one at start (tokens then end with a restart, and instances behind one balancer need the same key).",
     )
 
+    # -- users ----------------------------------------------------------------------------------
+    auth: AuthMode = Field(
+        "none",
+        description="Who may use the server: `none` (one local user; only on loopback addresses), `token` "
+        "(users and API tokens kept by Parley: `parley users add`), `cloudflare-access` (the "
+        "Cf-Access-Jwt-Assertion of Cloudflare Access) or `trusted-header` (a reverse proxy's user header).",
+    )
+    allow_open: bool = Field(
+        False,
+        description="With PARLEY_AUTH=none, allow listening on a non-loopback address anyway (anyone who "
+        "reaches the port can do everything; warned about at every start).",
+    )
+    access_team_domain: str | None = Field(
+        None,
+        description="Cloudflare Access team domain URL (`https://<team>.cloudflareaccess.com`): the JWTs' "
+        "issuer; keys come from its /cdn-cgi/access/certs.",
+    )
+    access_aud: str | None = Field(
+        None, description="The Access application's AUD tag; a JWT's `aud` must contain it."
+    )
+    trusted_header: str | None = Field(
+        None, description="With PARLEY_AUTH=trusted-header: the header carrying the user's email."
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="With PARLEY_AUTH=trusted-header: the proxies' addresses (comma-separated CIDRs); "
+        "the header from any other peer is refused.",
+    )
+    signin_days: float = Field(
+        30.0, gt=0, description="How long a web sign-in (the session cookie a token is exchanged for) lasts."
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="Bearer token that may read /metrics (besides admins), for a Prometheus scraper."
+    )
+    redis_url: str | None = Field(
+        None, description="Redis URL (`redis://host:6379/0`); rate-limit counters live there when set."
+    )
+    rate_chat: str = Field("30/minute", description="Turns one user may start (text and voice), as a rate.")
+    rate_transcribe: str = Field("30/minute", description="Transcriptions one user may ask for, as a rate.")
+    rate_speak: str = Field("60/minute", description="Speech syntheses (/api/speak) one user may ask for.")
+    rate_calls: str = Field("10/minute", description="Voice calls one user may start, as a rate.")
+    rate_ice: str = Field("30/minute", description="ICE server (TURN credential) requests per user.")
+    quota_tokens_per_day: int | None = Field(
+        None, ge=1, description="Model tokens (prompt + reply) one user may use per day (UTC); unset: no quota."
+    )
+    quota_call_minutes_per_day: float | None = Field(
+        None, gt=0, description="Minutes of voice calls one user may hold per day (UTC); unset: no quota."
+    )
+    max_sessions_per_user: int = Field(
+        1000, ge=1, description="Conversations (session ids with stored messages) one user may have."
+    )
+    max_live_sessions: int = Field(
+        2000, ge=1, description="Live sessions this process holds at once (idle ones are released first)."
+    )
+    max_sockets_per_user: int = Field(32, ge=1, description="WebSockets one user may hold open at once.")
+
     @field_validator("allowed_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
@@ -258,6 +316,18 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{host!r} is not a host name (like localhost or 192.168.1.5, no scheme or port)"
                 )
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        for cidr in value if isinstance(value, list) else ():
+            try:
+                ipaddress.ip_network(str(cidr), strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an address or CIDR (like 10.0.0.0/8 or ::1)") from None
         return value
 
     @property

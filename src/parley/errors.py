@@ -6,11 +6,13 @@
     │   ├── UnsupportedMediaType     415 unsupported_media_type
     │   ├── HeadersTooLarge          431 headers_too_large (request headers too long or too many)
     │   └── HeadersTimeout           408 request_timeout   (request headers not sent in time)
+    ├── Unauthenticated              401 unauthenticated   (no credentials, or ones that do not hold)
     ├── Forbidden                    403 forbidden
     ├── NotFound                     404 not_found
     ├── ConfigError                  500 config_error      (a setting is wrong; names it)
     ├── Busy                         429 busy              (a session's turn queue is full)
-    │   └── RateLimited              429 rate_limited      (one client address asked too often)
+    │   ├── RateLimited              429 rate_limited      (a user or client address asked too often)
+    │   └── QuotaExceeded            429 quota_exceeded    (a user's daily allowance is spent)
     ├── TurnCancelled                499 cancelled         (a client stopped the turn)
     └── ProviderError                502 provider_error    (a model call failed)
         ├── ProviderNotConfigured    503 not_configured    (says which variable to set)
@@ -84,6 +86,13 @@ class HeadersTimeout(InvalidInput):
     code = "request_timeout"
 
 
+class Unauthenticated(ParleyError):
+    """No credentials, or credentials that do not hold (wrong, revoked, expired, forged)."""
+
+    status = 401
+    code = "unauthenticated"
+
+
 class Forbidden(ParleyError):
     status = 403
     code = "forbidden"
@@ -107,10 +116,23 @@ class Busy(ParleyError):
 
 
 class RateLimited(Busy):
-    """One client asked too often (per address until users exist)."""
+    """A user (or, before authentication, a client address) asked too often.
+
+    `retry_after` is whole seconds until the window lets the next one through (`Retry-After`).
+    """
 
     code = "rate_limited"
     retryable = True
+
+    def __init__(self, message: str, *, retry_after: int | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class QuotaExceeded(RateLimited):
+    """A user's allowance for the day (model tokens, call minutes) is spent."""
+
+    code = "quota_exceeded"
 
 
 class TurnCancelled(ParleyError):

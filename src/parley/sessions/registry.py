@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from parley.bus.base import Bus
 from parley.errors import InvalidInput
-from parley.providers.llm import ChatProvider
+from parley.providers.llm import ChatProvider, Usage
 from parley.sessions.session import ChatSession, SessionConfig
 from parley.store.base import Store
 
@@ -52,8 +52,10 @@ class SessionRegistry:
         idle_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_usage: Callable[[str, Usage], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
+        self._on_usage = on_usage
         self._chat = chat
         self._bus = bus
         self._config = config
@@ -70,19 +72,21 @@ class SessionRegistry:
     def __contains__(self, session_id: object) -> bool:
         return session_id in self._sessions
 
-    def get(self, session_id: str) -> ChatSession:
-        session = self._sessions.get(session_id)
+    def get(self, key: str) -> ChatSession:
+        """The live session of a session key (`<owner>/<id>`, sessions/keys.py), made on first use."""
+        session = self._sessions.get(key)
         if session is None:
             session = ChatSession(
-                session_id,
+                key,
                 store=self._store,
                 chat=self._chat,
                 bus=self._bus,
                 config=self._config,
                 clock=self._clock,
                 sleep=self._sleep,
+                on_usage=self._on_usage,
             )
-            self._sessions[session_id] = session
+            self._sessions[key] = session
         session.last_active = self._clock()
         return session
 
@@ -103,14 +107,14 @@ class SessionRegistry:
             s
             for s in self._sessions.values()
             if not s.busy
-            and self._bus.subscriber_count(s.id) == 0
+            and self._bus.subscriber_count(s.key) == 0
             and now - s.last_active >= self._idle_seconds
         ]
         # Judged, dropped and closed with no await in between: a request running while the
         # sessions close gets a fresh session from `get`, never one of these (an await here let a
         # turn into a session that was then cancelled under it).
         for session in idle:
-            del self._sessions[session.id]
+            del self._sessions[session.key]
             session.close()
         await asyncio.gather(*(s.aclose() for s in idle))
         if idle:

@@ -21,6 +21,7 @@ from parley.language import reply_instruction
 from parley.providers.llm import ChatMessage, ChatProvider, ChatRequest, Usage
 from parley.sessions import events
 from parley.sessions.events import Event
+from parley.sessions.keys import public_id
 from parley.sessions.turn import Turn, TurnState
 from parley.store.base import Message, MessageStatus, Store
 from parley.text import valid_text
@@ -62,7 +63,7 @@ class SessionConfig:
 class ChatSession:
     def __init__(
         self,
-        session_id: str,
+        key: str,
         *,
         store: Store,
         chat: ChatProvider,
@@ -70,14 +71,20 @@ class ChatSession:
         config: SessionConfig,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_usage: Callable[[str, Usage], Awaitable[None]] | None = None,
     ) -> None:
-        self.id = session_id
+        #: the session key (`<owner>/<id>`, sessions/keys.py): what the store and the bus know it by
+        self.key = key
+        #: the id its owner's clients use, which every event carries
+        self.id = public_id(key)
         self._store = store
         self._chat = chat
         self._bus = bus
         self._config = config
         self._clock = clock
         self._sleep = sleep
+        #: told the model usage of every turn that reports one (the owner's daily quota)
+        self._on_usage = on_usage
         self._queue: collections.deque[Turn] = collections.deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -115,7 +122,7 @@ class ChatSession:
         self._idle.clear()
         self._wakeup.set()
         if self._worker is None:
-            self._worker = asyncio.create_task(self._run(), name=f"session:{self.id}")
+            self._worker = asyncio.create_task(self._run(), name=f"session:{self.key}")
         return turn
 
     def stop(self, turn_id: str | None = None) -> Turn | None:
@@ -163,7 +170,7 @@ class ChatSession:
         return caught
 
     async def history(self, limit: int | None = None) -> list[Message]:
-        return await self._store.list_messages(self.id, limit=limit)
+        return await self._store.list_messages(self.key, limit=limit)
 
     async def clear(self) -> int:
         """Drop queued turns, stop the running one, then delete the history."""
@@ -172,7 +179,7 @@ class ChatSession:
             turn.finish(TurnState.CANCELLED, TurnCancelled("the conversation was cleared"))
         self.stop()
         await self._idle.wait()
-        removed = await self._store.clear_session(self.id)
+        removed = await self._store.clear_session(self.key)
         if self._recent is not None:
             self._recent.clear()
         await self.publish(events.cleared(self.id))
@@ -180,7 +187,7 @@ class ChatSession:
 
     async def publish(self, event: Event) -> None:
         self.last_active = self._clock()
-        await self._bus.publish(self.id, event.data)
+        await self._bus.publish(self.key, event.data)
 
     def close(self) -> None:
         """Refuse new turns from now on.
@@ -240,7 +247,7 @@ class ChatSession:
             async with self._load_lock:
                 if self._recent is None:
                     limit = self._config.history_limit
-                    loaded = await self._store.list_messages(self.id, limit=limit) if limit else []
+                    loaded = await self._store.list_messages(self.key, limit=limit) if limit else []
                     # No maxlen: the window advances in blocks (`window_overflow`), not a message at a time.
                     self._recent = collections.deque(loaded)
         return self._recent
@@ -264,10 +271,10 @@ class ChatSession:
         try:
             recent = await self._context()
             started = time.perf_counter()
-            user = await self._store.add_message(self.id, turn.id, "user", turn.text)
+            user = await self._store.add_message(self.key, turn.id, "user", turn.text)
             recent.append(user)
             await self._emit(turn, events.user_message(self.id, user, turn.client_id))
-            pending = await self._store.add_message(self.id, turn.id, "assistant", "", MessageStatus.PENDING)
+            pending = await self._store.add_message(self.key, turn.id, "assistant", "", MessageStatus.PENDING)
             turn.state = TurnState.RUNNING
             turn.message_id = pending.id
             await self._emit(turn, events.turn_started(self.id, turn.id, pending.id))
@@ -298,6 +305,11 @@ class ChatSession:
             raise
         recent.append(reply)
         self._log_turn(turn, started, usage, reply, error)
+        if usage and self._on_usage is not None:
+            try:
+                await self._on_usage(self.key, usage[-1])
+            except Exception:
+                log.exception("could not count the usage of turn=%s session=%s", turn.id, self.key)
 
     async def _stream(
         self,

@@ -58,7 +58,10 @@ def _iso(ts: float) -> str:
 
 
 class Store(ABC):
-    """Lasting storage of messages, keyed by session id. Methods are safe to call concurrently."""
+    """Lasting storage of messages, keyed by session key (`<owner>/<id>`, sessions/keys.py).
+
+    Methods are safe to call concurrently. A backend also implements `store.users.UserStore`.
+    """
 
     @abstractmethod
     async def open(self) -> None:
@@ -103,6 +106,14 @@ class Store(ABC):
     @abstractmethod
     async def clear_session(self, session_id: str) -> int:
         """Delete every message of a session; returns how many went."""
+
+    @abstractmethod
+    async def session_count(self, owner: str) -> int:
+        """How many sessions of `owner` (keys `<owner>/<id>`) have stored messages."""
+
+    @abstractmethod
+    async def session_exists(self, session_id: str) -> bool:
+        """Whether the session has any stored message."""
 
     @abstractmethod
     async def fail_pending(self, reason: str) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 import aiosqlite
 
 from parley.store.base import Message, MessageStatus, Role, Store
+from parley.store.sqlite_users import SQLiteUsers
 
 # Each entry moves the schema one version up; never edit a shipped entry, append a new one.
 MIGRATIONS: list[str] = [
@@ -33,6 +34,35 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE messages ADD COLUMN finish_reason TEXT;
     """,
+    # 3: users. Session ids become "<owner>/<id>" (sessions/keys.py): what was stored before users
+    # existed belongs to the one local user of PARLEY_AUTH=none.
+    """
+    UPDATE messages SET session_id = 'local/' || session_id WHERE instr(session_id, '/') = 0;
+    CREATE TABLE users (
+        id          TEXT    PRIMARY KEY,
+        name        TEXT    NOT NULL UNIQUE,
+        admin       INTEGER NOT NULL DEFAULT 0,
+        disabled    INTEGER NOT NULL DEFAULT 0,
+        created_at  REAL    NOT NULL
+    );
+    CREATE TABLE credentials (
+        digest      TEXT    PRIMARY KEY,
+        prefix      TEXT    NOT NULL,
+        user_id     TEXT    NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        kind        TEXT    NOT NULL CHECK (kind IN ('api', 'cookie')),
+        created_at  REAL    NOT NULL,
+        expires_at  REAL,
+        revoked     INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX credentials_by_prefix ON credentials (prefix);
+    CREATE TABLE usage (
+        user_id      TEXT    NOT NULL,
+        day          TEXT    NOT NULL,
+        tokens       INTEGER NOT NULL DEFAULT 0,
+        call_seconds REAL    NOT NULL DEFAULT 0,
+        PRIMARY KEY (user_id, day)
+    );
+    """,
 ]
 
 _COLUMNS = "id, session_id, turn_id, role, content, status, created_at, error, finish_reason"
@@ -52,7 +82,7 @@ def _row(row: Any) -> Message:
     )
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteUsers, Store):
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path) if str(path) != ":memory:" else path
         self._db: aiosqlite.Connection | None = None
@@ -149,6 +179,19 @@ class SQLiteStore(Store):
         cur = await self.db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
         await self.db.commit()
         return cur.rowcount
+
+    async def session_count(self, owner: str) -> int:
+        # "<owner>/" up to "<owner>0" ('0' follows '/'): a range on the session index
+        async with self.db.execute(
+            "SELECT COUNT(DISTINCT session_id) FROM messages WHERE session_id >= ? AND session_id < ?",
+            (owner + "/", owner + "0"),
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def session_exists(self, session_id: str) -> bool:
+        async with self.db.execute("SELECT 1 FROM messages WHERE session_id = ? LIMIT 1", (session_id,)) as cur:
+            return await cur.fetchone() is not None
 
     async def fail_pending(self, reason: str) -> int:
         cur = await self.db.execute(

@@ -46,6 +46,7 @@ from parley.providers.tts import TTSProvider
 from parley.providers.vad import SAMPLE_RATE, SpeechModel, VADEvent
 from parley.sessions import events as session_events
 from parley.sessions.events import Event
+from parley.sessions.keys import public_id
 from parley.sessions.registry import SessionRegistry
 from parley.sessions.turn import Turn
 from parley.voice import events
@@ -126,7 +127,7 @@ class VoiceCall:
 
     def __init__(
         self,
-        session_id: str,
+        session_key: str,
         *,
         sessions: SessionRegistry,
         model: SpeechModel,
@@ -138,7 +139,9 @@ class VoiceCall:
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.id = call_id or new_call_id()
-        self.session_id = session_id
+        #: the session's key (`<owner>/<id>`) and the id its events carry
+        self.session_key = session_key
+        self.session_id = public_id(session_key)
         self.config = config = config or VoiceConfig()
         self._sessions = sessions
         self._on_event = on_event
@@ -150,7 +153,7 @@ class VoiceCall:
         self.playout = Playout(on_started=self._on_first_frame, clock=clock)
         self._ctx = ReplyContext(
             call_id=self.id,
-            session_id=session_id,
+            session_key=session_key,
             sessions=sessions,
             stt=stt,
             tts=tts,
@@ -230,7 +233,7 @@ class VoiceCall:
         await asyncio.gather(*tasks, return_exceptions=True)
         if unfinished and reply is not None and reply.turn is not None:
             with contextlib.suppress(Exception):
-                await self._sessions.get(self.session_id).interrupt(reply.turn, heard)
+                await self._sessions.get(self.session_key).interrupt(reply.turn, heard)
         self._reply = None
         self._audio.clear()
         self._held.clear()
@@ -364,7 +367,7 @@ class VoiceCall:
         self._update_stage()
 
     async def _interrupt(self, turn: Turn, heard: str) -> None:
-        session = self._sessions.get(self.session_id)
+        session = self._sessions.get(self.session_key)
         await session.interrupt(turn, heard)
         with contextlib.suppress(Exception):
             await turn.done
@@ -445,7 +448,7 @@ class VoiceCall:
                 except Exception:
                     log.exception("voice event callback failed call=%s", self.id)
             if publish:
-                await self._sessions.get(self.session_id).publish(event)
+                await self._sessions.get(self.session_key).publish(event)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=f"{name}:{self.id}")

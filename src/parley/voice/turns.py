@@ -31,6 +31,7 @@ from parley.providers.stt import AudioInput, STTProvider, Transcript
 from parley.providers.tts import AudioChunk, TTSProvider
 from parley.providers.vad import SAMPLE_RATE
 from parley.sessions.events import Event
+from parley.sessions.keys import public_id
 from parley.sessions.registry import SessionRegistry
 from parley.sessions.turn import Turn
 from parley.voice import events
@@ -90,7 +91,8 @@ class ReplyContext:
     """What a reply needs from its call (passed down, so this module does not know the call)."""
 
     call_id: str
-    session_id: str
+    #: the session's key (`<owner>/<id>`): what the registry knows it by
+    session_key: str
     sessions: SessionRegistry
     stt: STTProvider
     tts: TTSProvider
@@ -98,6 +100,11 @@ class ReplyContext:
     emit: Emit
     stt_language: str | None = None
     tts_voice: str | None = None
+
+    @property
+    def session_id(self) -> str:
+        """The id the session's events carry."""
+        return public_id(self.session_key)
     first_clause_chars: int = 40
     clock: Callable[[], float] = time.perf_counter
 
@@ -153,7 +160,7 @@ class VoiceReply:
         """
         ctx = self.ctx
         try:
-            turn = ctx.sessions.get(ctx.session_id).submit(self.text, source="voice", language=self.language)
+            turn = ctx.sessions.get(ctx.session_key).submit(self.text, source="voice", language=self.language)
         except ParleyError as exc:  # Busy: the session's queue is full
             self._fail("turn", exc)
             self.phase = ReplyPhase.DONE

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from parley.errors import InvalidInput, ParleyError
+from parley.errors import InvalidInput, ParleyError, RateLimited, Unauthenticated
 from parley.text import valid_text
 
 log = logging.getLogger("parley.web")
@@ -38,9 +38,18 @@ def error_body(exc: BaseException) -> dict[str, Any]:
     return {"error": "Internal server error", "code": "internal_error", "status": 500}
 
 
+def error_headers(exc: BaseException) -> dict[str, str]:
+    """Headers an error answer carries: when to retry a refused request, how to authenticate."""
+    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+        return {"Retry-After": str(max(1, exc.retry_after))}
+    if isinstance(exc, Unauthenticated):
+        return {"WWW-Authenticate": 'Bearer realm="parley"'}
+    return {}
+
+
 def error_response(exc: BaseException) -> JSONResponse:
     body = error_body(exc)
-    return ErrorJSON(body, status_code=int(body["status"]))
+    return ErrorJSON(body, status_code=int(body["status"]), headers=error_headers(exc))
 
 
 def _from_validation(exc: RequestValidationError) -> InvalidInput:
