@@ -32,6 +32,7 @@ from fastapi import FastAPI
 
 from parley import metrics
 from parley.audio.pcm import resample
+from parley.auth.base import NoAuth
 from parley.bus.memory import LocalBus
 from parley.errors import ConfigError
 from parley.providers.factory import build_vad
@@ -46,6 +47,7 @@ from parley.sessions.session import SessionConfig
 from parley.store.sqlite import SQLiteStore
 from parley.voice.pipeline import VoiceConfig
 from parley.web import errors, rtc
+from parley.web.auth import Authenticate
 from parley.web.limits import ClientLimits
 from tests.conftest import make_settings
 from tests.voice.test_pipeline import speech
@@ -177,8 +179,15 @@ async def http_client(
     app = FastAPI()
     errors.install(app)
     app.include_router(rtc.router)
-    # Until app.py builds Services with its `calls`, the routes only need that attribute.
-    app.state.services = SimpleNamespace(calls=calls, limits=limits)
+    app.add_middleware(Authenticate)
+    # Until app.py builds Services with its `calls`, the routes only need these attributes.
+    app.state.services = SimpleNamespace(
+        calls=calls,
+        limits=limits,
+        auth=NoAuth(),
+        settings=SimpleNamespace(auth="none", metrics_token=None),
+        user_limits=None,
+    )
     transport = httpx.ASGITransport(app=app, client=client)
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         yield http

@@ -13,10 +13,12 @@ from parley.bus.memory import LocalBus
 from parley.errors import Busy, TurnCancelled
 from parley.providers.testing import EchoChat
 from parley.sessions.events import Event
+from parley.sessions.keys import session_key
 from parley.sessions.registry import SessionRegistry
 from parley.sessions.session import SessionConfig
 from parley.store.base import MessageStatus
 from parley.store.sqlite import SQLiteStore
+from parley.store.users import LOCAL_USER
 from tests.conftest import ServerFactory, make_settings
 
 SID = "session-turns"
@@ -74,8 +76,9 @@ async def test_a_reply_cut_off_by_a_crash_is_marked_failed_at_start(
     settings = make_settings(tmp_path / "data")
     store = SQLiteStore(settings.data_dir / "parley.db")
     await store.open()
-    await store.add_message(SID, "turn_x", "user", "hello?")
-    await store.add_message(SID, "turn_x", "assistant", "", MessageStatus.PENDING)
+    key = session_key(LOCAL_USER.id, SID)  # what the API's SID is stored as (PARLEY_AUTH=none)
+    await store.add_message(key, "turn_x", "user", "hello?")
+    await store.add_message(key, "turn_x", "assistant", "", MessageStatus.PENDING)
     await store.aclose()
     server = serve(chat=EchoChat(), settings=settings)
     async with httpx.AsyncClient(base_url=server.url) as client:

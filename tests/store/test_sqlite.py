@@ -116,10 +116,11 @@ async def test_a_version_1_database_gains_the_finish_reason_column(tmp_path: Pat
     await s.open()
     try:
         assert await s.schema_version() == len(MIGRATIONS) >= 2
-        [old] = await s.list_messages("s")
+        # (migration 3 gave sessions of the time before users to the local user)
+        [old] = await s.list_messages("local/s")
         assert (old.content, old.finish_reason) == ("old reply", None)
-        new = await s.add_message("s", "t2", "assistant", "", MessageStatus.PENDING)
+        new = await s.add_message("local/s", "t2", "assistant", "", MessageStatus.PENDING)
         await s.finish_message(new.id, "cut", MessageStatus.COMPLETE, finish_reason="length")
-        assert [m.finish_reason for m in await s.list_messages("s")] == [None, "length"]
+        assert [m.finish_reason for m in await s.list_messages("local/s")] == [None, "length"]
     finally:
         await s.aclose()

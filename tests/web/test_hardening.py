@@ -24,9 +24,11 @@ from parley.config import Settings
 from parley.providers.llm import ChatDelta, ChatProvider, ChatRequest
 from parley.providers.testing import EchoChat
 from parley.providers.testing_voice import FixedLatencySTT
+from parley.sessions.keys import session_key
 from parley.standins import openai as openai_standin
 from parley.standins import workers_ai as workers_ai_standin
 from parley.standins.server import BackgroundServer, free_port
+from parley.store.users import LOCAL_USER
 from tests.conftest import ServerFactory, make_settings, sse_events
 from tests.rawhttp import send_until_answered
 from tests.web.test_bad_input import assert_error
@@ -154,7 +156,7 @@ class PoisonsTheBusOnce(EchoChat):
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
         if not self.poisoned:
             self.poisoned = True
-            await self.bus.publish(SID, '{"type":"chunk","text":"' + LONE + '"}')
+            await self.bus.publish(session_key(LOCAL_USER.id, SID), '{"type":"chunk","text":"' + LONE + '"}')
         async for delta in super().stream(request):
             yield delta
 

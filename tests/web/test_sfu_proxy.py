@@ -16,7 +16,9 @@ import pytest
 from parley.app import create_app
 from parley.errors import ConfigError
 from parley.rtc.tokens import TokenSigner
+from parley.sessions.keys import session_key
 from parley.standins.server import BackgroundServer
+from parley.store.users import LOCAL_USER
 from tests.conftest import ServerFactory, make_settings
 
 SECRET = "APP-SECRET-proxy-test-do-not-leak"
@@ -37,7 +39,8 @@ def cloudflare(serve: ServerFactory, tmp_path: Path, **overrides: Any) -> Backgr
 
 def token_for(server: BackgroundServer, sid: str = SID) -> dict[str, str]:
     tokens: TokenSigner = server.app.state.services.tokens
-    return {"X-Parley-Token": tokens.issue("sfu-session", sid)}
+    # a token locks the SFU session to its user too: here the local user of PARLEY_AUTH=none
+    return {"X-Parley-Token": tokens.issue("sfu-session", session_key(LOCAL_USER.id, sid))}
 
 
 def test_tokens_unlock_only_what_they_were_issued_for() -> None:
