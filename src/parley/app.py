@@ -5,19 +5,22 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.cors import CORSMiddleware
 
 from parley import __version__
+from parley.auth.base import NoAuth
+from parley.auth.factory import build_authenticator, check_auth_settings
+from parley.auth.rates import UserLimits
 from parley.bus.base import Bus
 from parley.bus.memory import LocalBus
 from parley.config import Settings
 from parley.errors import ConfigError
 from parley.logs import AccessLog
-from parley.providers.llm import ChatProvider
+from parley.providers.llm import ChatProvider, Usage
 from parley.providers.stt import STTProvider
 from parley.providers.tts import TTSProvider
 from parley.providers.vad import SpeechModel
@@ -28,12 +31,15 @@ from parley.rtc.registry import CallConfig, CallRegistry
 from parley.rtc.tokens import TokenSigner
 from parley.rtc.turn import CloudflareTURN
 from parley.services import Services
+from parley.sessions.keys import owner_of
 from parley.sessions.registry import SessionRegistry
 from parley.sessions.session import SessionConfig
 from parley.store.base import Store
 from parley.store.factory import build_store
+from parley.store.users import UserStore
 from parley.voice.pipeline import VoiceConfig
-from parley.web import api, errors, rtc, sfu, speak, static, ws
+from parley.web import api, errors, rtc, sfu, signin, speak, static, ws
+from parley.web.auth import Authenticate
 from parley.web.headers import SecurityHeaders
 from parley.web.limits import ClientLimits
 from parley.web.origins import BrowserGuard
@@ -76,103 +82,128 @@ def create_app(
     ice_servers = parse_ice_servers(settings.ice_servers)
     limits = ClientLimits.from_settings(settings)
     realtime = _realtime_credentials(settings)
+    check_auth_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        the_store = store or build_store(settings)
-        await the_store.open()
-        recovered = await the_store.fail_pending("the server stopped while this reply was written")
-        if recovered:
-            log.warning("marked %d interrupted replies as failed", recovered)
-        the_bus = bus or LocalBus()
-        the_chat, the_stt, the_tts = chat, stt, tts
-        if the_chat is None or the_stt is None or the_tts is None:
-            from parley.providers.factory import build_chat, build_stt, build_tts
+        # Everything opened here is closed in reverse order, each close running even when an
+        # earlier one failed.
+        async with AsyncExitStack() as stack:
+            the_store = store or build_store(settings)
+            await the_store.open()
+            stack.push_async_callback(the_store.aclose)
+            recovered = await the_store.fail_pending("the server stopped while this reply was written")
+            if recovered:
+                log.warning("marked %d interrupted replies as failed", recovered)
+            users = the_store if isinstance(the_store, UserStore) else None
+            if users is None and settings.auth != "none":
+                raise ConfigError(
+                    f"PARLEY_AUTH={settings.auth} needs a store that keeps users", field="PARLEY_DATABASE_URL"
+                )
+            authenticator = build_authenticator(settings, users) if users is not None else NoAuth()
+            stack.push_async_callback(authenticator.aclose)
+            user_limits = None
+            if users is not None:
+                user_limits = UserLimits.from_settings(settings, users)
+                stack.push_async_callback(user_limits.aclose)
+            the_bus = bus or LocalBus()
+            stack.push_async_callback(the_bus.aclose)
+            the_chat, the_stt, the_tts = chat, stt, tts
+            if the_chat is None or the_stt is None or the_tts is None:
+                from parley.providers.factory import build_chat, build_stt, build_tts
 
-            the_chat = the_chat or build_chat(settings)
-            the_stt = the_stt or build_stt(settings)
-            the_tts = the_tts or build_tts(settings)
-        registry = SessionRegistry(
-            store=the_store,
-            chat=the_chat,
-            bus=the_bus,
-            config=SessionConfig(
-                system_prompt=settings.system_prompt,
-                history_limit=settings.history_limit,
-                max_tokens=settings.max_tokens,
-                max_queued_turns=settings.max_queued_turns,
-            ),
-            idle_seconds=settings.session_idle_seconds,
-        )
-        registry.start()
-        if vad is None:
-            from parley.providers.factory import build_vad
+                the_chat = the_chat or build_chat(settings)
+                the_stt = the_stt or build_stt(settings)
+                the_tts = the_tts or build_tts(settings)
+            stack.push_async_callback(the_tts.aclose)
+            stack.push_async_callback(the_stt.aclose)
+            stack.push_async_callback(the_chat.aclose)
 
-            the_vad = build_vad(settings)
-        else:
-            the_vad = vad
-        calls = CallRegistry(
-            sessions=registry,
-            vad=the_vad,
-            stt=the_stt,
-            tts=the_tts,
-            config=CallConfig(
-                ice_servers=ice_servers,
-                idle_seconds=settings.call_idle_seconds,
-                max_calls=settings.max_calls,
-                max_calls_per_client=settings.max_calls_per_client,
-                voice=VoiceConfig.from_settings(settings),
-            ),
-            turn=CloudflareTURN.from_settings(settings),
-            realtime=(
-                CloudflareRealtimeClient(*realtime, base_url=settings.realtime_base_url) if realtime else None
-            ),
-        )
-        key = settings.secret_key
-        tokens = TokenSigner(key.get_secret_value().encode() if key is not None else None)
-        warmup = None
-        if settings.warm_up:
-            warmup = WarmUp({"chat": the_chat, "text-to-speech": the_tts, "speech-to-text": the_stt})
-            warmup.start()
-        app.state.services = Services(
-            settings,
-            the_store,
-            the_bus,
-            the_chat,
-            the_stt,
-            registry,
-            the_tts,
-            calls,
-            tokens,
-            warmup,
-            limits,
-        )
-        log.info(
-            "ready chat=%s model=%s stt=%s tts=%s vad=%s store=%s",
-            the_chat.name,
-            the_chat.model or "-",
-            the_stt.name,
-            the_tts.name,
-            the_vad.name if the_vad else "none",
-            type(the_store).__name__,
-        )
-        if freeze_gc:
-            # What start-up built (modules, models, providers) lives as long as the server: keep
-            # it out of the cyclic GC's full collections, which otherwise walk all of it again in
-            # the middle of a burst of turns (bench/: TTFT p95 at 100 streams 2.6-110 -> 4-7 ms).
-            gc.freeze()
-        try:
+            async def count_usage(key: str, usage: Usage) -> None:
+                if user_limits is not None:
+                    await user_limits.record_tokens(owner_of(key), usage.total_tokens)
+
+            registry = SessionRegistry(
+                store=the_store,
+                chat=the_chat,
+                bus=the_bus,
+                config=SessionConfig(
+                    system_prompt=settings.system_prompt,
+                    history_limit=settings.history_limit,
+                    max_tokens=settings.max_tokens,
+                    max_queued_turns=settings.max_queued_turns,
+                ),
+                idle_seconds=settings.session_idle_seconds,
+                on_usage=count_usage,
+            )
+            registry.start()
+            stack.push_async_callback(registry.aclose)
+            if vad is None:
+                from parley.providers.factory import build_vad
+
+                the_vad = build_vad(settings)
+            else:
+                the_vad = vad
+            calls = CallRegistry(
+                sessions=registry,
+                vad=the_vad,
+                stt=the_stt,
+                tts=the_tts,
+                config=CallConfig(
+                    ice_servers=ice_servers,
+                    idle_seconds=settings.call_idle_seconds,
+                    max_calls=settings.max_calls,
+                    max_calls_per_client=settings.max_calls_per_client,
+                    voice=VoiceConfig.from_settings(settings),
+                ),
+                turn=CloudflareTURN.from_settings(settings),
+                realtime=(
+                    CloudflareRealtimeClient(*realtime, base_url=settings.realtime_base_url)
+                    if realtime
+                    else None
+                ),
+                on_call_end=user_limits.record_call_seconds if user_limits is not None else None,
+            )
+            stack.push_async_callback(calls.aclose)
+            key = settings.secret_key
+            tokens = TokenSigner(key.get_secret_value().encode() if key is not None else None)
+            warmup = None
+            if settings.warm_up:
+                warmup = WarmUp({"chat": the_chat, "text-to-speech": the_tts, "speech-to-text": the_stt})
+                warmup.start()
+                stack.push_async_callback(warmup.aclose)
+            app.state.services = Services(
+                settings,
+                the_store,
+                the_bus,
+                the_chat,
+                the_stt,
+                registry,
+                the_tts,
+                calls,
+                tokens,
+                warmup,
+                limits,
+                users,
+                authenticator,
+                user_limits,
+            )
+            log.info(
+                "ready auth=%s chat=%s model=%s stt=%s tts=%s vad=%s store=%s",
+                settings.auth,
+                the_chat.name,
+                the_chat.model or "-",
+                the_stt.name,
+                the_tts.name,
+                the_vad.name if the_vad else "none",
+                type(the_store).__name__,
+            )
+            if freeze_gc:
+                # What start-up built (modules, models, providers) lives as long as the server: keep
+                # it out of the cyclic GC's full collections, which otherwise walk all of it again in
+                # the middle of a burst of turns (bench/: TTFT p95 at 100 streams 2.6-110 -> 4-7 ms).
+                gc.freeze()
             yield
-        finally:
-            if warmup is not None:
-                await warmup.aclose()
-            await calls.aclose()
-            await registry.aclose()
-            await the_chat.aclose()
-            await the_stt.aclose()
-            await the_tts.aclose()
-            await the_bus.aclose()
-            await the_store.aclose()
 
     app = FastAPI(
         title="Parley",
@@ -186,8 +217,13 @@ def create_app(
     app.include_router(rtc.router)
     app.include_router(sfu.router)
     app.include_router(ws.router)
+    app.include_router(signin.router)
     app.include_router(static.router)
     app.mount("/static", StaticFiles(directory=static.STATIC_DIR), name="static")
+    # Outside every route (a request without a user never reaches one), inside CORS (preflights carry
+    # no credentials, and a 401 still gets its CORS headers) and BrowserGuard (a foreign page is
+    # refused before its credentials are looked at).
+    app.add_middleware(Authenticate)
     origins = [o for o in settings.cors_origins if o != "*"]
     # Only configured origins: same-origin pages need no CORS, and "any localhost port" trusted
     # every other local web app (a dev server, a notebook) with the user's conversations.
@@ -195,7 +231,7 @@ def create_app(
         CORSMiddleware,
         allow_origins=["*"] if "*" in settings.cors_origins else origins,
         allow_methods=["GET", "POST", "PUT", "OPTIONS"],
-        allow_headers=["Content-Type", "Accept", sfu.TOKEN_HEADER, sfu.CALL_TOKEN_HEADER],
+        allow_headers=["Content-Type", "Accept", "Authorization", sfu.TOKEN_HEADER, sfu.CALL_TOKEN_HEADER],
         max_age=600,
     )
     # Outside CORS, so a refused request never reaches a route; inside the headers and the log.

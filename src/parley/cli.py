@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from pydantic import SecretStr
 
-from parley import __version__, cli_chat, cli_local, cli_sfu
+from parley import __version__, cli_chat, cli_local, cli_sfu, cli_users
 from parley.config import Settings, load_settings, settings_table
 
 
@@ -16,6 +16,8 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from parley.app import create_app
+    from parley.auth.exposure import check_exposure
+    from parley.errors import ConfigError
     from parley.logs import setup
     from parley.providers.factory import describe_choice
     from parley.redact import redact, settings_secrets
@@ -24,6 +26,14 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = load_settings(**overrides)
     setup(settings.log_level)
+    try:
+        # an explicit PARLEY_AUTH=none (environment, .env or secrets file) is needed to open up
+        warning = check_exposure(settings, [settings.host], auth_explicit="auth" in settings.model_fields_set)
+    except ConfigError as exc:
+        print(f"parley: {exc.message}", file=sys.stderr)
+        return 2
+    if warning:
+        print(f"parley: WARNING: {warning}", file=sys.stderr)
     # The lines name base URLs, which may carry credentials (https://user:key@host/v1).
     secrets = settings_secrets(settings)
     for line in describe_choice(settings):
@@ -66,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_local.add_commands(sub)
     cli_chat.add_command(sub)
     cli_sfu.add_command(sub)
+    cli_users.add_commands(sub)
     return parser
 
 

@@ -291,7 +291,9 @@ class Settings(BaseSettings):
     rate_calls: str = Field("10/minute", description="Voice calls one user may start, as a rate.")
     rate_ice: str = Field("30/minute", description="ICE server (TURN credential) requests per user.")
     quota_tokens_per_day: int | None = Field(
-        None, ge=1, description="Model tokens (prompt + reply) one user may use per day (UTC); unset: no quota."
+        None,
+        ge=1,
+        description="Model tokens (prompt + reply) one user may use per day (UTC); unset: no quota.",
     )
     quota_call_minutes_per_day: float | None = Field(
         None, gt=0, description="Minutes of voice calls one user may hold per day (UTC); unset: no quota."

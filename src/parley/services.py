@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from parley.auth.base import Authenticator, NoAuth
 from parley.bus.base import Bus
 from parley.config import Settings
 from parley.providers.llm import ChatProvider
@@ -15,8 +17,10 @@ from parley.rtc.registry import CallRegistry
 from parley.rtc.tokens import TokenSigner
 from parley.sessions.registry import SessionRegistry
 from parley.store.base import Store
+from parley.store.users import UserStore
 
 if TYPE_CHECKING:
+    from parley.auth.rates import UserLimits
     from parley.web.limits import ClientLimits
 
 
@@ -36,3 +40,11 @@ class Services:
     warmup: WarmUp | None = None
     #: per-client-address limits on call signalling (None: unlimited, for embedding and tests)
     limits: ClientLimits | None = None
+    #: the users and their credentials (the store, seen through its users seam)
+    users: UserStore | None = None
+    #: who a request is from (PARLEY_AUTH)
+    auth: Authenticator = field(default_factory=NoAuth)
+    #: per-user rates and daily quotas (None: unlimited)
+    user_limits: UserLimits | None = None
+    #: open WebSockets per user id, in this process (PARLEY_MAX_SOCKETS_PER_USER)
+    sockets: Counter[str] = field(default_factory=Counter)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ from parley.providers.tts import TTSProvider
 from parley.providers.vad import SpeechModel
 from parley.rtc.ice import IceConfig, IceServer
 from parley.sessions.events import Event
+from parley.sessions.keys import owner_of
 from parley.sessions.registry import SessionRegistry
 from parley.voice.pipeline import VoiceCall, VoiceConfig, new_call_id
 
@@ -58,9 +60,12 @@ class CallRegistry:
         config: CallConfig | None = None,
         turn: CloudflareTURN | None = None,
         realtime: CloudflareRealtimeClient | None = None,
+        on_call_end: Callable[[str, float], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`turn`, when given, adds fresh TURN credentials to every call; `realtime` enables
-        Cloudflare-mode calls. The registry closes both."""
+        Cloudflare-mode calls. The registry closes both. `on_call_end(owner, seconds)` is told how
+        long each call lasted (the owner's daily call minutes)."""
         self._sessions = sessions
         self._vad = vad
         self._stt = stt
@@ -71,6 +76,12 @@ class CallRegistry:
         self._peers: dict[str, CallPeer | SFUCallPeer] = {}
         #: call id -> the client address that opened it
         self._clients: dict[str, str] = {}
+        #: call id -> (the user who owns it, when it opened on `clock`)
+        self._owners: dict[str, tuple[str, float]] = {}
+        self._on_call_end = on_call_end
+        self._clock = clock
+        #: the usage reports of ended calls, still being written
+        self._reports: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
@@ -132,8 +143,7 @@ class CallRegistry:
         )
         call = self._new_call(session_id, call_id, peer.send, language=language)
         self._peers[call_id] = peer
-        if client is not None:
-            self._clients[call_id] = client
+        self._opened(call_id, session_id, client)
         call.start()
         try:
             answer = await peer.answer(call, offer_sdp)
@@ -171,8 +181,7 @@ class CallRegistry:
         )
         call = self._new_call(session_id, call_id, peer.send)
         self._peers[call_id] = peer
-        if client is not None:
-            self._clients[call_id] = client
+        self._opened(call_id, session_id, client)
         call.start()
         try:
             await peer.start(call)
@@ -258,16 +267,38 @@ class CallRegistry:
                 limit=self.config.max_calls,
             )
 
-    async def hangup(self, call_id: str) -> None:
+    def owner(self, call_id: str) -> str | None:
+        owned = self._owners.get(call_id)
+        return owned[0] if owned else None
+
+    async def hangup(self, call_id: str, *, owner: str | None = None) -> None:
+        """End a call; with `owner`, only a call of that user (another's is "no call", as if absent)."""
         peer = self._peers.get(call_id)
-        if peer is None:
+        if peer is None or (owner is not None and self.owner(call_id) != owner):
             raise NotFound(f"no call {call_id!r}", field="callId")
         await peer.aclose("hangup")
+
+    def _opened(self, call_id: str, session_key: str, client: str | None) -> None:
+        if client is not None:
+            self._clients[call_id] = client
+        self._owners[call_id] = (owner_of(session_key), self._clock())
 
     def _forget(self, peer: CallPeer | SFUCallPeer, reason: str) -> None:
         if self._peers.get(peer.id) is peer:
             del self._peers[peer.id]
             self._clients.pop(peer.id, None)
+            owned = self._owners.pop(peer.id, None)
+            if owned is not None and self._on_call_end is not None:
+                task = asyncio.create_task(self._report(owned[0], self._clock() - owned[1]))
+                self._reports.add(task)
+                task.add_done_callback(self._reports.discard)
+
+    async def _report(self, owner: str, seconds: float) -> None:
+        assert self._on_call_end is not None
+        try:
+            await self._on_call_end(owner, seconds)
+        except Exception:
+            log.exception("could not count %.1f s of call time for user=%s", seconds, owner)
 
     async def aclose(self) -> None:
         """Close every call (server shutdown); new offers are refused from now on."""
@@ -275,6 +306,8 @@ class CallRegistry:
         peers = list(self._peers.values())
         await asyncio.gather(*(p.aclose("shutdown") for p in peers), return_exceptions=True)
         self._peers.clear()
+        # the calls' time is counted before the store it goes to closes
+        await asyncio.gather(*self._reports, return_exceptions=True)
         if self._turn is not None:
             await self._turn.aclose()
         if self.realtime is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import sqlite3
 import time
@@ -13,6 +14,10 @@ from parley.errors import InvalidInput, NotFound
 from parley.store.users import CredentialKind, DayUsage, TokenInfo, User, UserStore, check_user_name
 
 _USER_COLUMNS = "id, name, admin, disabled"
+
+# aiosqlite logs every statement with its parameters at DEBUG: credential digests and message text
+# must never reach a log line, whatever PARLEY_LOG_LEVEL says.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 def _user(row: Any) -> User:

@@ -100,13 +100,13 @@ class ReplyContext:
     emit: Emit
     stt_language: str | None = None
     tts_voice: str | None = None
+    first_clause_chars: int = 40
+    clock: Callable[[], float] = time.perf_counter
 
     @property
     def session_id(self) -> str:
         """The id the session's events carry."""
         return public_id(self.session_key)
-    first_clause_chars: int = 40
-    clock: Callable[[], float] = time.perf_counter
 
 
 @dataclass(slots=True, eq=False)

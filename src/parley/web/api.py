@@ -18,12 +18,13 @@ from parley.providers.stt import AudioInput
 from parley.services import Services
 from parley.sessions import events
 from parley.sessions.events import Event, usage_dict
-from parley.sessions.registry import check_session_id
+from parley.sessions.keys import public_id
 from parley.sessions.turn import Turn
 from parley.text import valid_text
 from parley.web import schemas
 from parley.web.body import bounded_receive, read_json, require_text, transport_limit, validate
 from parley.web.errors import error_body
+from parley.web.users import live_session, owned_session, spend
 
 router = APIRouter()
 
@@ -36,13 +37,6 @@ _MULTIPART_SLACK = 65536
 def services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
-
-
-def _session(request: Request, value: object) -> str:
-    """Check a session id and note it for the request's access-log line."""
-    session_id = check_session_id(value)
-    request.state.session_id = session_id
-    return session_id
 
 
 def _json_limit(svc: Services) -> int:
@@ -66,12 +60,13 @@ async def chat(request: Request) -> Any:
     body = validate(schemas.ChatIn, await read_json(request, limit=_json_limit(svc)))
     if body.message is None or body.sessionId is None:
         raise InvalidInput(SEED_MISSING_CHAT, field="message" if body.message is None else "sessionId")
-    session_id = _session(request, body.sessionId)
+    key = owned_session(request, body.sessionId)
     text = require_text(
         body.message, field="message", limit=svc.settings.max_message_chars, missing=SEED_MISSING_CHAT
     )
     language = check_language(body.language)
-    session = svc.sessions.get(session_id)
+    await spend(request, "chat")
+    session = await live_session(request, key)
     turn = session.submit(text, source="http", language=language)
     if _wants_stream(request, body):
         return StreamingResponse(
@@ -79,7 +74,7 @@ async def chat(request: Request) -> Any:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Turn-Id": turn.id},
         )
-    return await _reply_json(session_id, turn)
+    return await _reply_json(session.id, turn)
 
 
 async def _reply_json(session_id: str, turn: Turn) -> dict[str, Any]:
@@ -145,12 +140,13 @@ async def transcribe(request: Request) -> dict[str, Any]:
             raise InvalidInput(
                 SEED_MISSING_AUDIO, field="audio" if not isinstance(audio, UploadFile) else "sessionId"
             )
-        session_id = _session(request, session_raw)
+        key = owned_session(request, session_raw)
         if audio.size is not None and audio.size > limit:
             raise too_large
         data = await audio.read(limit + 1)
     kind = check_audio(data, limit=limit)
     language = check_language(language)
+    await spend(request, "transcribe")
     # Measured here, before any provider sees it: a cloud service gets the recording as it is,
     # so this is where PARLEY_MAX_AUDIO_SECONDS holds for every one of them (a 413 like the bytes).
     await measure_async(data, max_seconds=svc.settings.max_audio_seconds, max_bytes=limit)
@@ -158,7 +154,9 @@ async def transcribe(request: Request) -> dict[str, Any]:
         AudioInput(data, MIME[kind], audio.filename or f"recording.{kind}"), language=language or None
     )
     text = valid_text(transcript.text)  # a model's text: it must encode in the answer
-    await svc.sessions.get(session_id).publish(events.transcription(session_id, text, transcript.language))
+    session_id = public_id(key)
+    # the session's sockets see the transcript (straight on the bus: no live session is made for it)
+    await svc.bus.publish(key, events.transcription(session_id, text, transcript.language).data)
     return {"text": text, "sessionId": session_id, "language": transcript.language}
 
 
@@ -168,10 +166,10 @@ async def history(
     sessionId: str | None = Query(None),
     limit: int | None = Query(None, ge=1, le=10000, description="Only the newest N messages."),
 ) -> dict[str, Any]:
-    session_id = _session(request, sessionId)
+    key = owned_session(request, sessionId)
     svc = services(request)
-    messages = await svc.store.list_messages(session_id, limit=limit)
-    return {"sessionId": session_id, "messages": [m.to_wire() for m in messages]}
+    messages = await svc.store.list_messages(key, limit=limit)
+    return {"sessionId": public_id(key), "messages": [m.to_wire() for m in messages]}
 
 
 @router.post(
@@ -183,8 +181,8 @@ async def history(
 async def clear(request: Request) -> dict[str, Any]:
     svc = services(request)
     body = validate(schemas.SessionIn, await read_json(request, limit=4096))
-    session_id = _session(request, body.sessionId)
-    removed = await svc.sessions.get(session_id).clear()
+    key = owned_session(request, body.sessionId)
+    removed = await svc.sessions.get(key).clear()
     return {"success": True, "removed": removed}
 
 
@@ -198,10 +196,10 @@ async def clear(request: Request) -> dict[str, Any]:
 async def stop(request: Request) -> dict[str, Any]:
     svc = services(request)
     body = validate(schemas.StopIn, await read_json(request, limit=4096))
-    session_id = _session(request, body.sessionId)
+    key = owned_session(request, body.sessionId)
     # A session that is not live has no turn to stop: making one would let any stream of new ids
     # hold a live session each until it idles out.
-    turn = svc.sessions.get(session_id).stop(body.turnId) if session_id in svc.sessions else None
+    turn = svc.sessions.get(key).stop(body.turnId) if key in svc.sessions else None
     return {"stopped": turn is not None, "turnId": turn.id if turn else None}
 
 
@@ -211,7 +209,12 @@ async def healthz(request: Request) -> JSONResponse:
     try:
         await svc.store.ping()
     except Exception as exc:
+        if svc.settings.auth != "none":
+            return JSONResponse({"status": "error"}, status_code=503)
         return JSONResponse({"status": "error", "store": error_body(exc)["error"]}, status_code=503)
+    if svc.settings.auth != "none":
+        # open to anyone: on a server with users it says nothing about what runs behind it
+        return JSONResponse({"status": "ok"})
     return JSONResponse(
         {
             "status": "ok",

@@ -11,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from parley.errors import InvalidInput, ParleyError, RateLimited, Unauthenticated
 from parley.text import valid_text
@@ -50,6 +52,21 @@ def error_headers(exc: BaseException) -> dict[str, str]:
 def error_response(exc: BaseException) -> JSONResponse:
     body = error_body(exc)
     return ErrorJSON(body, status_code=int(body["status"]), headers=error_headers(exc))
+
+
+async def refuse(problem: BaseException, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer a request refused before it reached a route (middleware): HTTP JSON, or a WebSocket
+    handshake denied with the same status and body (close 1008 where the server cannot)."""
+    response = error_response(problem)
+    if scope["type"] == "http":
+        await response(scope, receive, send)
+        return
+    websocket = WebSocket(scope, receive, send)
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await websocket.send_denial_response(response)
+    else:
+        message = problem.message if isinstance(problem, ParleyError) else "refused"
+        await websocket.close(WS_POLICY_VIOLATION, message[:120])
 
 
 def _from_validation(exc: RequestValidationError) -> InvalidInput:

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
-from starlette.websockets import WebSocket
 
 from parley.config import Settings
 from parley.errors import Forbidden, InvalidInput, ParleyError
-from parley.web.errors import error_response
+from parley.web.errors import refuse
 
 #: methods a foreign page must not send us (GET, HEAD and OPTIONS change nothing)
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -65,7 +64,7 @@ class BrowserGuard:
         if scope["type"] in ("http", "websocket"):
             problem = self.check(scope)
             if problem is not None:
-                await self.refuse(problem, scope, receive, send)
+                await refuse(problem, scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -86,14 +85,3 @@ class BrowserGuard:
                 field="Origin",
             )
         return None
-
-    async def refuse(self, problem: ParleyError, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(problem)
-        if scope["type"] == "http":
-            await response(scope, receive, send)
-            return
-        websocket = WebSocket(scope, receive, send)
-        if "websocket.http.response" in scope.get("extensions", {}):
-            await websocket.send_denial_response(response)
-        else:
-            await websocket.close(1008, problem.message[:120])

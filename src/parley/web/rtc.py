@@ -20,11 +20,11 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from parley import metrics
-from parley.sessions.registry import check_session_id
 from parley.web import schemas
 from parley.web.body import read_json, validate
 from parley.web.limits import client_address, count
 from parley.web.schemas import language_field
+from parley.web.users import current_user, owned_session, spend
 
 if TYPE_CHECKING:
     from parley.rtc.registry import CallRegistry
@@ -65,6 +65,7 @@ def calls(request: Request) -> CallRegistry:
 async def ice(request: Request, response: Response) -> dict[str, Any]:
     response.headers["Cache-Control"] = "no-store"
     count(request, "ice")
+    await spend(request, "ice")
     body = (await calls(request).ice_for_call()).to_browser()
     body["mode"] = "cloudflare" if calls(request).realtime is not None else "direct"
     return body
@@ -78,11 +79,11 @@ async def ice(request: Request, response: Response) -> dict[str, Any]:
 )
 async def offer(request: Request) -> dict[str, Any]:
     body = validate(OfferIn, await read_json(request, limit=MAX_SDP_CHARS * 2 + 1024))
-    session_id = check_session_id(body.sessionId)
-    request.state.session_id = session_id
+    key = owned_session(request, body.sessionId)
     count(request, "offer")
+    await spend(request, "calls")
     call_id, answer = await calls(request).open(
-        session_id, body.sdp, language=body.language, client=client_address(request)
+        key, body.sdp, language=body.language, client=client_address(request)
     )
     return {"sdp": answer, "type": "answer", "callId": call_id}
 
@@ -95,11 +96,12 @@ async def offer(request: Request) -> dict[str, Any]:
 )
 async def hangup(request: Request) -> dict[str, Any]:
     body = validate(HangupIn, await read_json(request, limit=4096))
-    await calls(request).hangup(body.callId)
+    # only its owner may hang a call up; anyone else is told there is no such call
+    await calls(request).hangup(body.callId, owner=current_user(request).id)
     return {"callId": body.callId, "closed": True}
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/metrics", include_in_schema=False)  # admins or PARLEY_METRICS_TOKEN (web/auth.py)
 async def prometheus() -> Response:
     text, content_type = metrics.render()
     return Response(text, media_type=content_type)

@@ -91,11 +91,12 @@ class ErrorOut(BaseModel):
     details: Any = None
 
 
+#: every protected route may also answer 401 (no user) and 403 (a cookie sign-in from a foreign page)
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 404, 413, 415, 429, 500, 502, 503, 504)
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 413, 415, 429, 500, 502, 503, 504)
 }
-#: also 403, for routes that refuse what a caller may not do (another browser's session)
-FORBIDDEN_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 403: {"model": ErrorOut}}
+#: routes that refuse what a caller may not do (another browser's session): 403 is in ERRORS now
+FORBIDDEN_ERRORS: dict[int | str, dict[str, Any]] = ERRORS
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:

@@ -32,11 +32,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from parley.errors import Forbidden, InvalidInput, NotFound
 from parley.rtc.cloudflare import SessionDescription, Track, TrackError
 from parley.rtc.tokens import TokenSigner
-from parley.sessions.registry import check_session_id
 from parley.web import schemas
 from parley.web.body import read_json, validate
 from parley.web.limits import client_address, count
 from parley.web.rtc import MAX_SDP_CHARS, calls
+from parley.web.users import current_user, owned_session, spend
 
 if TYPE_CHECKING:
     from parley.rtc.cloudflare import CloudflareRealtimeClient
@@ -117,10 +117,17 @@ def _tokens(request: Request) -> TokenSigner:
     return signer
 
 
+def _locked(request: Request, ident: str) -> str:
+    """What a token locks: the id, and the user it was issued to (another user's token is no key)."""
+    return f"{current_user(request).id}/{ident}"
+
+
 def _own(request: Request, sid: str) -> str:
-    """`sid`, once the request's token proves it is this browser's session."""
+    """`sid`, once the request's token proves it is this browser's (and this user's) session."""
     _realtime(request)
-    _tokens(request).require("sfu-session", sid, request.headers.get(TOKEN_HEADER), field=TOKEN_HEADER)
+    _tokens(request).require(
+        "sfu-session", _locked(request, sid), request.headers.get(TOKEN_HEADER), field=TOKEN_HEADER
+    )
     return sid
 
 
@@ -140,8 +147,10 @@ def _reply(model: BaseModel, status: int = 200) -> JSONResponse:
     "/sessions/new", status_code=201, responses=_ERRORS, summary="Open an SFU session for this browser"
 )
 async def new_session(request: Request) -> JSONResponse:
+    _realtime(request)
+    await spend(request, "ice")  # an SFU session is a media relay on the operator's account
     reply = await _realtime(request).new_session()
-    token = _tokens(request).issue("sfu-session", reply.sessionId)
+    token = _tokens(request).issue("sfu-session", _locked(request, reply.sessionId))
     return JSONResponse({"sessionId": reply.sessionId, "token": token}, status_code=201)
 
 
@@ -236,14 +245,14 @@ async def get_session(sid: str, request: Request) -> JSONResponse:
 )
 async def start_call(request: Request) -> JSONResponse:
     body = validate(CallIn, await read_json(request, limit=4096))
-    session_id = check_session_id(body.sessionId)
-    request.state.session_id = session_id
+    key = owned_session(request, body.sessionId)
     _own(request, body.sfuSessionId)
     from parley.rtc.sfu_peer import TrackRef
 
     count(request, "offer")
+    await spend(request, "calls")
     peer = await calls(request).open_sfu(
-        session_id, TrackRef(body.sfuSessionId, body.trackName), client=client_address(request)
+        key, TrackRef(body.sfuSessionId, body.trackName), client=client_address(request)
     )
     voice = peer.voice
     if voice is None:  # closed again before we could answer (shutdown, hang-up)
@@ -251,7 +260,7 @@ async def start_call(request: Request) -> JSONResponse:
     return JSONResponse(
         {
             "callId": peer.id,
-            "callToken": _tokens(request).issue("call", peer.id),
+            "callToken": _tokens(request).issue("call", _locked(request, peer.id)),
             "sfuSessionId": voice.session_id,
             "trackName": voice.track_name,
         },
@@ -267,7 +276,9 @@ async def start_call(request: Request) -> JSONResponse:
 )
 async def move_mic(call_id: str, request: Request) -> JSONResponse:
     body = validate(MicIn, await read_json(request, limit=4096))
-    _tokens(request).require("call", call_id, request.headers.get(CALL_TOKEN_HEADER), field=CALL_TOKEN_HEADER)
+    _tokens(request).require(
+        "call", _locked(request, call_id), request.headers.get(CALL_TOKEN_HEADER), field=CALL_TOKEN_HEADER
+    )
     _own(request, body.sfuSessionId)
     from parley.rtc.sfu_peer import TrackRef
 

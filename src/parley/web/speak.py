@@ -19,6 +19,7 @@ from parley.errors import ProviderError
 from parley.services import Services
 from parley.web import schemas
 from parley.web.body import read_json, require_text, transport_limit, validate
+from parley.web.users import spend
 
 router = APIRouter()
 
@@ -54,6 +55,7 @@ async def speak(request: Request) -> Response:
     # Room for the longest text in any JSON spelling, plus the other fields.
     body = validate(SpeakIn, await read_json(request, limit=transport_limit(limit)))
     text = require_text(body.text, field="text", limit=limit)
+    await spend(request, "speak")
     pcm = bytearray()
     rate: int | None = None
     spoke = svc.tts.voice

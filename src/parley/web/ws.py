@@ -22,10 +22,11 @@ from starlette.websockets import WebSocketState
 
 from parley.bus.base import Subscription
 from parley.config import Settings
-from parley.errors import InvalidInput, ParleyError, PayloadTooLarge
+from parley.errors import Busy, InvalidInput, ParleyError, PayloadTooLarge
 from parley.language import check_language
 from parley.services import Services
 from parley.sessions import events
+from parley.sessions.keys import SessionKey, owner_of, public_id
 from parley.sessions.registry import check_session_id
 from parley.web.body import parse_json, require_text, transport_limit
 from parley.web.errors import (
@@ -34,8 +35,10 @@ from parley.web.errors import (
     WS_POLICY_VIOLATION,
     WS_TRY_AGAIN_LATER,
     error_body,
+    error_response,
 )
 from parley.web.limits import count
+from parley.web.users import live_session, owned_session, spend
 
 router = APIRouter()
 log = logging.getLogger("parley.ws")
@@ -61,26 +64,43 @@ async def ws_over_http(request: Request) -> JSONResponse:
 async def ws_endpoint(websocket: WebSocket) -> None:
     svc: Services = websocket.app.state.services
     try:
-        # The Origin of the handshake is checked before it gets here (web/origins.py).
-        session_id = check_session_id(websocket.query_params.get("sessionId"))
+        # The Origin of the handshake and its user were checked before it got here (web/origins.py,
+        # web/auth.py); the session id is scoped to that user.
+        key = owned_session(websocket, websocket.query_params.get("sessionId"))
+        owner = owner_of(key)
+        limit = svc.settings.max_sockets_per_user
+        if svc.sockets[owner] >= limit:
+            raise Busy(
+                f"this user has {limit} sockets open, the most allowed (PARLEY_MAX_SOCKETS_PER_USER)",
+                field="sockets",
+                limit=limit,
+            )
+        if key not in svc.sessions:
+            # a socket on a session that is not live makes one, which stays until it idles out
+            count(websocket, "new session")
+        await live_session(websocket, key)
     except ParleyError as exc:
         await _deny(websocket, exc)
         return
-    if session_id not in svc.sessions:
-        try:
-            # a socket on a session that is not live makes one, which stays until it idles out
-            count(websocket, "new session")
-        except ParleyError as exc:
-            await _deny(websocket, exc)
-            return
+    svc.sockets[owner] += 1
+    try:
+        await _serve_socket(websocket, svc, key)
+    finally:
+        svc.sockets[owner] -= 1
+        if svc.sockets[owner] <= 0:
+            del svc.sockets[owner]
+
+
+async def _serve_socket(websocket: WebSocket, svc: Services, key: SessionKey) -> None:
+    session_id = public_id(key)
     await websocket.accept()
-    sub = svc.bus.subscribe(session_id)
+    sub = svc.bus.subscribe(key)
     # Greeting and catch-up go through the inbox before any live event can (no await between
     # subscribing and these), so a socket joining mid-reply sees the text so far, then the rest.
     sub.deliver(events.connected(session_id).data)
-    for event in svc.sessions.get(session_id).catch_up():
+    for event in svc.sessions.get(key).catch_up():
         sub.deliver(event.data)
-    writer = asyncio.create_task(_write(websocket, sub, session_id), name=f"ws-writer:{session_id}")
+    writer = asyncio.create_task(_write(websocket, sub, session_id), name=f"ws-writer:{key}")
     started = time.perf_counter()
     frames = 0
     limit = frame_limit(svc.settings)
@@ -98,7 +118,7 @@ async def ws_endpoint(websocket: WebSocket) -> None:
                 )
                 await websocket.close(WS_MESSAGE_TOO_BIG, f"frame larger than {limit} bytes")
                 break
-            await _handle(websocket, svc, session_id, raw)
+            await _handle(websocket, svc, key, raw)
     except WebSocketDisconnect:
         pass
     except Exception:
@@ -135,9 +155,9 @@ def _frame(message: Any) -> tuple[str, int]:
 
 
 async def _deny(websocket: WebSocket, exc: ParleyError) -> None:
-    """Refuse the handshake with an HTTP 400 where the server supports it, else close 1008."""
+    """Refuse the handshake with the error's HTTP status where the server supports it, else close 1008."""
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(JSONResponse(exc.to_dict(), status_code=exc.status))
+        await websocket.send_denial_response(error_response(exc))
     else:
         await websocket.close(WS_POLICY_VIOLATION, exc.message[:120])
 
@@ -173,7 +193,7 @@ async def _send_error(websocket: WebSocket, exc: ParleyError, client_id: str | N
         await websocket.send_text(events.error(error_body(exc), client_id).data)
 
 
-async def _handle(websocket: WebSocket, svc: Services, session_id: str, raw: str) -> None:
+async def _handle(websocket: WebSocket, svc: Services, key: SessionKey, raw: str) -> None:
     """Act on one client frame; a bad one gets an error event (echoing its clientId) and no change."""
     try:
         data: Any = parse_json(raw, what="frame")
@@ -184,13 +204,13 @@ async def _handle(websocket: WebSocket, svc: Services, session_id: str, raw: str
     if not (isinstance(client_id, str) and 0 < len(client_id) <= 64):
         client_id = None
     try:
-        await _command(websocket, svc, session_id, data, client_id)
+        await _command(websocket, svc, key, data, client_id)
     except ParleyError as exc:
         await _send_error(websocket, exc, client_id)
 
 
 async def _command(
-    websocket: WebSocket, svc: Services, session_id: str, data: Any, client_id: str | None
+    websocket: WebSocket, svc: Services, key: SessionKey, data: Any, client_id: str | None
 ) -> None:
     if not isinstance(data, dict):
         raise InvalidInput("frame must be a JSON object with a type", field="type")
@@ -200,12 +220,13 @@ async def _command(
     elif kind == "chat":
         message = require_text(data.get("message"), field="message", limit=svc.settings.max_message_chars)
         language = check_language(data.get("language"))
-        svc.sessions.get(session_id).submit(message, source="ws", language=language, client_id=client_id)
+        await spend(websocket, "chat")  # refused: an error event, and the socket stays open
+        svc.sessions.get(key).submit(message, source="ws", language=language, client_id=client_id)
     elif kind == "stop":
         turn_id = data.get("turnId")
         if turn_id is not None and not isinstance(turn_id, str):
             raise InvalidInput("turnId must be a string", field="turnId")
-        svc.sessions.get(session_id).stop(turn_id)
+        svc.sessions.get(key).stop(turn_id)
     else:
         raise InvalidInput(
             f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}",

@@ -1,0 +1,70 @@
+"""What a route knows of its user: who it is, its sessions, what it may still spend.
+
+The Authenticate middleware (web/auth.py) put the user on the request; nothing here reads a
+credential.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import HTTPConnection
+
+from parley.errors import Busy, QuotaExceeded, Unauthenticated
+from parley.services import Services
+from parley.sessions.keys import SessionKey, owner_of, session_key
+from parley.sessions.registry import check_session_id
+from parley.sessions.session import ChatSession
+from parley.store.users import User
+
+
+def current_user(connection: HTTPConnection) -> User:
+    """The user the middleware authenticated (routes behind it only)."""
+    user: User | None = getattr(connection.state, "user", None)
+    if user is None:
+        raise Unauthenticated("this endpoint needs an authenticated user")
+    return user
+
+
+def owned_session(connection: HTTPConnection, value: object, field: str = "sessionId") -> SessionKey:
+    """Check a client's session id and scope it to the requesting user: alice's `s1` is not bob's."""
+    session_id = check_session_id(value, field)
+    # the access-log line names the id the client used
+    connection.state.session_id = session_id
+    return session_key(current_user(connection).id, session_id)
+
+
+async def spend(connection: HTTPConnection, what: str) -> User:
+    """Count one `what` (chat, transcribe, speak, calls, ice) against the user's rate, and refuse a
+    turn or call whose daily quota is spent (429, Retry-After). Returns the user."""
+    user = current_user(connection)
+    services: Services = connection.app.state.services
+    if services.user_limits is not None:
+        await services.user_limits.check_quota(user, what)
+        await services.user_limits.hit(user, what)
+    return user
+
+
+async def live_session(connection: HTTPConnection, key: SessionKey) -> ChatSession:
+    """The live session of `key`, making it live if it is not: bounded per process
+    (PARLEY_MAX_LIVE_SESSIONS) and, for a conversation not stored yet, per user
+    (PARLEY_MAX_SESSIONS_PER_USER)."""
+    services: Services = connection.app.state.services
+    if key in services.sessions:
+        return services.sessions.get(key)
+    settings = services.settings
+    if len(services.sessions) >= settings.max_live_sessions:
+        raise Busy(
+            f"this server holds its maximum of {settings.max_live_sessions} live sessions; try again shortly",
+            field="sessionId",
+            limit=settings.max_live_sessions,
+        )
+    store = services.store
+    if not await store.session_exists(key):
+        limit = settings.max_sessions_per_user
+        if await store.session_count(owner_of(key)) >= limit:
+            raise QuotaExceeded(
+                f"this user has {limit} conversations, the most allowed (PARLEY_MAX_SESSIONS_PER_USER); "
+                "clear one to start another",
+                field="sessionId",
+                limit=limit,
+            )
+    return services.sessions.get(key)
