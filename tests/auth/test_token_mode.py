@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +77,14 @@ def _routes(server: BackgroundServer) -> Iterator[tuple[str, str]]:
             yield method.upper(), path.replace("{sid}", "x").replace("{call_id}", "c")
 
 
-def test_every_protected_route_needs_a_user(server: BackgroundServer, capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_protected_route_needs_a_user(
+    server: BackgroundServer, capsys: pytest.CaptureFixture[str]
+) -> None:
     token = add_user(capsys, "alice")
     routes = list(_routes(server))
-    assert ("POST", "/api/chat") in routes and ("GET", "/openapi.json") in routes and ("GET", "/docs") in routes
+    assert (
+        ("POST", "/api/chat") in routes and ("GET", "/openapi.json") in routes and ("GET", "/docs") in routes
+    )
     with httpx.Client(base_url=server.url) as client:
         for method, path in routes:
             for headers in ({}, bearer("pk_" + "A" * 43), {"Authorization": token}, bearer(token + "x")):
@@ -141,10 +145,14 @@ async def test_users_never_reach_each_others_sessions(
         # bob watches "s1" (his own s1) while alice talks in hers
         async with websockets.connect(ws_url(server, "s1"), additional_headers=bearer(bob)) as bob_ws:
             assert json.loads(await bob_ws.recv())["type"] == "connected"
-            r = await client.post("/api/chat", json={"sessionId": "s1", "message": "secret"}, headers=bearer(alice))
+            r = await client.post(
+                "/api/chat", json={"sessionId": "s1", "message": "secret"}, headers=bearer(alice)
+            )
             assert r.status_code == 200 and r.json()["sessionId"] == "s1"
             # bob's socket then sees his own turn first: nothing of alice's came before it
-            r = await client.post("/api/chat", json={"sessionId": "s1", "message": "mine"}, headers=bearer(bob))
+            r = await client.post(
+                "/api/chat", json={"sessionId": "s1", "message": "mine"}, headers=bearer(bob)
+            )
             assert r.status_code == 200
             while (event := json.loads(await bob_ws.recv()))["type"] != "reply":
                 assert "secret" not in json.dumps(event)
@@ -173,7 +181,9 @@ def test_metrics_need_an_admin_or_the_scraper_token(
         assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
         assert client.get("/metrics", headers=bearer(admin)).status_code == 200
         assert client.get("/metrics", headers=bearer(TOKEN_SETTINGS["metrics_token"])).status_code == 200
-        assert client.get("/metrics", headers=bearer(TOKEN_SETTINGS["metrics_token"] + "y")).status_code == 401
+        assert (
+            client.get("/metrics", headers=bearer(TOKEN_SETTINGS["metrics_token"] + "y")).status_code == 401
+        )
 
 
 def test_the_web_sign_in_cookie_works_until_sign_out_and_only_from_our_pages(
@@ -205,13 +215,19 @@ def test_the_web_sign_in_cookie_works_until_sign_out_and_only_from_our_pages(
         assert dead.status_code == 401
 
 
-async def test_the_chat_rate_is_per_user(server: BackgroundServer, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_the_chat_rate_is_per_user(
+    server: BackgroundServer, capsys: pytest.CaptureFixture[str]
+) -> None:
     alice, bob = add_user(capsys, "alice"), add_user(capsys, "bob")
     async with httpx.AsyncClient(base_url=server.url) as client:
         for i in range(4):
-            r = await client.post("/api/chat", json={"sessionId": "s", "message": f"m{i}"}, headers=bearer(alice))
+            r = await client.post(
+                "/api/chat", json={"sessionId": "s", "message": f"m{i}"}, headers=bearer(alice)
+            )
             assert r.status_code == 200
-        refused = await client.post("/api/chat", json={"sessionId": "s", "message": "m5"}, headers=bearer(alice))
+        refused = await client.post(
+            "/api/chat", json={"sessionId": "s", "message": "m5"}, headers=bearer(alice)
+        )
         assert refused.status_code == 429
         body = refused.json()
         assert body["code"] == "rate_limited" and body["limit"] == "4/minute"
