@@ -51,6 +51,7 @@ bench: install
 	$(PY) bench/llama_prefix.py
 	$(PY) bench/sfu.py
 	$(PY) bench/abuse.py
+	$(PY) bench/auth.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
