@@ -25,7 +25,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = load_settings(**overrides)
-    setup(settings.log_level)
     try:
         # an explicit PARLEY_AUTH=none (environment, .env or secrets file) is needed to open up
         warning = check_exposure(settings, [settings.host], auth_explicit="auth" in settings.model_fields_set)
@@ -34,6 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if warning:
         print(f"parley: WARNING: {warning}", file=sys.stderr)
+    setup(settings.log_level)  # after the refusals: a command that exits leaves logging alone
     # The lines name base URLs, which may carry credentials (https://user:key@host/v1).
     secrets = settings_secrets(settings)
     for line in describe_choice(settings):
