@@ -21,9 +21,11 @@ from parley.config import Settings
 from parley.providers.factory import build_chat, build_stt, build_tts, build_vad
 from parley.providers.tts import TTSProvider
 from parley.rtc.registry import CallConfig, CallRegistry
+from parley.sessions.keys import session_key
 from parley.sessions.registry import SessionRegistry
 from parley.sessions.session import SessionConfig
 from parley.store.sqlite import SQLiteStore
+from parley.store.users import LOCAL_USER
 from parley.voice.pipeline import VoiceConfig
 from tests.realmodels.conftest import spoken, word_error_rate
 from tests.rtc.test_loopback import Client, dial, http_client
@@ -112,7 +114,7 @@ async def test_a_spoken_question_gets_a_real_spoken_answer_and_both_are_in_histo
     finally:
         await call.http.post("/api/hangup", json={"callId": client.call_id})
         await client.close()
-    messages = await call.store.list_messages("voice-real")
+    messages = await call.store.list_messages(session_key(LOCAL_USER.id, "voice-real"))
     assert [(m.role, m.status) for m in messages] == [("user", "complete"), ("assistant", "complete")]
     assert word_error_rate(QUESTION, messages[0].content) <= 0.2
     assert messages[1].content == reply["response"]
@@ -132,7 +134,7 @@ async def test_talking_over_a_real_reply_interrupts_it_and_the_next_turn_is_answ
     finally:
         await call.http.post("/api/hangup", json={"callId": client.call_id})
         await client.close()
-    messages = await call.store.list_messages("voice-barge")
+    messages = await call.store.list_messages(session_key(LOCAL_USER.id, "voice-barge"))
     roles = [m.role for m in messages]
     assert roles == ["user", "assistant", "user", "assistant"], [(m.role, m.status) for m in messages]
     # History keeps only what was heard of the interrupted reply, and the interruption itself.

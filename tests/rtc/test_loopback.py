@@ -42,9 +42,11 @@ from parley.rtc.ice import parse_ice_servers
 from parley.rtc.jitter import ImmediateJitterBuffer
 from parley.rtc.registry import CallConfig, CallRegistry
 from parley.rtc.tracks import audio_jitter_buffer, shorten_jitter_buffer
+from parley.sessions.keys import session_key
 from parley.sessions.registry import SessionRegistry
 from parley.sessions.session import SessionConfig
 from parley.store.sqlite import SQLiteStore
+from parley.store.users import LOCAL_USER
 from parley.voice.pipeline import VoiceConfig
 from parley.web import errors, rtc
 from parley.web.auth import Authenticate
@@ -247,7 +249,7 @@ async def test_a_call_transcribes_speech_and_answers_with_audio_and_events(serve
             f"\nover WebRTC: end of speech -> first audible frame at the client {heard_after * 1000:.0f} ms; {stages}"
         )
         assert heard_after < 1.5
-        messages = await server.store.list_messages(SID)
+        messages = await server.store.list_messages(session_key(LOCAL_USER.id, SID))
         assert [m.role for m in messages] == ["user", "assistant"]
         assert b"parley_voice_active_calls 1.0" in metrics.render()[0]
     finally:
