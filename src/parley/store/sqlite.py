@@ -190,7 +190,9 @@ class SQLiteStore(SQLiteUsers, Store):
         return int(row[0]) if row else 0
 
     async def session_exists(self, session_id: str) -> bool:
-        async with self.db.execute("SELECT 1 FROM messages WHERE session_id = ? LIMIT 1", (session_id,)) as cur:
+        async with self.db.execute(
+            "SELECT 1 FROM messages WHERE session_id = ? LIMIT 1", (session_id,)
+        ) as cur:
             return await cur.fetchone() is not None
 
     async def fail_pending(self, reason: str) -> int:
