@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,9 @@ MODEL = "@cf/meta/llama-3.3-70b-instruct-fp8-fast"
 FIRST_TOKEN_DELAY = 0.05
 TOKEN_INTERVAL = 0.02
 HOST = "127.0.0.1"
+#: PARLEY_AUTH=none is one user: its default rate (30 turns a minute) and session cap would refuse
+#: a bench's turns long before they measure anything. The limiter still runs on every turn.
+UNLIMITED = {"PARLEY_RATE_CHAT": "1000000/minute", "PARLEY_MAX_SESSIONS_PER_USER": "1000000"}
 
 T = TypeVar("T")
 
@@ -152,8 +155,9 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
 
 
 @asynccontextmanager
-async def servers() -> AsyncIterator[Servers]:
-    """The Workers AI stand-in and `parley serve`, each in its own process, on 127.0.0.1."""
+async def servers(settings: Mapping[str, str] | None = None) -> AsyncIterator[Servers]:
+    """The Workers AI stand-in and `parley serve`, each in its own process, on 127.0.0.1;
+    `settings` adds PARLEY_* variables of the bench's own to the server's environment."""
     standin_port, parley_port = free_port(HOST), free_port(HOST)
     with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
         standin = await asyncio.create_subprocess_exec(
@@ -177,6 +181,7 @@ async def servers() -> AsyncIterator[Servers]:
                 "PARLEY_DATA_DIR": tmp,
                 "PARLEY_LOG_LEVEL": "WARNING",
             }
+            env |= UNLIMITED | dict(settings or {})
             parley = await asyncio.create_subprocess_exec(
                 str(Path(sys.executable).parent / "parley"),
                 "serve",

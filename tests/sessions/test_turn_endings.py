@@ -16,7 +16,7 @@ from parley.providers.testing import EchoChat
 from parley.sessions.events import Event
 from parley.sessions.registry import SessionRegistry
 from parley.sessions.session import SessionConfig
-from parley.store.base import Message, MessageStatus, Role
+from parley.store.base import Message, MessageStatus
 from parley.store.sqlite import SQLiteStore
 from tests.sessions.test_turns import until_event
 
@@ -47,27 +47,23 @@ class ManualClock:
 
 
 class WatchedStore(SQLiteStore):
-    """SQLite, with a gate in front of add_message and a signal after each partial save."""
+    """SQLite, with a gate in front of a turn's writes and a signal after each partial save."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self.gate: asyncio.Event | None = None  # when set to an Event, add_message waits for it
+        self.gate: asyncio.Event | None = None  # when set to an Event, a turn's writes wait for it
         self.at_gate = asyncio.Event()
+        self.fail: Exception | None = None  # raised by a turn's writes (after the gate) when set
         self.partial_saves: list[str] = []
         self.partial_saved = asyncio.Event()
 
-    async def add_message(
-        self,
-        session_id: str,
-        turn_id: str,
-        role: Role,
-        content: str,
-        status: MessageStatus = MessageStatus.COMPLETE,
-    ) -> Message:
+    async def begin_turn(self, session_id: str, turn_id: str, user_text: str) -> tuple[Message, Message]:
         if self.gate is not None:
             self.at_gate.set()
             await self.gate.wait()
-        return await super().add_message(session_id, turn_id, role, content, status)
+        if self.fail is not None:
+            raise self.fail
+        return await super().begin_turn(session_id, turn_id, user_text)
 
     async def save_partial(self, message_id: int, content: str) -> None:
         await super().save_partial(message_id, content)
@@ -143,7 +139,7 @@ async def test_a_turn_cancelled_while_its_message_is_stored_still_ends(store: Wa
     store.gate = asyncio.Event()
     turn = registry.get("s").submit("hello", client_id="c1")
     feed = turn.watch()
-    await store.at_gate.wait()  # the worker is inside add_message
+    await store.at_gate.wait()  # the worker is inside the turn's writes
     await registry.aclose()
     assert turn.done.done()
     with pytest.raises(TurnCancelled):

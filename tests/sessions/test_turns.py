@@ -93,7 +93,7 @@ async def test_the_user_message_is_stored_before_the_model_answers(tmp_path: Pat
     bus = LocalBus()
     registry = SessionRegistry(store=store, chat=EchoChat(first_token_delay=0.3), bus=bus, config=CONFIG)
     turn = registry.get(SID).submit("stored first?")
-    # turn_started comes after the user message is stored and before the model is called.
+    # turn_started comes after the user message is stored, and before any chunk.
     await until_event(turn.watch(), "turn_started")
     assert turn.parts == []
     assert [m.content for m in await store.list_messages(SID)] == ["stored first?"]

@@ -79,6 +79,47 @@ async def test_concurrent_writers_lose_nothing(store: Store) -> None:
     assert sorted(int(m.content) for m in await store.list_messages("s")) == list(range(200))
 
 
+async def test_begin_turn_stores_the_user_message_and_a_pending_reply(store: Store) -> None:
+    earlier = await store.add_message("s", "t0", "user", "before")
+    user, pending = await store.begin_turn("s", "t1", "hello ünïcode ✓")
+    assert (user.role, user.content, user.status, user.turn_id) == (
+        "user",
+        "hello ünïcode ✓",
+        MessageStatus.COMPLETE,
+        "t1",
+    )
+    assert (pending.role, pending.content, pending.status) == ("assistant", "", MessageStatus.PENDING)
+    assert earlier.id < user.id < pending.id
+    # what it returns is what is stored: the user message is history, the reply not yet
+    assert await store.list_messages("s") == [earlier, user]
+    done = await store.finish_message(pending.id, "hi", MessageStatus.COMPLETE)
+    assert await store.list_messages("s") == [earlier, user, done]
+
+
+async def test_begin_turn_leaves_a_pending_reply_for_crash_recovery(store: Store) -> None:
+    await store.begin_turn("s", "t1", "q")
+    assert await store.fail_pending("crashed") == 1
+    assert [(m.role, m.status) for m in await store.list_messages("s")] == [
+        ("user", MessageStatus.COMPLETE),
+        ("assistant", MessageStatus.FAILED),
+    ]
+
+
+async def test_concurrent_turns_each_get_their_own_pair(store: Store) -> None:
+    pairs = await asyncio.gather(*(store.begin_turn(f"s{i % 5}", f"t{i}", str(i)) for i in range(100)))
+    for i, (user, pending) in enumerate(pairs):
+        assert (user.turn_id, pending.turn_id, user.content) == (f"t{i}", f"t{i}", str(i))
+        assert user.session_id == pending.session_id == f"s{i % 5}"
+    ids = [m.id for pair in pairs for m in pair]
+    assert len(set(ids)) == 200
+    await store.fail_pending("crashed")
+    for i in range(5):
+        listed = await store.list_messages(f"s{i}")
+        assert len(listed) == 40
+        # each reply row carries its own turn: ids were not swapped between concurrent calls
+        assert all(m.turn_id == listed[j - j % 2].turn_id for j, m in enumerate(listed))
+
+
 async def test_schema_is_versioned_wal_and_reopening_migrates_nothing(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
     for _ in range(2):

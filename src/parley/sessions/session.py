@@ -1,9 +1,10 @@
 """ChatSession: the live, stateful actor of one conversation.
 
 It owns a FIFO of turns and one worker task that runs them one at a time, so concurrent sends
-from several tabs never interleave. For each turn it stores the user message before calling the
-model, streams the reply to every socket of the session through the bus, and stores the reply as
-complete, cancelled or failed.
+from several tabs never interleave. For each turn it calls the model while it stores the user
+message and a pending reply, releases the turn's events once those are stored, streams the reply
+to every socket of the session through the bus, and stores the reply as complete, cancelled or
+failed.
 """
 
 from __future__ import annotations
@@ -252,37 +253,66 @@ class ChatSession:
                     self._recent = collections.deque(loaded)
         return self._recent
 
-    def _model_messages(self, recent: collections.deque[Message], language: str | None) -> list[ChatMessage]:
+    def _model_messages(
+        self, recent: collections.deque[Message], text: str, language: str | None
+    ) -> list[ChatMessage]:
+        """The model's input: system prompt, at most `history_limit` earlier messages, `text`."""
         system = self._config.system_prompt
         if language:
             system = f"{system}\n\n{reply_instruction(language)}"
         messages = [ChatMessage("system", system)]
-        # The newest entry is this turn's user message; before it, at most `history_limit`.
-        for _ in range(window_overflow([m.role for m in list(recent)[:-1]], self._config.history_limit)):
+        for _ in range(window_overflow([m.role for m in recent], self._config.history_limit)):
             recent.popleft()
         for msg in recent:
             if msg.role == "assistant" and not msg.content:
                 continue  # a reply that failed before any text: nothing for the model to see
             messages.append(ChatMessage(msg.role, msg.content))
+        messages.append(ChatMessage("user", text))
         return messages
 
     async def _run_turn(self, turn: Turn) -> None:
+        """One turn. The model call leaves at once, beside the turn's writes (the user message and
+        the pending reply, one transaction); the turn's events wait for those writes, as the seed's
+        Durable Object's output gate holds messages until what precedes them is durable. So a
+        client never sees what storage could lose, and the model's first token does not wait for
+        the disk. A failed write cancels the model call and fails the turn.
+        """
         pending: Message | None = None
+        writes: asyncio.Task[tuple[Message, Message]] | None = None
         try:
             recent = await self._context()
             started = time.perf_counter()
-            user = await self._store.add_message(self.key, turn.id, "user", turn.text)
-            recent.append(user)
-            await self._emit(turn, events.user_message(self.id, user, turn.client_id))
-            pending = await self._store.add_message(self.key, turn.id, "assistant", "", MessageStatus.PENDING)
-            turn.state = TurnState.RUNNING
-            turn.message_id = pending.id
-            await self._emit(turn, events.turn_started(self.id, turn.id, pending.id))
-
+            request = ChatRequest(
+                self._model_messages(recent, turn.text, turn.language), max_tokens=self._config.max_tokens
+            )
             usage: list[Usage] = []
             reasons: list[str] = []  # why the model stopped, once it says ("length": max_tokens)
+            released = asyncio.Event()  # the output gate: set once the writes have committed
+            writes = asyncio.create_task(
+                self._store.begin_turn(self.key, turn.id, turn.text), name=f"turn-write:{turn.id}"
+            )
             if not turn.stop_requested:
-                await self._stream(turn, pending, recent, usage, reasons)
+                turn.stream_task = asyncio.create_task(
+                    self._pump(turn, request, usage, reasons, released), name=f"turn:{turn.id}"
+                )
+            try:
+                # wait(), not await: the writes' own failure is read below, not raised here.
+                await asyncio.wait([writes])
+                user, pending = writes.result()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._write_failed(turn, exc)
+                return
+            recent.append(user)
+            turn.state = TurnState.RUNNING
+            turn.message_id = pending.id
+            await self._emit(turn, events.user_message(self.id, user, turn.client_id))
+            await self._emit(turn, events.turn_started(self.id, turn.id, pending.id))
+            released.set()
+
+            if turn.stream_task is not None:
+                await self._stream(turn, pending)
             error: BaseException | None = None
             if turn.stream_task is None or turn.stream_task.cancelled():
                 error = TurnCancelled("the turn was stopped")
@@ -296,6 +326,11 @@ class ChatSession:
             if turn.stream_task is not None:
                 turn.stream_task.cancel()
                 await asyncio.gather(turn.stream_task, return_exceptions=True)
+            if pending is None and writes is not None:
+                if writes.done() and not writes.cancelled() and writes.exception() is None:
+                    pending = writes.result()[1]  # stored just before the cancel landed
+                else:
+                    writes.cancel()
             if not turn.done.done():
                 stopped = TurnCancelled("the server stopped while this turn ran")
                 if pending is None:
@@ -311,19 +346,21 @@ class ChatSession:
             except Exception:
                 log.exception("could not count the usage of turn=%s session=%s", turn.id, self.key)
 
-    async def _stream(
-        self,
-        turn: Turn,
-        pending: Message,
-        recent: collections.deque[Message],
-        usage: list[Usage],
-        reasons: list[str],
-    ) -> None:
-        """Stream the model's reply into `turn.parts`, storing the text so far as it grows."""
-        request = ChatRequest(self._model_messages(recent, turn.language), max_tokens=self._config.max_tokens)
-        turn.stream_task = asyncio.create_task(
-            self._pump(turn, request, usage, reasons), name=f"turn:{turn.id}"
-        )
+    async def _write_failed(self, turn: Turn, exc: Exception) -> None:
+        """The turn's writes failed: end the model call and the turn; no event of it was sent."""
+        log.error("could not store turn=%s session=%s: %r", turn.id, self.id, exc)
+        if turn.stream_task is not None:
+            turn.stream_task.cancel()
+            await asyncio.gather(turn.stream_task, return_exceptions=True)
+        error = ParleyError("the message could not be stored; nothing was kept, send it again")
+        event = events.turn_dropped(self.id, turn.id, error.to_dict(), turn.client_id)
+        turn.notify(event)
+        turn.finish(TurnState.FAILED, error)
+        await self.publish(event)
+
+    async def _stream(self, turn: Turn, pending: Message) -> None:
+        """Wait for the model's reply (`_pump`), storing the text so far as it grows."""
+        assert turn.stream_task is not None
         saver = asyncio.create_task(self._save_partials(turn, pending.id), name=f"turn-save:{turn.id}")
         try:
             # wait(), not await: a stopped stream must not look like this task being cancelled.
@@ -370,14 +407,28 @@ class ChatSession:
         turn.finish(TurnState.CANCELLED, error)
         return event
 
-    async def _pump(self, turn: Turn, request: ChatRequest, usage: list[Usage], reasons: list[str]) -> None:
-        assert turn.message_id is not None
+    async def _pump(
+        self,
+        turn: Turn,
+        request: ChatRequest,
+        usage: list[Usage],
+        reasons: list[str],
+        released: asyncio.Event,
+    ) -> None:
+        """Stream the model's reply into `turn.parts` and `chunk` events, once `released`.
+
+        Runs from before the turn's writes commit: a delta that comes sooner waits at the gate
+        (and the upstream with it, for the moment the commit takes).
+        """
         stream = self._chat.stream(request)
         try:
             async for delta in stream:
+                if delta.text and turn.first_token_at is None:
+                    turn.first_token_at = time.perf_counter()  # the model's time, not the gate's
+                if not released.is_set():
+                    await released.wait()
+                assert turn.message_id is not None
                 if delta.text:
-                    if turn.first_token_at is None:
-                        turn.first_token_at = time.perf_counter()
                     # A model may write an unpaired surrogate (a JSON escape, a token cut
                     # mid-pair); the stored reply and every event must still encode.
                     text = valid_text(delta.text)

@@ -81,6 +81,14 @@ class Store(ABC):
     ) -> Message: ...
 
     @abstractmethod
+    async def begin_turn(self, session_id: str, turn_id: str, user_text: str) -> tuple[Message, Message]:
+        """Store a turn's user message and its `pending` reply in one transaction: both or neither.
+
+        Returns (user message, pending reply), the user's id the lower. A session calls it beside
+        the model call, not before it, and releases the turn's events once it returns.
+        """
+
+    @abstractmethod
     async def finish_message(
         self,
         message_id: int,

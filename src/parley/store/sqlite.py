@@ -138,6 +138,25 @@ class SQLiteStore(SQLiteUsers, Store):
         assert cur.lastrowid is not None
         return Message(cur.lastrowid, session_id, turn_id, role, content, status, now)
 
+    async def begin_turn(self, session_id: str, turn_id: str, user_text: str) -> tuple[Message, Message]:
+        now = time.time()
+        pending = MessageStatus.PENDING
+        # One statement (atomic: both rows or neither) and one commit: two hops to aiosqlite's
+        # thread where two add_message calls take four. No rollback on failure: the connection's
+        # open transaction may hold other sessions' writes, which their own commits will carry.
+        rows = await self.db.execute_fetchall(
+            "INSERT INTO messages (session_id, turn_id, role, content, status, created_at) "
+            "VALUES (?, ?, 'user', ?, 'complete', ?), (?, ?, 'assistant', '', ?, ?) RETURNING id",
+            (session_id, turn_id, user_text, now, session_id, turn_id, pending.value, now),
+        )
+        await self.db.commit()
+        # RETURNING's row order is unspecified; AUTOINCREMENT ids follow the VALUES order.
+        user_id, reply_id = sorted(int(row[0]) for row in rows)
+        return (
+            Message(user_id, session_id, turn_id, "user", user_text, MessageStatus.COMPLETE, now),
+            Message(reply_id, session_id, turn_id, "assistant", "", pending, now),
+        )
+
     async def finish_message(
         self,
         message_id: int,
