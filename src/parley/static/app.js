@@ -2,7 +2,7 @@
 // This module wires the others together: conversation state (state/session.js), server events
 // (conversation.js), the socket and HTTP fallback (connection.js), the message list (render.js),
 // the microphone (recorder.js), spoken replies (speech.js), voice calls (call.js), options
-// (settings.js) and chrome (ui.js).
+// (settings.js), chrome (ui.js) and who is signed in (signin.js).
 
 import { hangUp, initCall } from "./call.js";
 import { openSession, reconnectNow, send, socketOpen, stopTurn } from "./connection.js";
@@ -10,6 +10,7 @@ import { toggleRecording } from "./recorder.js";
 import { clearView, initScrolling, refreshMeta, updateChrome } from "./render.js";
 import { cancel as cancelSpeech, onSpeakingChange, primeOnFirstGesture } from "./speech.js";
 import { forgetDetectedLanguage, followStorage, initSettings } from "./settings.js";
+import { whenSignedIn } from "./signin.js";
 import {
   SESSION_KEY, forgetTurns, initialSessionId, isValidSessionId, newSessionId, state,
 } from "./state/session.js";
@@ -101,7 +102,8 @@ function start() {
   });
 
   inputChanged();
-  useSession(initialSessionId());
+  // PARLEY_AUTH=token: the sign-in page comes first when this browser is not signed in.
+  whenSignedIn().then(() => useSession(initialSessionId()));
 }
 
 start();

@@ -4,7 +4,7 @@ POST /api/auth/signin   {token} -> {user}; sets `parley_session` (HttpOnly, Same
                         Secure over https), a credential of its own that lasts PARLEY_SIGNIN_DAYS
                         and is stored, like tokens, only as a digest
 POST /api/auth/signout  forgets the cookie's credential and clears the cookie
-GET  /api/me            the user, their rates and what is left today (any mode)
+GET  /api/me            the user, their rates, what is left today and the PARLEY_AUTH mode (any mode)
 
 The token never reaches the page's JavaScript storage: after the exchange the browser holds only
 the cookie, which scripts cannot read.
@@ -97,5 +97,12 @@ async def me(request: Request) -> dict[str, Any]:
     user = current_user(request)
     services: Services = request.app.state.services
     if services.user_limits is None:
-        return {"user": {"name": user.name, "admin": user.admin}, "limits": {}, "quotas": {}}
-    return await services.user_limits.status(user)
+        answer: dict[str, Any] = {
+            "user": {"name": user.name, "admin": user.admin},
+            "limits": {},
+            "quotas": {},
+        }
+    else:
+        answer = await services.user_limits.status(user)
+    # the web app shows a name and "Sign out" by it (signin.js)
+    return {**answer, "auth": services.settings.auth}
