@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,17 @@ def require_package(module: str, why: str = "") -> None:
     """Skip where an optional package is missing, but fail under CI=true (`make test` installs it)."""
     if importlib.util.find_spec(module) is None:
         message = f"{module} is not installed{f' ({why})' if why else ''}; `make test` installs it"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def require_service(host: str, port: int, why: str) -> None:
+    """Skip where a local service (PostgreSQL, Redis) does not answer, but fail under CI=true."""
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError as exc:
+        message = f"nothing answers on {host}:{port} ({why}: {exc}); `make test` starts it"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)

@@ -1,9 +1,8 @@
-"""The UserStore contract, run against SQLite (PostgreSQL joins this suite when it lands)."""
+"""The UserStore contract: every test runs against SQLite and PostgreSQL (tests/store/conftest.py)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,17 +10,10 @@ import pytest
 from parley.errors import InvalidInput, NotFound
 from parley.store.sqlite import SQLiteStore
 from parley.store.users import CredentialKind
+from tests.store.conftest import AnyStore
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "parley.db")
-    await s.open()
-    yield s
-    await s.aclose()
-
-
-async def test_users_are_unique_by_name_and_listed(store: SQLiteStore) -> None:
+async def test_users_are_unique_by_name_and_listed(store: AnyStore) -> None:
     alice = await store.add_user("alice", admin=True)
     bob = await store.add_user("bob@example.com")
     assert alice.id != bob.id and alice.admin and not bob.admin
@@ -33,13 +25,13 @@ async def test_users_are_unique_by_name_and_listed(store: SQLiteStore) -> None:
 
 
 @pytest.mark.parametrize("name", ["", "-x", "a b", "a/b", "x" * 255, "é"])
-async def test_bad_names_are_refused_and_nothing_is_stored(store: SQLiteStore, name: str) -> None:
+async def test_bad_names_are_refused_and_nothing_is_stored(store: AnyStore, name: str) -> None:
     with pytest.raises(InvalidInput):
         await store.add_user(name)
     assert await store.list_users() == []
 
 
-async def test_a_credential_finds_its_user_until_revoked_expired_or_disabled(store: SQLiteStore) -> None:
+async def test_a_credential_finds_its_user_until_revoked_expired_or_disabled(store: AnyStore) -> None:
     alice = await store.add_user("alice")
     await store.add_credential(alice.id, "d1", "pk_abcdefghi", CredentialKind.API, expires_at=None)
     await store.add_credential(alice.id, "d2", "pk_zzzzzzzzz", CredentialKind.COOKIE, expires_at=100.0)
@@ -64,7 +56,7 @@ async def test_a_credential_finds_its_user_until_revoked_expired_or_disabled(sto
         await store.set_disabled("nobody", True)
 
 
-async def test_revoking_by_prefix_takes_like_wildcards_literally(store: SQLiteStore) -> None:
+async def test_revoking_by_prefix_takes_like_wildcards_literally(store: AnyStore) -> None:
     alice = await store.add_user("alice")
     await store.add_credential(alice.id, "d1", "pk_a_c", CredentialKind.API, expires_at=None)
     await store.add_credential(alice.id, "d2", "pk_abc", CredentialKind.API, expires_at=None)
@@ -73,13 +65,13 @@ async def test_revoking_by_prefix_takes_like_wildcards_literally(store: SQLiteSt
     assert await store.revoke_credentials("%") == 0
 
 
-async def test_identified_users_are_made_once(store: SQLiteStore) -> None:
+async def test_identified_users_are_made_once(store: AnyStore) -> None:
     first = await store.identified_user("carol@example.com")
     assert await store.identified_user("carol@example.com") == first
     assert [u.name for u in await store.list_users()] == ["carol@example.com"]
 
 
-async def test_usage_adds_up_per_user_and_day(store: SQLiteStore) -> None:
+async def test_usage_adds_up_per_user_and_day(store: AnyStore) -> None:
     await store.add_usage("u1", "2026-12-03", tokens=10)
     await store.add_usage("u1", "2026-12-03", tokens=5, call_seconds=1.5)
     await store.add_usage("u1", "2026-12-04", tokens=7)
@@ -90,7 +82,7 @@ async def test_usage_adds_up_per_user_and_day(store: SQLiteStore) -> None:
     assert (await store.usage("u3", "2026-12-03")).tokens == 0
 
 
-async def test_session_counts_are_per_owner(store: SQLiteStore) -> None:
+async def test_session_counts_are_per_owner(store: AnyStore) -> None:
     for key in ("u1/a", "u1/b", "u1/b", "u10/a", "u2/a"):
         await store.add_message(key, "t", "user", "hi")
     assert await store.session_count("u1") == 2

@@ -1,0 +1,150 @@
+"""What only the PostgreSQL store does: migrations under a lock, several nodes on one database,
+the factory's choice of backend and its errors. The shared contract is tests/store/test_contract.py."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from parley.errors import ConfigError
+from parley.store.base import MessageStatus
+from parley.store.factory import build_store
+from parley.store.postgres import MIGRATIONS, PostgresStore
+from tests.conftest import make_settings
+
+
+async def _versions(store: PostgresStore) -> list[int]:
+    return [r[0] for r in await store.pool.fetch("SELECT version FROM schema_version ORDER BY version")]
+
+
+async def test_nodes_starting_at_once_migrate_once_and_all_work(pg_url: str) -> None:
+    nodes = [PostgresStore(pg_url, pool_size=2) for _ in range(4)]
+    try:
+        # without the advisory lock the losers fail on "relation already exists"
+        await asyncio.gather(*(node.open() for node in nodes))
+        for node in nodes:
+            assert await node.schema_version() == len(MIGRATIONS)
+        assert await _versions(nodes[0]) == list(range(1, len(MIGRATIONS) + 1))
+        _, pending = await nodes[0].begin_turn("local/s", "t1", "asked on node 0")
+        await nodes[1].finish_message(pending.id, "answered on node 1", MessageStatus.COMPLETE)
+        assert [m.content for m in await nodes[3].list_messages("local/s")] == [
+            "asked on node 0",
+            "answered on node 1",
+        ]
+        await nodes[2].add_user("alice")
+        assert (await nodes[3].user_named("alice")) is not None
+    finally:
+        for node in nodes:
+            await node.aclose()
+
+
+async def test_reopening_migrates_nothing_and_keeps_the_data(pg_url: str) -> None:
+    for _ in range(2):
+        s = PostgresStore(pg_url)
+        await s.open()
+        try:
+            assert await _versions(s) == list(range(1, len(MIGRATIONS) + 1))
+            await s.add_message("local/s", "t", "user", "kept")
+        finally:
+            await s.aclose()
+    s = PostgresStore(pg_url)
+    await s.open()
+    try:
+        assert [m.content for m in await s.list_messages("local/s")] == ["kept", "kept"]
+    finally:
+        await s.aclose()
+
+
+async def test_fail_pending_is_global_today_a_starting_node_fails_another_nodes_live_reply(
+    pg_url: str,
+) -> None:
+    """As today's contract says (run once at start-up); issue 13 makes it per node later."""
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+    try:
+        await a.open()
+        _, live = await a.begin_turn("local/s", "t", "q")
+        await a.save_partial(live.id, "half")
+        await b.open()
+        assert await b.fail_pending("restarted") == 1
+        [_, reply] = await a.list_messages("local/s")
+        assert (reply.id, reply.status, reply.error, reply.content) == (
+            live.id,
+            MessageStatus.FAILED,
+            "restarted",
+            "half",
+        )
+        await a.save_partial(live.id, "too late")  # the failed reply no longer grows
+        assert (await a.list_messages("local/s"))[1].content == "half"
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_a_version_2_database_moves_its_sessions_to_the_local_user(pg_url: str) -> None:
+    import asyncpg  # type: ignore[import-untyped]
+
+    conn = await asyncpg.connect(pg_url)
+    try:  # as a release before users left it
+        await conn.execute(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at FLOAT8 NOT NULL)"
+        )
+        for number, script in enumerate(MIGRATIONS[:2], start=1):
+            await conn.execute(script)
+            await conn.execute("INSERT INTO schema_version VALUES ($1, 0)", number)
+        await conn.execute(
+            "INSERT INTO messages (session_id, turn_id, role, content, status, created_at) "
+            "VALUES ('s1', 't', 'user', 'kept', 'complete', 0), ('u1/s', 't', 'user', 'owned', 'complete', 0)"
+        )
+    finally:
+        await conn.close()
+    s = PostgresStore(pg_url)
+    await s.open()
+    try:
+        assert await s.schema_version() == len(MIGRATIONS)
+        assert [m.content for m in await s.list_messages("local/s1")] == ["kept"]
+        assert [m.content for m in await s.list_messages("u1/s")] == ["owned"]
+        assert await s.list_messages("s1") == []
+    finally:
+        await s.aclose()
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_the_url_scheme_picks_postgresql(tmp_path: Path, scheme: str) -> None:
+    store = build_store(make_settings(tmp_path, database_url=f"{scheme}://u@127.0.0.1/db"))
+    assert isinstance(store, PostgresStore)
+
+
+def test_an_unknown_scheme_is_a_config_error_naming_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_store(make_settings(tmp_path, database_url="mysql://u@127.0.0.1/db"))
+    assert err.value.field == "PARLEY_DATABASE_URL" and "'mysql'" in err.value.message
+
+
+def test_without_asyncpg_the_error_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "asyncpg", None)  # what an interpreter without it finds
+    with pytest.raises(ConfigError) as err:
+        build_store(make_settings(tmp_path, database_url="postgresql://u@127.0.0.1/db"))
+    assert err.value.field == "PARLEY_DATABASE_URL"
+    assert "pip install 'parley[postgres]'" in err.value.message
+
+
+async def test_an_unreachable_server_is_named_without_the_password(unused_tcp_port: int) -> None:
+    store = PostgresStore(f"postgresql://parley:hunter2-secret@127.0.0.1:{unused_tcp_port}/parley")
+    with pytest.raises(ConfigError) as err:
+        await store.open()
+    assert err.value.field == "PARLEY_DATABASE_URL"
+    assert f"127.0.0.1:{unused_tcp_port}/parley" in err.value.message
+    assert "hunter2" not in err.value.message and "hunter2" not in repr(err.value.__cause__)
+
+
+async def test_a_missing_database_is_named(pg_url: str) -> None:
+    store = PostgresStore(pg_url + "_missing")
+    with pytest.raises(ConfigError) as err:
+        await store.open()
+    assert pg_url.rsplit("/", 1)[1] + "_missing" in err.value.message
+    assert "does not exist" in err.value.message
