@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# `make test`: start the local services the tests drive for real when they are not running.
+# Today: PostgreSQL on 127.0.0.1:5432 (the Debian cluster). A service that stays down is named and the
+# script fails, so CI stops here rather than in the tests that need it (they fail under CI=true).
+set -euo pipefail
+
+answers() {  # host port: whether something accepts a TCP connection there
+  (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+
+ensure() {  # name port hint start-command...
+  local name=$1 port=$2 hint=$3
+  shift 3
+  answers 127.0.0.1 "$port" && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "services.sh: $name is not running on 127.0.0.1:$port; start it (as root: $hint)" >&2
+    return 1
+  fi
+  echo "services.sh: starting $name"
+  "$@" >/dev/null
+  for _ in $(seq 1 100); do  # up to 10 s for the server to listen
+    answers 127.0.0.1 "$port" && return 0
+    sleep 0.1
+  done
+  echo "services.sh: $name did not start listening on 127.0.0.1:$port" >&2
+  return 1
+}
+
+start_postgres() {
+  if command -v pg_ctlcluster >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q '^15 main'; then
+    pg_ctlcluster 15 main start
+  else
+    service postgresql start
+  fi
+}
+
+ensure PostgreSQL 5432 "pg_ctlcluster 15 main start" start_postgres
