@@ -2,7 +2,7 @@
 
 Access puts a JWT in `Cf-Access-Jwt-Assertion` on every request it lets through. It is checked
 against the team's published keys (RS256 only), the application's AUD tag and the team domain as
-issuer; its `email` (or a service token's `common_name`) names the user.
+issuer; its `email` in lower case (or a service token's `common_name`) names the user.
 
 Keys are cached by `kid`. The whole set is fetched again when it is an hour old; a `kid` not in
 it triggers one refetch, shared by every request waiting on that kid and at most one per
@@ -253,10 +253,11 @@ class AccessAuth(Authenticator):
 
 
 def _identity(claims: dict[str, Any]) -> str:
-    """The name the token is for: a person's email, else a service token's client id."""
+    """The name the token is for: a person's email (lower case: one person, however an identity
+    provider spells it), else a service token's client id."""
     email = claims.get("email")
-    if isinstance(email, str) and email:
-        return email
+    if isinstance(email, str) and email.strip():
+        return email.strip().lower()
     common_name = claims.get("common_name")
     if isinstance(common_name, str) and common_name:
         return common_name

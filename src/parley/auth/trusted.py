@@ -60,7 +60,8 @@ class TrustedHeaderAuth(Authenticator):
             raise Unauthenticated(f"the proxy sent no {self.header} header", field=self.header)
         if len(values) > 1:
             raise Unauthenticated(f"more than one {self.header} header", field=self.header)
-        name = values[0].strip()
+        # emails are case-insensitive: Alice@Example.com and alice@example.com are one user
+        name = values[0].strip().lower()
         try:
             check_user_name(name, self.header)
         except InvalidInput as exc:
