@@ -49,7 +49,9 @@ class Settings(BaseSettings):
     port: int = Field(8787, ge=0, le=65535, description="Port `parley serve` listens on.")
     data_dir: Path = Field(Path("data"), description="Where the SQLite database and models live.")
     database_url: str | None = Field(
-        None, description="Store URL; unset means `sqlite:///<PARLEY_DATA_DIR>/parley.db`."
+        None,
+        description="Store URL: `sqlite:///PATH` or `postgresql://USER:PASSWORD@HOST:5432/DATABASE` "
+        "(needs `pip install 'parley[postgres]'`); unset means `sqlite:///<PARLEY_DATA_DIR>/parley.db`.",
     )
     log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     cors_origins: list[str] = Field(
