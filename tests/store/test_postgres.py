@@ -7,13 +7,15 @@ import asyncio
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from parley.errors import ConfigError
+from parley.providers.testing import EchoChat
 from parley.store.base import MessageStatus
 from parley.store.factory import build_store
 from parley.store.postgres import MIGRATIONS, PostgresStore
-from tests.conftest import make_settings
+from tests.conftest import ServerFactory, make_settings
 
 
 async def _versions(store: PostgresStore) -> list[int]:
@@ -148,3 +150,22 @@ async def test_a_missing_database_is_named(pg_url: str) -> None:
         await store.open()
     assert pg_url.rsplit("/", 1)[1] + "_missing" in err.value.message
     assert "does not exist" in err.value.message
+
+
+async def test_two_servers_on_one_database_share_the_conversation(
+    pg_url: str, serve: ServerFactory, tmp_path: Path
+) -> None:
+    """The app end to end on PostgreSQL: a turn taken by one node is the history the other serves."""
+    a = serve(chat=EchoChat(), settings=make_settings(tmp_path / "a", database_url=pg_url))
+    async with httpx.AsyncClient(base_url=a.url) as client:
+        r = await client.post("/api/chat", json={"message": "hello there", "sessionId": "s-1"})
+        assert r.status_code == 200 and r.json()["status"] == "complete"
+    b = serve(chat=EchoChat(), settings=make_settings(tmp_path / "b", database_url=pg_url))
+    async with httpx.AsyncClient(base_url=b.url) as client:
+        assert (await client.get("/healthz")).json()["status"] == "ok"
+        r = await client.get("/api/history", params={"sessionId": "s-1"})
+    assert [(m["role"], m["content"], m["status"]) for m in r.json()["messages"]] == [
+        ("user", "hello there", "complete"),
+        ("assistant", "You said: hello there", "complete"),
+    ]
+    assert not (tmp_path / "a" / "parley.db").exists()  # nothing went to SQLite
