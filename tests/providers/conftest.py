@@ -28,6 +28,8 @@ class ScriptedUpstream:
     pieces: list[bytes] = field(default_factory=list)
     pause: float = 0.003
     bodies: list[bytes] = field(default_factory=list)
+    #: each request's headers, names lower-cased
+    heads: list[dict[str, str]] = field(default_factory=list)
 
     def script(
         self, pieces: list[bytes], *, status: int = 200, content_type: bytes = b"text/event-stream"
@@ -50,6 +52,7 @@ class ScriptedUpstream:
             if not message.get("more_body"):
                 break
         self.bodies.append(body)
+        self.heads.append({k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
         headers = [(b"content-type", self.content_type)]
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         for piece in self.pieces:
@@ -76,6 +79,7 @@ def _scripted_server() -> Iterator[ScriptedUpstream]:
 def scripted(_scripted_server: ScriptedUpstream) -> ScriptedUpstream:
     _scripted_server.script([])
     _scripted_server.bodies.clear()
+    _scripted_server.heads.clear()
     return _scripted_server
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -153,6 +154,25 @@ async def test_chunks_split_across_reads(scripted: ScriptedUpstream) -> None:
         await provider.aclose()
     assert [d.text for d in deltas[:-1]] == ["Gr\u00fc\u00dfe", " \U0001f30d"]
     assert deltas[-1].usage == Usage(5, 2, 7)
+
+
+async def test_credentials_in_the_base_url_are_sent_as_basic_auth_unless_a_key_is_set(
+    scripted: ScriptedUpstream,
+) -> None:
+    done = json.dumps({"choices": [{"index": 0, "message": {"content": "ok"}}]}).encode()
+    scripted.script([done], content_type=b"application/json")
+    host = scripted.url.removeprefix("http://")
+    for api_key, expected in (
+        (None, "Basic " + base64.b64encode(b"gw:p%ss").decode()),
+        (KEY, f"Bearer {KEY}"),
+    ):
+        provider = OpenAIChat(client(f"http://gw:p%25ss@{host}/v1", api_key=api_key))
+        try:
+            assert text_of(await collect(provider, ask("hi"))) == "ok"
+        finally:
+            await provider.aclose()
+        assert scripted.heads[-1]["authorization"] == expected
+        assert scripted.heads[-1]["host"] == host  # the credentials left the URL
 
 
 async def test_plain_completion_is_accepted_when_the_server_ignores_stream(

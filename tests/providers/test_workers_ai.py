@@ -22,6 +22,7 @@ from parley.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
+from parley.providers.http import UpstreamConnectError, UpstreamTimeout
 from parley.providers.llm import ChatDelta, ChatMessage, ChatRequest, Usage
 from parley.providers.stt import AudioInput
 from parley.providers.workers_ai import WorkersAIChat, WorkersAIClient, WorkersAISTT
@@ -343,7 +344,7 @@ async def test_slow_first_token_times_out(upstream: Upstream) -> None:
     finally:
         await provider.aclose()
     assert caught.value.status == 504
-    assert isinstance(caught.value.__cause__, httpx.TimeoutException)
+    assert isinstance(caught.value.__cause__, UpstreamTimeout)
     # Giving up must also stop the stand-in's generation.
     assert await wait_until(lambda: upstream.app.state.cancelled_streams == 1)
 
@@ -355,7 +356,7 @@ async def test_unreachable_server_is_unavailable() -> None:
             await collect(provider, ask("hi"))
     finally:
         await provider.aclose()
-    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    assert isinstance(caught.value.__cause__, UpstreamConnectError)
 
 
 # -- cancellation ---------------------------------------------------------------------------------

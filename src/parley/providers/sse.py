@@ -1,8 +1,8 @@
 """Reading server-sent events from a model's streamed reply.
 
 Both Workers AI and OpenAI-compatible servers stream `data: <json>` events. We decode them
-ourselves rather than with `httpx.Response.aiter_lines()`, because that splits on every Unicode
-line break (U+2028, U+2029, U+0085) and JSON may carry those characters unescaped inside a token;
+ourselves rather than with a line iterator such as httpx's `aiter_lines()`, which splits on every
+Unicode line break (U+2028, U+2029, U+0085) and JSON may carry those characters unescaped inside a token;
 the event-stream format ends lines only at CR, LF or CRLF.
 """
 
@@ -15,9 +15,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
-import httpx
-
 from parley.errors import ProviderUnavailable
+from parley.providers.http import UpstreamResponse
 from parley.providers.llm import ChatDelta, Usage
 from parley.providers.wire import finish_reason_of, usage_of
 
@@ -77,8 +76,8 @@ class SSEDecoder:
             self._data.append(value)
 
 
-async def iter_sse_data(response: httpx.Response) -> AsyncGenerator[str, None]:
-    """Yield each event's data from a streamed response (UTF-8 split across reads is handled by httpx)."""
+async def iter_sse_data(response: UpstreamResponse) -> AsyncGenerator[str, None]:
+    """Yield each event's data from a streamed response (a UTF-8 character split across reads is joined first)."""
     decoder = SSEDecoder()
     async for text in response.aiter_text():
         for data in decoder.feed(text):
@@ -88,7 +87,7 @@ async def iter_sse_data(response: httpx.Response) -> AsyncGenerator[str, None]:
 
 
 async def drain(events: AsyncIterator[str], *, seconds: float = 0.5) -> None:
-    """Read what follows `[DONE]` to the end of the body, so httpx can reuse the connection.
+    """Read what follows `[DONE]` to the end of the body, so the connection can be reused.
 
     Stopping at `[DONE]` closes the connection instead, and the next turn pays a new TCP + TLS
     handshake before its first token. A server that keeps the body open after `[DONE]` gets
@@ -101,7 +100,7 @@ async def drain(events: AsyncIterator[str], *, seconds: float = 0.5) -> None:
 
 
 async def chat_deltas(
-    response: httpx.Response,
+    response: UpstreamResponse,
     *,
     decode: Callable[[str], dict[str, Any]],
     text_of: Callable[[dict[str, Any]], str],

@@ -8,9 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-import httpx
-
 from parley.errors import ProviderError
+from parley.providers.http import UpstreamResponse
 from parley.providers.llm import ChatDelta, ChatProvider, ChatRequest
 from parley.providers.openai.client import OpenAIClient, upstream_error
 from parley.providers.sse import chat_deltas
@@ -78,7 +77,7 @@ class OpenAIChat(ChatProvider):
             raise self.client.map_error(None, message, code, model=self.model, model_setting=MODEL_SETTING)
         return chunk
 
-    async def _from_completion(self, resp: httpx.Response) -> AsyncIterator[ChatDelta]:
+    async def _from_completion(self, resp: UpstreamResponse) -> AsyncIterator[ChatDelta]:
         await resp.aread()
         try:
             completion = resp.json()

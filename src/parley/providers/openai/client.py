@@ -19,8 +19,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
-
 from parley.errors import (
     ParleyError,
     PayloadTooLarge,
@@ -29,6 +27,14 @@ from parley.errors import (
     ProviderRateLimited,
     ProviderTimeout,
     ProviderUnavailable,
+)
+from parley.providers.http import (
+    UpstreamConnectError,
+    UpstreamHTTP,
+    UpstreamHTTPError,
+    UpstreamResponse,
+    UpstreamTimeout,
+    multipart,
 )
 from parley.redact import redact, safe_url, url_secrets
 
@@ -70,7 +76,6 @@ class OpenAIClient:
         timeout: float = 60.0,
         key_setting: str = "PARLEY_LLM_API_KEY",
         base_url_setting: str = "PARLEY_LLM_BASE_URL",
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
@@ -82,9 +87,7 @@ class OpenAIClient:
         self._has_key = bool(api_key)
         self._secrets = [api_key, *url_secrets(base_url)]
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout), transport=transport
-        )
+        self._http = UpstreamHTTP(self.base_url, headers=headers, timeout=timeout)
 
     async def post(
         self,
@@ -97,9 +100,10 @@ class OpenAIClient:
         files: Mapping[str, tuple[str, bytes, str]] | None = None,
     ) -> dict[str, Any]:
         """POST and return the decoded JSON object of a 2xx answer."""
+        body = multipart(data or {}, files or {}) if data or files else None
         try:
-            response = await self._http.post(path, json=json, data=data, files=files)
-        except httpx.HTTPError as exc:
+            response = await self._http.request("POST", path, json=json, data=body)
+        except UpstreamHTTPError as exc:
             raise self.transport_error(exc, model) from exc
         if response.is_error:
             raise self.response_error(response, model, model_setting)
@@ -114,7 +118,7 @@ class OpenAIClient:
     @asynccontextmanager
     async def stream(
         self, path: str, *, model: str, model_setting: str, json: Any
-    ) -> AsyncIterator[httpx.Response]:
+    ) -> AsyncIterator[UpstreamResponse]:
         """Open a streamed POST; leaving the block (or cancelling it) closes the connection."""
         try:
             async with self._http.stream("POST", path, json=json) as response:
@@ -122,10 +126,10 @@ class OpenAIClient:
                     await response.aread()
                     raise self.response_error(response, model, model_setting)
                 yield response
-        except httpx.HTTPError as exc:
+        except UpstreamHTTPError as exc:
             raise self.transport_error(exc, model) from exc
 
-    def response_error(self, response: httpx.Response, model: str, model_setting: str) -> ParleyError:
+    def response_error(self, response: UpstreamResponse, model: str, model_setting: str) -> ParleyError:
         try:
             body = response.json()
         except ValueError:
@@ -186,7 +190,7 @@ class OpenAIClient:
             )
         return ProviderError(f"{where} refused the request for {model} (HTTP {status})", details=details)
 
-    def transport_error(self, exc: httpx.HTTPError, model: str) -> ParleyError:
+    def transport_error(self, exc: UpstreamHTTPError, model: str) -> ParleyError:
         log.warning(
             "%s (%s) for %s: %s: %s",
             safe_url(self.base_url),
@@ -195,15 +199,13 @@ class OpenAIClient:
             type(exc).__name__,
             self.redacted(str(exc)) or "-",
         )
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, UpstreamTimeout):
             return ProviderTimeout(f"{self.where} did not answer {model} within {self.timeout:g} s")
-        if isinstance(exc, httpx.ConnectError):
+        if isinstance(exc, UpstreamConnectError):
             return ProviderUnavailable(
                 f"Cannot reach {self.server}; is it running, and is {self.base_url_setting} right?"
             )
-        if isinstance(exc, httpx.TransportError):
-            return ProviderUnavailable(f"The connection to {self.server} failed while running {model}")
-        return ProviderError(f"The call to {self.server} for {model} failed")
+        return ProviderUnavailable(f"The connection to {self.server} failed while running {model}")
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -8,9 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-import httpx
-
 from parley.errors import ProviderError
+from parley.providers.http import UpstreamResponse
 from parley.providers.llm import LENGTH, ChatDelta, ChatProvider, ChatRequest
 from parley.providers.sse import chat_deltas
 from parley.providers.wire import content_of, usage_of
@@ -78,7 +77,7 @@ class WorkersAIChat(ChatProvider):
             raise map_error(None, code, message, model=self.model, model_setting=MODEL_SETTING)
         return event
 
-    async def _from_envelope(self, resp: httpx.Response, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+    async def _from_envelope(self, resp: UpstreamResponse, request: ChatRequest) -> AsyncIterator[ChatDelta]:
         await resp.aread()
         try:
             envelope = resp.json()

@@ -2,7 +2,7 @@
 
 Every failure of a model call is translated here, where it enters, into Parley's exception tree,
 so that the providers and everything above them see only `ParleyError`s that say what to fix.
-The API token lives only in the client's default headers (which httpx masks in reprs); no message
+The API token lives only in the HTTP session's default headers (providers/http.py); no message
 or log line built here contains it. Cloudflare's own error text and the base URL go to the log
 (redacted), not into errors, which clients see.
 """
@@ -15,8 +15,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from parley.errors import (
     ParleyError,
     PayloadTooLarge,
@@ -25,6 +23,13 @@ from parley.errors import (
     ProviderRateLimited,
     ProviderTimeout,
     ProviderUnavailable,
+)
+from parley.providers.http import (
+    UpstreamConnectError,
+    UpstreamHTTP,
+    UpstreamHTTPError,
+    UpstreamResponse,
+    UpstreamTimeout,
 )
 from parley.redact import redact, safe_url
 
@@ -146,16 +151,13 @@ class WorkersAIClient:
         api_token: str | None,
         base_url: str = DEFAULT_BASE_URL,
         timeout: float = 60.0,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.account_id = account_id or None
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         headers = {"Authorization": f"Bearer {api_token}"} if api_token else {}
         self._has_token = bool(api_token)
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout), transport=transport
-        )
+        self._http = UpstreamHTTP(self.base_url, headers=headers, timeout=timeout)
 
     @property
     def missing(self) -> list[str]:
@@ -191,8 +193,8 @@ class WorkersAIClient:
         path = self._path(model)
         headers = {"Content-Type": content_type} if content_type else None
         try:
-            response = await self._http.post(path, json=json, content=content, headers=headers)
-        except httpx.HTTPError as exc:
+            response = await self._http.request("POST", path, json=json, data=content, headers=headers)
+        except UpstreamHTTPError as exc:
             raise self._transport_error(exc, model) from exc
         try:
             body = response.json()
@@ -206,7 +208,7 @@ class WorkersAIClient:
         return result
 
     @asynccontextmanager
-    async def stream(self, model: str, *, model_setting: str, json: Any) -> AsyncIterator[httpx.Response]:
+    async def stream(self, model: str, *, model_setting: str, json: Any) -> AsyncIterator[UpstreamResponse]:
         """Open a streamed call; leaving the block (or cancelling it) closes the connection.
 
         A non-2xx answer is raised as a Parley error before the block runs, and transport
@@ -225,7 +227,7 @@ class WorkersAIClient:
                         response.status_code, body, response.text, model, model_setting
                     )
                 yield response
-        except httpx.HTTPError as exc:
+        except UpstreamHTTPError as exc:
             raise self._transport_error(exc, model) from exc
 
     def _response_error(
@@ -236,7 +238,7 @@ class WorkersAIClient:
             message = text[:300]
         return map_error(status, code, message, model=model, model_setting=model_setting)
 
-    def _transport_error(self, exc: httpx.HTTPError, model: str) -> ParleyError:
+    def _transport_error(self, exc: UpstreamHTTPError, model: str) -> ParleyError:
         log.warning(
             "Workers AI at %s for %s: %s: %s",
             safe_url(self.base_url),
@@ -244,15 +246,13 @@ class WorkersAIClient:
             type(exc).__name__,
             redact(str(exc)) or "-",
         )
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, UpstreamTimeout):
             return ProviderTimeout(f"Workers AI did not answer {model} within {self.timeout:g} s")
-        if isinstance(exc, httpx.ConnectError):
+        if isinstance(exc, UpstreamConnectError):
             return ProviderUnavailable(
                 "Cannot reach Workers AI; check the network and PARLEY_WORKERS_AI_BASE_URL"
             )
-        if isinstance(exc, httpx.TransportError):
-            return ProviderUnavailable(f"The connection to Workers AI failed while running {model}")
-        return ProviderError(f"Workers AI call to {model} failed")
+        return ProviderUnavailable(f"The connection to Workers AI failed while running {model}")
 
     async def aclose(self) -> None:
         await self._http.aclose()

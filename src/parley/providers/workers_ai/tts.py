@@ -14,11 +14,10 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
 from parley.audio.decode import decode_async, decode_stream
 from parley.audio.pcm import split
 from parley.errors import InvalidInput, ProviderError
+from parley.providers.http import UpstreamResponse
 from parley.providers.tts import AudioChunk, TTSProvider
 from parley.providers.workers_ai.client import WorkersAIClient, map_error, upstream_error
 
@@ -91,7 +90,7 @@ class WorkersAITTS(TTSProvider):
             except InvalidInput as exc:
                 raise ProviderError(f"Workers AI {self.model} sent unusable audio: {exc.message}") from exc
 
-    async def _from_envelope(self, resp: httpx.Response) -> bytes:
+    async def _from_envelope(self, resp: UpstreamResponse) -> bytes:
         """The PCM of a JSON answer (`result.audio` in base64), or the error it reports."""
         raw = await resp.aread()
         try:
