@@ -13,6 +13,8 @@ from typing import Any
 import aiosqlite
 
 from parley.store.base import Message, MessageStatus, Role, Store
+from parley.store.sqlite_conversations import MIGRATION as CONVERSATIONS_MIGRATION
+from parley.store.sqlite_conversations import SQLiteConversations
 from parley.store.sqlite_users import SQLiteUsers
 
 # Each entry moves the schema one version up; never edit a shipped entry, append a new one.
@@ -63,6 +65,9 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (user_id, day)
     );
     """,
+    # 4: conversations: a row per session (title, activity) and the full-text index of messages,
+    # both kept in step by triggers (store/sqlite_conversations.py)
+    CONVERSATIONS_MIGRATION,
 ]
 
 _COLUMNS = "id, session_id, turn_id, role, content, status, created_at, error, finish_reason"
@@ -82,7 +87,7 @@ def _row(row: Any) -> Message:
     )
 
 
-class SQLiteStore(SQLiteUsers, Store):
+class SQLiteStore(SQLiteUsers, SQLiteConversations, Store):
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path) if str(path) != ":memory:" else path
         self._db: aiosqlite.Connection | None = None
