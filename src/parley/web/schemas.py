@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from parley.sessions.registry import SESSION_ID_MAX, SESSION_ID_RE
+
 
 def language_field(description: str) -> Any:
     """An optional BCP-47-like language code (`en`, `de`, `pt-BR`), checked where it enters."""
@@ -22,9 +24,37 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
 
+def _session_id_schema(schema: dict[str, Any]) -> None:
+    schema.clear()
+    schema.update(
+        type="string",
+        pattern=SESSION_ID_RE.pattern,
+        maxLength=SESSION_ID_MAX,
+        description="Conversation id (letters, digits, `_ . : -`).",
+    )
+
+
+def session_id_field() -> Any:
+    """`sessionId` as the docs show it: a required id of the documented shape. The model itself
+    lets a missing one through, so the route answers with the seed's own words for it."""
+    return Field(None, json_schema_extra=_session_id_schema)
+
+
+def _message_schema(schema: dict[str, Any]) -> None:
+    schema.clear()
+    # not blank: a character that is not white space somewhere in it
+    schema.update(type="string", pattern=r"\S", description="The user's message (not blank).")
+
+
+def _requires(*names: str) -> ConfigDict:
+    return ConfigDict(extra="ignore", strict=True, json_schema_extra={"required": list(names)})
+
+
 class ChatIn(_Body):
-    message: str | None = Field(None, description="The user's message.")
-    sessionId: str | None = Field(None, description="Conversation id (letters, digits, `_ . : -`).")
+    model_config = _requires("message", "sessionId")
+
+    message: str | None = Field(None, json_schema_extra=_message_schema)
+    sessionId: str | None = session_id_field()
     stream: bool = Field(False, description="Answer as Server-Sent Events instead of one JSON reply.")
     language: str | None = Field(
         None, description="The user's language (e.g. `de`, from speech-to-text or the UI): the reply uses it."
@@ -32,11 +62,15 @@ class ChatIn(_Body):
 
 
 class SessionIn(_Body):
-    sessionId: str | None = None
+    model_config = _requires("sessionId")
+
+    sessionId: str | None = session_id_field()
 
 
 class StopIn(_Body):
-    sessionId: str | None = None
+    model_config = _requires("sessionId")
+
+    sessionId: str | None = session_id_field()
     turnId: str | None = Field(None, description="A running or queued turn; unset stops the running one.")
 
 
