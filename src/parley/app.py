@@ -38,7 +38,7 @@ from parley.store.base import Store
 from parley.store.factory import build_store
 from parley.store.users import UserStore
 from parley.voice.pipeline import VoiceConfig
-from parley.web import api, errors, rtc, sfu, signin, speak, static, ws
+from parley.web import api, errors, rtc, sfu, signin, speak, static, ws, xiaozhi
 from parley.web.auth import Authenticate
 from parley.web.headers import SecurityHeaders
 from parley.web.limits import ClientLimits
@@ -218,6 +218,7 @@ def create_app(
     app.include_router(sfu.router)
     app.include_router(ws.router)
     app.include_router(signin.router)
+    app.include_router(xiaozhi.router)
     app.include_router(static.router)
     app.mount("/static", StaticFiles(directory=static.STATIC_DIR), name="static")
     # Outside every route (a request without a user never reaches one), inside CORS (preflights carry

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from pydantic import SecretStr
 
-from parley import __version__, cli_chat, cli_local, cli_sfu, cli_users
+from parley import __version__, cli_chat, cli_devices, cli_local, cli_sfu, cli_users
 from parley.config import Settings, load_settings, settings_table
 
 
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_chat.add_command(sub)
     cli_sfu.add_command(sub)
     cli_users.add_commands(sub)
+    cli_devices.add_commands(sub)
     return parser
 
 

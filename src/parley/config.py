@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         description="Host names requests may address (comma-separated, or `*`), plus PARLEY_HOST "
         "when it is not a wildcard; another Host header is refused 400 (DNS rebinding).",
     )
+    public_url: str | None = Field(
+        None,
+        description="The URL devices and other machines reach this server at (e.g. "
+        "`https://parley.example.com`), given to XiaoZhi devices in the OTA answer; unset uses the "
+        "scheme and Host of the device's own request.",
+    )
     max_header_bytes: int = Field(
         65536,
         ge=1024,

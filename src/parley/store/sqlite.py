@@ -15,6 +15,8 @@ import aiosqlite
 from parley.store.base import Message, MessageStatus, Role, Store
 from parley.store.sqlite_conversations import MIGRATION as CONVERSATIONS_MIGRATION
 from parley.store.sqlite_conversations import SQLiteConversations
+from parley.store.sqlite_devices import MIGRATION as DEVICES_MIGRATION
+from parley.store.sqlite_devices import SQLiteDevices
 from parley.store.sqlite_users import SQLiteUsers
 
 # Each entry moves the schema one version up; never edit a shipped entry, append a new one.
@@ -68,6 +70,8 @@ MIGRATIONS: list[str] = [
     # 4: conversations: a row per session (title, activity) and the full-text index of messages,
     # both kept in step by triggers (store/sqlite_conversations.py)
     CONVERSATIONS_MIGRATION,
+    # 5: XiaoZhi devices: owner, pending activation code, token digest (store/sqlite_devices.py)
+    DEVICES_MIGRATION,
 ]
 
 _COLUMNS = "id, session_id, turn_id, role, content, status, created_at, error, finish_reason"
@@ -87,7 +91,7 @@ def _row(row: Any) -> Message:
     )
 
 
-class SQLiteStore(SQLiteUsers, SQLiteConversations, Store):
+class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path) if str(path) != ":memory:" else path
         self._db: aiosqlite.Connection | None = None

@@ -211,6 +211,30 @@ class VoiceCall:
         """The next 20 ms of 48 kHz output, or None for silence."""
         return self.playout.read_frame()
 
+    async def answer_text(self, text: str, language: str | None = None) -> bool:
+        """Answer `text` aloud as if it had been heard (a device's typed text or wake word).
+
+        A reply under way is interrupted first, and its history edit lands before the new turn.
+        False when the call is not open or the session refused the turn (an `error` event said why).
+        """
+        if self.state is not CallState.OPEN:
+            return False
+        if self.responding:
+            self._barge_in(self._clock())
+        await self._settle_interrupt()
+        now = self._clock()
+        self._held.append((Transcript(text=text, language=language), Timings(speech_end=now, decided=now)))
+        self._answer_held()
+        self._update_stage()
+        return self._reply is not None
+
+    def interrupt(self) -> bool:
+        """Stop the reply now, as a barge-in does (a device's `abort`); False when none was under way."""
+        if self.state is not CallState.OPEN or not self.responding:
+            return False
+        self._barge_in(self._clock())
+        return True
+
     @property
     def responding(self) -> bool:
         """A reply is being written or spoken (speech now would be a barge-in)."""

@@ -126,6 +126,8 @@ class Playout:
         #: when the last flush dropped audio (a barge-in), for measurements
         self.flushed_at: float | None = None
         self.frames_sent = 0
+        #: the text chunk whose audio the last frame read carried (a transport announcing sentences)
+        self.segment: Segment | None = None
 
     @property
     def playing(self) -> bool:
@@ -178,6 +180,7 @@ class Playout:
             self.queued.clear()
             return None
         segment, frame = self._frames.popleft()
+        self.segment = segment
         segment.played = min(segment.written, segment.played + FRAME_SAMPLES)
         self.frames_sent += 1
         if self.first_frame_at is None:

@@ -27,7 +27,8 @@ from parley.web.origins import STATE_CHANGING
 
 #: paths anyone may fetch: the app's own files (they hold no data), liveness, the sign-in exchange
 PUBLIC = frozenset({"/", "/healthz", "/favicon.ico", "/api/auth/signin", "/api/auth/signout"})
-PUBLIC_PREFIXES = ("/static/",)
+#: /xiaozhi/: devices carry device tokens, checked by web/xiaozhi.py, not user credentials
+PUBLIC_PREFIXES = ("/static/", "/xiaozhi/")
 METRICS = "/metrics"
 
 

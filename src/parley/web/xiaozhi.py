@@ -1,0 +1,217 @@
+"""XiaoZhi devices: `POST /xiaozhi/ota/`, `POST /xiaozhi/ota/activate`, WebSocket `/xiaozhi/v1/`.
+
+Devices carry no user credentials: the Authenticate middleware lets these paths through, and
+the device token (xiaozhi/devices.py) is checked here before the WebSocket upgrade. Each path
+answers with and without its trailing slash (firmware and clients differ).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request, WebSocket
+from fastapi.responses import JSONResponse
+from starlette.websockets import WebSocketState
+
+from parley.errors import Busy, ConfigError, InvalidInput, ParleyError, PayloadTooLarge, ProviderNotConfigured
+from parley.services import Services
+from parley.sessions.events import Event
+from parley.sessions.keys import SessionKey, session_key
+from parley.store.devices import Device, DeviceStore
+from parley.voice.pipeline import VoiceCall, new_call_id
+from parley.web.body import parse_json
+from parley.web.errors import error_response
+from parley.web.users import live_session, spend
+from parley.xiaozhi import protocol
+from parley.xiaozhi.connection import CLOSE_NORMAL, DeviceConnection
+from parley.xiaozhi.devices import Devices, check_client_id, check_device_id
+from parley.xiaozhi.ota import firmware_version, ota_answer, websocket_url
+
+router = APIRouter(tags=["xiaozhi"])
+log = logging.getLogger("parley.xiaozhi")
+
+#: the largest OTA body (a device's system info is ~1-2 kB)
+MAX_OTA_BYTES = 64 * 1024
+
+
+def devices_of(request: Request | WebSocket) -> Devices:
+    svc: Services = request.app.state.services
+    store = svc.store
+    if not isinstance(store, DeviceStore):
+        raise ConfigError("XiaoZhi devices need a store that keeps devices", field="PARLEY_DATABASE_URL")
+    return Devices(store, open_mode=svc.settings.auth == "none")
+
+
+def live_devices(request: Request | WebSocket) -> dict[str, DeviceConnection]:
+    """The open device sockets of this app, by device id (one per device: a newer one wins)."""
+    state = request.app.state
+    if not hasattr(state, "xiaozhi_devices"):
+        state.xiaozhi_devices = {}
+    live: dict[str, DeviceConnection] = state.xiaozhi_devices
+    return live
+
+
+def _ids(request: Request | WebSocket) -> tuple[str, str]:
+    query = request.query_params
+    device = request.headers.get("device-id") or query.get("device-id")
+    client = request.headers.get("client-id") or query.get("client-id")
+    return check_device_id(device), check_client_id(client)
+
+
+async def _system_info(request: Request) -> dict[str, Any]:
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > MAX_OTA_BYTES:
+            raise PayloadTooLarge(
+                f"body is larger than {MAX_OTA_BYTES} bytes", field="body", limit=MAX_OTA_BYTES
+            )
+    if not body.strip():
+        return {}
+    data = parse_json(body, what="body")
+    if not isinstance(data, dict):
+        raise InvalidInput("body must be the device's system info, a JSON object", field="body")
+    return data
+
+
+@router.post("/xiaozhi/ota/", include_in_schema=False)
+@router.post("/xiaozhi/ota", include_in_schema=False)
+async def ota(request: Request) -> JSONResponse:
+    """Where the device connects, with its token; or its activation code when it must be bound."""
+    try:
+        device_id, client_id = _ids(request)
+        info = await _system_info(request)
+        firmware = firmware_version(info)
+        registration = await devices_of(request).register(device_id, client_id, firmware)
+        svc: Services = request.app.state.services
+        url = websocket_url(svc.settings.public_url, request.url.scheme, request.headers.get("host", ""))
+    except ParleyError as exc:
+        return error_response(exc)
+    return JSONResponse(ota_answer(registration, url, firmware))
+
+
+@router.post("/xiaozhi/ota/activate", include_in_schema=False)
+@router.post("/xiaozhi/ota/activate/", include_in_schema=False)
+async def activate(request: Request) -> JSONResponse:
+    """The device's poll while it shows its code: 202 until a user has bound it, then 200."""
+    try:
+        device_id, client_id = _ids(request)
+        await _system_info(request)  # {algorithm, serial_number, challenge, hmac}: nothing to verify yet
+        bound = await devices_of(request).activated(device_id, client_id)
+    except ParleyError as exc:
+        return error_response(exc)
+    if not bound:
+        return JSONResponse(
+            {"status": "pending", "message": "waiting for the code to be entered"}, status_code=202
+        )
+    return JSONResponse({"status": "activated"})
+
+
+def _token(websocket: WebSocket) -> str | None:
+    value = websocket.headers.get("authorization") or websocket.query_params.get("authorization")
+    if value is None:
+        return None
+    scheme, _, rest = value.strip().partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" else value.strip()
+
+
+@router.websocket("/xiaozhi/v1/")
+@router.websocket("/xiaozhi/v1")
+async def device_socket(websocket: WebSocket) -> None:
+    svc: Services = websocket.app.state.services
+    try:
+        version = protocol.check_version(
+            websocket.headers.get("protocol-version") or websocket.query_params.get("protocol-version")
+        )
+        device_hint = websocket.headers.get("device-id") or websocket.query_params.get("device-id")
+        device, user = await devices_of(websocket).authenticate(_token(websocket), device_hint)
+        if svc.calls.vad is None:
+            raise ProviderNotConfigured(
+                "XiaoZhi devices need voice activity detection (PARLEY_VAD)", field="PARLEY_VAD"
+            )
+        live = live_devices(websocket)
+        if device.device_id not in live and len(live) >= svc.settings.max_calls:
+            raise Busy(
+                f"too many devices at once (limit {svc.settings.max_calls})", limit=svc.settings.max_calls
+            )
+        websocket.state.user = user
+        await spend(websocket, "calls")
+        key = session_key(user.id, device_session_id(device))
+        await live_session(websocket, key)
+    except ParleyError as exc:
+        await _deny(websocket, exc)
+        return
+    await websocket.accept()
+    connection = DeviceConnection(
+        SocketChannel(websocket), _call_maker(svc, key), version=version, device_id=device.device_id
+    )
+    earlier = live.get(device.device_id)
+    live[device.device_id] = connection
+    if earlier is not None:  # the device reconnected (a reboot): its old socket is dead or dying
+        await earlier.channel.close(CLOSE_NORMAL, "replaced by a newer connection")
+    log.info("xiaozhi device=%s user=%s connected protocol=%d", device.device_id, user.name, version)
+    try:
+        await connection.run()
+    finally:
+        if live.get(device.device_id) is connection:
+            del live[device.device_id]
+
+
+def device_session_id(device: Device) -> str:
+    """The conversation a device's talk goes to: one per device, in its user's history."""
+    return "xiaozhi-" + device.device_id.replace(":", "")
+
+
+def _call_maker(svc: Services, key: SessionKey) -> Callable[[Callable[[Event], None]], VoiceCall]:
+    def make(on_event: Callable[[Event], None]) -> VoiceCall:
+        vad = svc.calls.vad
+        assert vad is not None
+        return VoiceCall(
+            key,
+            sessions=svc.sessions,
+            model=vad.fresh(),
+            stt=svc.stt,
+            tts=svc.tts,
+            config=svc.calls.config.voice,
+            on_event=on_event,
+            call_id=new_call_id(),
+        )
+
+    return make
+
+
+async def _deny(websocket: WebSocket, exc: ParleyError) -> None:
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(error_response(exc))
+    else:
+        await websocket.close(1008, exc.message[:120])
+
+
+class SocketChannel:
+    """A Starlette WebSocket as a device session's channel."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+
+    async def receive(self) -> str | bytes | None:
+        if self.websocket.client_state is not WebSocketState.CONNECTED:
+            return None
+        message = await self.websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        text = message.get("text")
+        return text if text is not None else bytes(message.get("bytes") or b"")
+
+    async def send_text(self, text: str) -> None:
+        await self.websocket.send_text(text)
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self.websocket.send_bytes(data)
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.websocket.application_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await self.websocket.close(code, reason)
