@@ -35,13 +35,13 @@ class Device:
 
 class DeviceStore(ABC):
     @abstractmethod
-    async def device(self, device_id: str) -> Device | None: ...
+    async def device(self, device_id: str, client_id: str) -> Device | None: ...
 
     @abstractmethod
     async def add_device(
         self, device_id: str, client_id: str, *, code: str | None, user_id: str | None, firmware: str | None
     ) -> Device:
-        """Record a device (replacing an earlier record of the same MAC: it was reset)."""
+        """Record a device (replacing an earlier record of the same MAC and Client-Id)."""
 
     @abstractmethod
     async def bind_device(self, code: str, user_id: str) -> Device:
@@ -49,7 +49,7 @@ class DeviceStore(ABC):
 
     @abstractmethod
     async def set_device_token(
-        self, device_id: str, digest: str, prefix: str, *, firmware: str | None
+        self, device: Device, digest: str, prefix: str, *, firmware: str | None
     ) -> None:
         """Replace the device's token (its earlier one stops working)."""
 
@@ -66,8 +66,8 @@ class DeviceStore(ABC):
 
     @abstractmethod
     async def rename_device(self, device_id: str, name: str) -> Device:
-        """NotFound (field `device`) if there is no such device."""
+        """Name the device (every record of its MAC); NotFound (field `device`) if there is none."""
 
     @abstractmethod
     async def remove_device(self, device_id: str) -> None:
-        """Forget the device and its token (unbind, revoke): it must be activated again."""
+        """Forget the device (every Client-Id of its MAC) and its token: it must be activated again."""

@@ -15,7 +15,7 @@ from parley.store.users import User
 #: the devices table (appended to MIGRATIONS by store/sqlite.py)
 MIGRATION = """
     CREATE TABLE devices (
-        device_id    TEXT    PRIMARY KEY,
+        device_id    TEXT    NOT NULL,
         client_id    TEXT    NOT NULL,
         name         TEXT    NOT NULL,
         user_id      TEXT,
@@ -24,7 +24,8 @@ MIGRATION = """
         token_prefix TEXT,
         firmware     TEXT,
         created_at   REAL    NOT NULL,
-        bound_at     REAL
+        bound_at     REAL,
+        PRIMARY KEY (device_id, client_id)
     );
     CREATE INDEX devices_by_user ON devices (user_id);
 """
@@ -53,9 +54,9 @@ class SQLiteDevices(DeviceStore):
     def db(self) -> aiosqlite.Connection:  # pragma: no cover - SQLiteStore provides it
         raise NotImplementedError
 
-    async def device(self, device_id: str) -> Device | None:
+    async def device(self, device_id: str, client_id: str) -> Device | None:
         async with self.db.execute(
-            f"SELECT {_COLUMNS} FROM devices WHERE device_id = ?", (device_id,)
+            f"SELECT {_COLUMNS} FROM devices WHERE device_id = ? AND client_id = ?", (device_id, client_id)
         ) as cur:
             row = await cur.fetchone()
         return None if row is None else _device(row)
@@ -79,27 +80,27 @@ class SQLiteDevices(DeviceStore):
 
     async def bind_device(self, code: str, user_id: str) -> Device:
         async with self.db.execute(
-            "SELECT device_id FROM devices WHERE code = ? AND user_id IS NULL", (code,)
+            "SELECT device_id, client_id FROM devices WHERE code = ? AND user_id IS NULL", (code,)
         ) as cur:
             row = await cur.fetchone()
         if row is None:
             raise NotFound(f"no device waits for the activation code {code!r}", field="code")
         await self.db.execute(
-            "UPDATE devices SET user_id = ?, code = NULL, bound_at = ? WHERE device_id = ?",
-            (user_id, time.time(), row[0]),
+            "UPDATE devices SET user_id = ?, code = NULL, bound_at = ? WHERE device_id = ? AND client_id = ?",
+            (user_id, time.time(), row[0], row[1]),
         )
         await self.db.commit()
-        found = await self.device(str(row[0]))
+        found = await self.device(str(row[0]), str(row[1]))
         assert found is not None
         return found
 
     async def set_device_token(
-        self, device_id: str, digest: str, prefix: str, *, firmware: str | None
+        self, device: Device, digest: str, prefix: str, *, firmware: str | None
     ) -> None:
         await self.db.execute(
             "UPDATE devices SET token_digest = ?, token_prefix = ?, firmware = coalesce(?, firmware) "
-            "WHERE device_id = ?",
-            (digest, prefix, firmware, device_id),
+            "WHERE device_id = ? AND client_id = ?",
+            (digest, prefix, firmware, device.device_id, device.client_id),
         )
         await self.db.commit()
 
@@ -133,9 +134,12 @@ class SQLiteDevices(DeviceStore):
         await self.db.commit()
         if cur.rowcount == 0:
             raise NotFound(f"no device {device_id!r}", field="device")
-        found = await self.device(device_id)
-        assert found is not None
-        return found
+        async with self.db.execute(
+            f"SELECT {_COLUMNS} FROM devices WHERE device_id = ?", (device_id,)
+        ) as rows:
+            row = await rows.fetchone()
+        assert row is not None
+        return _device(row)
 
     async def remove_device(self, device_id: str) -> None:
         cur = await self.db.execute("DELETE FROM devices WHERE device_id = ?", (device_id,))

@@ -9,7 +9,7 @@ activated again.
 
 A device is its `Device-Id` (MAC) and `Client-Id` (a UUID it keeps) together: neither is a
 secret, but an OTA request naming a bound MAC with another Client-Id is a new device that needs
-a new code, not the bound one's token.
+a new code; it neither gets the bound one's token nor unbinds it.
 """
 
 from __future__ import annotations
@@ -83,15 +83,15 @@ class Devices:
 
     async def register(self, device_id: str, client_id: str, firmware: str | None = None) -> Registration:
         """An OTA request: a fresh token for a bound device, else the (kept) activation code."""
-        known = await self.store.device(device_id)
-        if known is not None and known.client_id == client_id and known.bound and self._owner_ok(known):
+        known = await self.store.device(device_id, client_id)
+        if known is not None and known.bound and self._owner_ok(known):
             return Registration(known, await self._new_token(known, firmware))
         if self.open_mode:
             device = await self.store.add_device(
                 device_id, client_id, code=None, user_id=LOCAL_USER.id, firmware=firmware
             )
             return Registration(device, await self._new_token(device, firmware))
-        if known is not None and known.client_id == client_id and known.code is not None:
+        if known is not None and known.code is not None:
             return Registration(known)
         for _ in range(CODE_TRIES):
             try:
@@ -105,8 +105,8 @@ class Devices:
 
     async def activated(self, device_id: str, client_id: str) -> bool:
         """The activation poll: whether the device is bound yet (NotFound if it never asked)."""
-        known = await self.store.device(device_id)
-        if known is None or known.client_id != client_id:
+        known = await self.store.device(device_id, client_id)
+        if known is None:
             raise NotFound(
                 "this device has not asked for activation: POST /xiaozhi/ota/ first", field="Device-Id"
             )
@@ -150,6 +150,6 @@ class Devices:
     async def _new_token(self, device: Device, firmware: str | None) -> str:
         token = mint_token()
         await self.store.set_device_token(
-            device.device_id, credentials.digest(token), credentials.shown_prefix(token), firmware=firmware
+            device, credentials.digest(token), credentials.shown_prefix(token), firmware=firmware
         )
         return token
