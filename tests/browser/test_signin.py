@@ -11,6 +11,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.async_api import BrowserContext, Page, expect
 from starlette.applications import Starlette
@@ -215,4 +216,29 @@ async def test_no_sign_in_page_without_token_mode(
     await expect(refused).to_be_visible()
     await expect(refused).to_contain_text("X-Forwarded-Email")
     await expect(page.get_by_test_id("signin-form")).to_be_hidden()
+    await expect(page.get_by_test_id("input")).to_be_hidden()
+
+
+async def test_a_sign_in_that_ends_meanwhile_returns_to_the_form(
+    server: BackgroundServer, browser: BrowserContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = add_user(capsys, "alice")
+    page = await tab(browser, server.url)
+    await sign_in(page, token)
+    await expect_signed_in(page, "alice")
+    cookie = await session_cookie(browser)
+    assert cookie is not None
+    # the server ends this sign-in behind the page's back (as an expiry would); the browser
+    # still holds the cookie
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        ended = await client.post(
+            "/api/auth/signout", headers={"Origin": server.url, "Cookie": f"{COOKIE}={cookie['value']}"}
+        )
+    assert ended.status_code == 200
+    assert await session_cookie(browser) is not None
+
+    # the tab is shown again (the user comes back to it): it finds its sign-in gone
+    await page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+
+    await expect(page.get_by_test_id("signin-form")).to_be_visible()
     await expect(page.get_by_test_id("input")).to_be_hidden()

@@ -136,6 +136,14 @@ function showAccount(me) {
   view.name.title = `Signed in as ${name}`;
   view.signOut.hidden = mode !== "token"; // behind a proxy, the proxy signs out
   view.account.hidden = false;
+  if (mode === "token") document.addEventListener("visibilitychange", recheck);
+}
+
+/** A tab shown again after a while: if its sign-in ended meanwhile (expired, revoked, signed out
+ * elsewhere), go back to the form instead of retrying a socket the server keeps refusing. */
+async function recheck() {
+  if (document.visibilityState !== "visible") return;
+  if ((await whoAmI()).status === 401) location.reload();
 }
 
 /**
