@@ -13,6 +13,7 @@ import pytest
 from parley.errors import ConfigError
 from parley.providers.testing import EchoChat
 from parley.store.base import MessageStatus
+from parley.store.conversations import parse_query
 from parley.store.factory import build_store
 from parley.store.postgres import MIGRATIONS, PostgresStore
 from tests.conftest import ServerFactory, make_settings
@@ -169,3 +170,37 @@ async def test_two_servers_on_one_database_share_the_conversation(
         ("assistant", "You said: hello there", "complete"),
     ]
     assert not (tmp_path / "a" / "parley.db").exists()  # nothing went to SQLite
+
+
+async def test_a_version_3_database_gains_conversations_titled_by_their_first_message(pg_url: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(pg_url)
+    try:  # as a release before conversations left it
+        await conn.execute(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at FLOAT8 NOT NULL)"
+        )
+        for number, script in enumerate(MIGRATIONS[:3], start=1):
+            await conn.execute(script)
+            await conn.execute("INSERT INTO schema_version VALUES ($1, 0)", number)
+        await conn.execute(
+            "INSERT INTO messages (session_id, turn_id, role, content, status, created_at) VALUES "
+            "('u1/a', 't', 'user', E'plan the\\ntrip', 'complete', 5), "
+            "('u1/a', 't', 'assistant', 'sure', 'complete', 7), "
+            "('u1/b', 't', 'assistant', 'left pending', 'pending', 9)"
+        )
+    finally:
+        await conn.close()
+    s = PostgresStore(pg_url)
+    await s.open()
+    try:
+        listed = await s.list_conversations("u1", limit=10)
+        assert [(c.key, c.title, c.created_at, c.updated_at, c.message_count) for c in listed] == [
+            ("u1/b", "", 9.0, 9.0, 0),
+            ("u1/a", "plan the trip", 5.0, 7.0, 2),
+        ]
+        [hit] = await s.search("u1", parse_query("trip"), limit=5)  # old messages are indexed
+        assert (hit.key, hit.role) == ("u1/a", "user")
+        assert await s.search("u1", parse_query("pending"), limit=5) == []
+    finally:
+        await s.aclose()
