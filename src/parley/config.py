@@ -287,6 +287,12 @@ class Settings(BaseSettings):
     signin_days: float = Field(
         30.0, gt=0, description="How long a web sign-in (the session cookie a token is exchanged for) lasts."
     )
+    auth_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How long a process remembers whom a credential belongs to (0: look up every "
+        "request); a token revoked or a user disabled elsewhere stops working within this time.",
+    )
     metrics_token: SecretStr | None = Field(
         None, description="Bearer token that may read /metrics (besides admins), for a Prometheus scraper."
     )

@@ -114,8 +114,10 @@ async def test_a_websocket_without_a_valid_token_is_refused_before_the_upgrade(
 
 
 def test_revoked_tokens_and_disabled_users_stop_working(
-    server: BackgroundServer, capsys: pytest.CaptureFixture[str]
+    data_dir: Path, serve: ServerFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # with the credential cache off, what `parley` changes in another process counts at once
+    server = serve(chat=EchoChat(), settings=make_settings(data_dir, **TOKEN_SETTINGS, auth_cache_seconds=0))
     first = add_user(capsys, "alice")
     code, out = parley(capsys, "tokens", "create", "alice")
     second = out.strip().splitlines()[-1]
@@ -135,6 +137,28 @@ def test_revoked_tokens_and_disabled_users_stop_working(
     assert credentials.shown_prefix(first) in out and first not in out and second not in out
     assert parley(capsys, "tokens", "revoke", "pk_nothing-like-it")[0] == 1
     assert parley(capsys, "users", "add", "alice")[0] == 1  # taken
+
+
+def test_a_cached_credential_outlives_its_revocation_elsewhere_but_not_a_sign_out(
+    data_dir: Path, serve: ServerFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(data_dir, **TOKEN_SETTINGS, auth_cache_seconds=3600)
+    server = serve(chat=EchoChat(), settings=settings)
+    token = add_user(capsys, "alice")
+    with httpx.Client(base_url=server.url) as client:
+        history = "/api/history?sessionId=s1"
+        assert client.get(history, headers=bearer(token)).status_code == 200
+        assert parley(capsys, "tokens", "revoke", credentials.shown_prefix(token))[0] == 0
+        # PARLEY_AUTH_CACHE_SECONDS=3600: this process remembers the token for an hour
+        assert client.get(history, headers=bearer(token)).status_code == 200
+        # a sign-out in this process ends its cookie at once, cache or not
+        fresh = parley(capsys, "tokens", "create", "alice")[1].strip().splitlines()[-1]
+        origin = {"Origin": server.url}
+        assert client.post("/api/auth/signin", json={"token": fresh}, headers=origin).status_code == 200
+        assert client.get(history).status_code == 200
+        cookie = client.cookies["parley_session"]
+        assert client.post("/api/auth/signout", headers=origin).status_code == 200
+        assert client.get(history, headers={"Cookie": f"parley_session={cookie}"}).status_code == 401
 
 
 async def test_users_never_reach_each_others_sessions(

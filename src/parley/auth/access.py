@@ -25,7 +25,9 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt import PyJWK
 from starlette.requests import HTTPConnection
 
+from parley.auth import credentials
 from parley.auth.base import Authenticator
+from parley.auth.cache import UserCache
 from parley.config import Settings
 from parley.errors import ConfigError, InvalidInput, ProviderUnavailable, Unauthenticated
 from parley.redact import safe_url
@@ -60,6 +62,7 @@ class AccessAuth(Authenticator):
         users: UserStore,
         http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
+        cache: UserCache | None = None,
     ) -> None:
         self.team_domain = team_domain.rstrip("/")
         self.audience = audience
@@ -68,6 +71,7 @@ class AccessAuth(Authenticator):
         self._own_http = http is None
         self._http = http if http is not None else httpx.AsyncClient(timeout=FETCH_TIMEOUT)
         self._clock = clock
+        self.cache = cache if cache is not None else UserCache(0, clock=clock)
         self._keys: dict[str, RSAPublicKey] = {}
         self._next_refresh = float("-inf")
         self._last_unknown_fetch = float("-inf")
@@ -75,7 +79,9 @@ class AccessAuth(Authenticator):
         self._lock = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings, users: UserStore) -> AccessAuth:
+    def from_settings(
+        cls, settings: Settings, users: UserStore, *, cache: UserCache | None = None
+    ) -> AccessAuth:
         domain = (settings.access_team_domain or "").strip()
         if not domain:
             raise ConfigError(
@@ -99,7 +105,7 @@ class AccessAuth(Authenticator):
                 "PARLEY_AUTH=cloudflare-access needs PARLEY_ACCESS_AUD (the Access application's AUD tag)",
                 field="PARLEY_ACCESS_AUD",
             )
-        return cls(team_domain=domain, audience=audience, users=users)
+        return cls(team_domain=domain, audience=audience, users=users, cache=cache)
 
     async def authenticate(self, connection: HTTPConnection) -> User:
         values = connection.headers.getlist(HEADER)
@@ -112,6 +118,11 @@ class AccessAuth(Authenticator):
             raise Unauthenticated(
                 f"the Cloudflare Access token is longer than {MAX_TOKEN_BYTES} bytes", limit=MAX_TOKEN_BYTES
             )
+        # A token seen and verified before is not verified again until its exp or the cache's end.
+        key = credentials.digest(token)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
         claims = await self._verified_claims(token)
         name = _identity(claims)
         try:
@@ -121,6 +132,8 @@ class AccessAuth(Authenticator):
         user = await self.users.identified_user(name)
         if user.disabled:
             raise Unauthenticated("this user is disabled")
+        exp = claims.get("exp")
+        self.cache.put(key, user, expires_at=float(exp) if isinstance(exp, int | float) else self._clock())
         return user
 
     async def aclose(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from parley.auth.base import Authenticator, NoAuth
+from parley.auth.cache import UserCache
 from parley.config import Settings
 from parley.errors import ConfigError
 from parley.store.users import UserStore
@@ -28,16 +29,17 @@ def check_auth_settings(settings: Settings) -> None:
 
 
 def build_authenticator(settings: Settings, users: UserStore) -> Authenticator:
+    cache = UserCache(settings.auth_cache_seconds)
     if settings.auth == "token":
         from parley.auth.tokens import TokenAuth
 
-        return TokenAuth(users)
+        return TokenAuth(users, cache=cache)
     if settings.auth == "cloudflare-access":
         from parley.auth.access import AccessAuth
 
-        return AccessAuth.from_settings(settings, users)
+        return AccessAuth.from_settings(settings, users, cache=cache)
     if settings.auth == "trusted-header":
         from parley.auth.trusted import TrustedHeaderAuth
 
-        return TrustedHeaderAuth.from_settings(settings, users)
+        return TrustedHeaderAuth.from_settings(settings, users, cache=cache)
     return NoAuth()

@@ -14,6 +14,7 @@ from starlette.requests import HTTPConnection
 
 from parley.auth import credentials
 from parley.auth.base import Authenticator
+from parley.auth.cache import UserCache
 from parley.errors import Unauthenticated
 from parley.store.users import CredentialKind, User, UserStore
 
@@ -42,9 +43,12 @@ def bearer(connection: HTTPConnection) -> str | None:
 class TokenAuth(Authenticator):
     mode = "token"
 
-    def __init__(self, users: UserStore, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, users: UserStore, *, clock: Callable[[], float] = time.time, cache: UserCache | None = None
+    ) -> None:
         self.users = users
         self.clock = clock
+        self.cache = cache if cache is not None else UserCache(0, clock=clock)
 
     async def authenticate(self, connection: HTTPConnection) -> User:
         token = bearer(connection)
@@ -58,12 +62,24 @@ class TokenAuth(Authenticator):
     async def token_user(self, token: str, kind: CredentialKind) -> User:
         if len(token) > credentials.MAX_LENGTH:
             raise Unauthenticated(NOT_VALID)
-        user = await self.users.credential_user(credentials.digest(token), kind, now=self.clock())
+        digest = credentials.digest(token)
+        key = f"{kind.value}:{digest}"
+        user = self.cache.get(key)
+        if user is not None:
+            return user
+        user = await self.users.credential_user(digest, kind, now=self.clock())
         if user is None:
             if kind is CredentialKind.COOKIE:
                 raise Unauthenticated("the sign-in has ended (signed out or expired); sign in again")
             raise Unauthenticated(NOT_VALID, field="Authorization")
+        self.cache.put(key, user)
         return user
+
+    async def sign_out(self, token: str) -> None:
+        """End a sign-in cookie: its credential is dropped and this process forgets it at once."""
+        digest = credentials.digest(token)
+        self.cache.forget(f"{CredentialKind.COOKIE.value}:{digest}")
+        await self.users.drop_credential(digest)
 
 
 async def issue(

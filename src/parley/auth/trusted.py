@@ -14,6 +14,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from starlette.requests import HTTPConnection
 
 from parley.auth.base import Authenticator
+from parley.auth.cache import UserCache
 from parley.config import Settings
 from parley.errors import ConfigError, InvalidInput, Unauthenticated
 from parley.store.users import User, UserStore, check_user_name
@@ -25,7 +26,10 @@ Network = IPv4Network | IPv6Network
 class TrustedHeaderAuth(Authenticator):
     mode = "trusted-header"
 
-    def __init__(self, *, header: str, proxies: list[str], users: UserStore) -> None:
+    def __init__(
+        self, *, header: str, proxies: list[str], users: UserStore, cache: UserCache | None = None
+    ) -> None:
+        self.cache = cache if cache is not None else UserCache(0)
         if not header.strip():
             raise ConfigError(
                 "PARLEY_AUTH=trusted-header needs PARLEY_TRUSTED_HEADER", field="PARLEY_TRUSTED_HEADER"
@@ -44,8 +48,15 @@ class TrustedHeaderAuth(Authenticator):
         self.users = users
 
     @classmethod
-    def from_settings(cls, settings: Settings, users: UserStore) -> TrustedHeaderAuth:
-        return cls(header=settings.trusted_header or "", proxies=list(settings.trusted_proxies), users=users)
+    def from_settings(
+        cls, settings: Settings, users: UserStore, *, cache: UserCache | None = None
+    ) -> TrustedHeaderAuth:
+        return cls(
+            header=settings.trusted_header or "",
+            proxies=list(settings.trusted_proxies),
+            users=users,
+            cache=cache,
+        )
 
     async def authenticate(self, connection: HTTPConnection) -> User:
         peer = _peer(connection)
@@ -66,9 +77,12 @@ class TrustedHeaderAuth(Authenticator):
             check_user_name(name, self.header)
         except InvalidInput as exc:
             raise Unauthenticated(exc.message, field=self.header) from None
-        user = await self.users.identified_user(name)
-        if user.disabled:
-            raise Unauthenticated("this user is disabled")
+        user = self.cache.get(name)
+        if user is None:
+            user = await self.users.identified_user(name)
+            if user.disabled:
+                raise Unauthenticated("this user is disabled")
+            self.cache.put(name, user)
         return user
 
 

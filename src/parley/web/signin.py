@@ -86,7 +86,7 @@ async def signout(request: Request) -> JSONResponse:
     auth = _token_auth(request)
     cookie = request.cookies.get(COOKIE)
     if cookie and len(cookie) <= credentials.MAX_LENGTH:
-        await auth.users.drop_credential(credentials.digest(cookie))
+        await auth.sign_out(cookie)
     response = JSONResponse({"signedOut": True})
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response
