@@ -145,6 +145,13 @@ async def test_an_unreachable_server_is_named_without_the_password(unused_tcp_po
     assert "hunter2" not in err.value.message and "hunter2" not in repr(err.value.__cause__)
 
 
+async def test_a_url_asyncpg_cannot_read_is_a_config_error_without_the_password() -> None:
+    store = PostgresStore("postgresql://parley:hunter2-secret@127.0.0.1:notaport/parley")
+    with pytest.raises(ConfigError) as err:
+        await store.open()
+    assert err.value.field == "PARLEY_DATABASE_URL" and "hunter2" not in err.value.message
+
+
 async def test_a_missing_database_is_named(pg_url: str) -> None:
     store = PostgresStore(pg_url + "_missing")
     with pytest.raises(ConfigError) as err:

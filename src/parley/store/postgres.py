@@ -141,10 +141,11 @@ class PostgresStore(PostgresUsers, PostgresConversations, Store):
             self._pool = await asyncpg.create_pool(
                 self.url, min_size=1, max_size=self.pool_size, timeout=CONNECT_TIMEOUT_S
             )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (OSError, TimeoutError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # unreachable, refused login, missing database, or a URL asyncpg cannot read
             reason = redact(str(exc) or type(exc).__name__, url_secrets(self.url))
             raise ConfigError(
-                f"PostgreSQL at {server_address(self.url)} is unreachable: {reason}",
+                f"cannot open PostgreSQL at {server_address(self.url)}: {reason}",
                 field="PARLEY_DATABASE_URL",
             ) from exc
         try:
