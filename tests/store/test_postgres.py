@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
+from parley import cli
 from parley.errors import ConfigError
 from parley.providers.testing import EchoChat
 from parley.store.base import MessageStatus
@@ -211,3 +213,32 @@ async def test_a_version_3_database_gains_conversations_titled_by_their_first_me
         assert await s.search("u1", parse_query("pending"), limit=5) == []
     finally:
         await s.aclose()
+
+
+async def test_a_user_added_by_the_cli_signs_in_on_every_node(
+    pg_url: str,
+    serve: ServerFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`parley users add` against PostgreSQL; two token-mode servers on that database both know the token."""
+    monkeypatch.setenv("PARLEY_DATABASE_URL", pg_url)
+    monkeypatch.chdir(tmp_path)  # no .env of the checkout
+    capsys.readouterr()
+    with ThreadPoolExecutor(1) as pool:  # the command runs its own event loop
+        code = pool.submit(cli.main, ["users", "add", "alice"]).result()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    token = out.strip().splitlines()[-1]  # the contract: the token is the last line
+    nodes = [
+        serve(chat=EchoChat(), settings=make_settings(tmp_path / n, database_url=pg_url, auth="token"))
+        for n in ("a", "b")
+    ]
+    for node in nodes:
+        async with httpx.AsyncClient(base_url=node.url) as client:
+            assert (await client.get("/api/me")).status_code == 401
+            me = await client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+            assert me.status_code == 200 and "alice" in me.text
+            wrong = await client.get("/api/me", headers={"Authorization": f"Bearer {token[:-2]}xx"})
+            assert wrong.status_code == 401
