@@ -209,18 +209,13 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
         return cur.rowcount
 
     async def session_count(self, owner: str) -> int:
-        # "<owner>/" up to "<owner>0" ('0' follows '/'): a range on the session index
-        async with self.db.execute(
-            "SELECT COUNT(DISTINCT session_id) FROM messages WHERE session_id >= ? AND session_id < ?",
-            (owner + "/", owner + "0"),
-        ) as cur:
+        # the conversations table (migration 4), on its (owner, ...) index: not a scan of messages
+        async with self.db.execute("SELECT COUNT(*) FROM sessions WHERE owner = ?", (owner,)) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
     async def session_exists(self, session_id: str) -> bool:
-        async with self.db.execute(
-            "SELECT 1 FROM messages WHERE session_id = ? LIMIT 1", (session_id,)
-        ) as cur:
+        async with self.db.execute("SELECT 1 FROM sessions WHERE key = ?", (session_id,)) as cur:
             return await cur.fetchone() is not None
 
     async def fail_pending(self, reason: str) -> int:

@@ -63,7 +63,7 @@ async def live_session(connection: HTTPConnection, key: SessionKey) -> ChatSessi
         if await store.session_count(owner_of(key)) >= limit:
             raise QuotaExceeded(
                 f"this user has {limit} conversations, the most allowed (PARLEY_MAX_SESSIONS_PER_USER); "
-                "clear one to start another",
+                "delete one (DELETE /api/sessions/{id}) to start another",
                 field="sessionId",
                 limit=limit,
             )
