@@ -18,6 +18,8 @@ from parley.redact import redact, url_secrets
 from parley.store.base import Message, MessageStatus, Role, Store
 from parley.store.postgres_conversations import MIGRATION as CONVERSATIONS_MIGRATION
 from parley.store.postgres_conversations import PostgresConversations
+from parley.store.postgres_devices import MIGRATION as DEVICES_MIGRATION
+from parley.store.postgres_devices import PostgresDevices
 from parley.store.postgres_users import PostgresUsers
 
 #: the key of the advisory lock the migrations run under (any fixed 64-bit number; "parley" in ASCII)
@@ -79,6 +81,8 @@ MIGRATIONS: list[str] = [
     # 4: conversations: a row per session (title, activity) and the full-text index of messages,
     # both kept in step by the database (store/postgres_conversations.py)
     CONVERSATIONS_MIGRATION,
+    # 5: XiaoZhi devices: owner, pending activation code, token digest (store/postgres_devices.py)
+    DEVICES_MIGRATION,
 ]
 
 _COLUMNS = "id, session_id, turn_id, role, content, status, created_at, error, finish_reason"
@@ -124,7 +128,7 @@ async def _migrate(conn: Any) -> None:
             await conn.execute("INSERT INTO schema_version VALUES ($1, $2)", number, time.time())
 
 
-class PostgresStore(PostgresUsers, PostgresConversations, Store):
+class PostgresStore(PostgresUsers, PostgresDevices, PostgresConversations, Store):
     def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         self.url = url
         self.pool_size = pool_size
