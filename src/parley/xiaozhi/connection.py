@@ -120,6 +120,8 @@ class DeviceConnection:
         self._bad_frames = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._sent_packets = 0
+        self._audio_in = 0  # uplink packets decoded
+        self._audio_dropped = 0  # of those, not listened to (not listening, or the reply playing)
 
     # -- the session --------------------------------------------------------------------------
 
@@ -153,10 +155,12 @@ class DeviceConnection:
                 with contextlib.suppress(Exception):
                     await self.channel.close(code, reason)
             log.info(
-                "xiaozhi device=%s session=%s closed reason=%s packets_out=%d",
+                "xiaozhi device=%s session=%s closed reason=%s packets_in=%d dropped=%d packets_out=%d",
                 self.device_id,
                 self.session_id,
                 reason,
+                self._audio_in,
+                self._audio_dropped,
                 self._sent_packets,
             )
 
@@ -254,7 +258,9 @@ class DeviceConnection:
 
     def _audio(self, packet: bytes) -> None:
         pcm = self._decoder.decode(packet)
+        self._audio_in += 1
         if not self.listening or (self.speaking and not self._barge_in_allowed):
+            self._audio_dropped += 1
             return  # not listening, or the device's microphone hears its own speaker
         self.call.push(pcm)
 
