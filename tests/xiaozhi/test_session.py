@@ -6,9 +6,12 @@ test providers (the protocol is under test here, not the models).
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import pytest
+import websockets
 
 from parley.config import Settings
 from parley.providers.factory import build_vad
@@ -156,3 +159,21 @@ async def test_abort_stops_the_reply_at_once_and_history_keeps_what_was_heard(
     reply = (await history(server.url, SESSION))[-1]
     assert reply["status"] == "interrupted" and len(reply["content"]) < len(f"You said: {long_text}")
     await device.close()
+
+
+async def test_the_web_app_sees_a_device_turn_live(server: BackgroundServer) -> None:
+    """The device's conversation is an ordinary session: a browser socket on it sees the turn."""
+    ws_url = server.url.replace("http", "ws") + f"/ws?sessionId={SESSION}"
+    async with websockets.connect(ws_url) as browser:
+        assert json.loads(await browser.recv())["type"] == "connected"
+        device = await connect(server)
+        await device.send({"type": "listen", "state": "detect", "text": "good morning"})
+        seen: list[dict[str, Any]] = []
+        async with asyncio.timeout(20):
+            while not seen or seen[-1]["type"] != "reply":
+                seen.append(json.loads(await browser.recv()))
+        said = next(event for event in seen if event["type"] == "user_message")
+        assert said["message"]["content"] == "good morning" and said["sessionId"] == SESSION
+        assert seen[-1]["message"]["content"] == "You said: good morning"
+        await device.until_json("tts", "stop")
+        await device.close()
