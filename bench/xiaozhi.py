@@ -1,0 +1,240 @@
+"""XiaoZhi devices: end of speech -> first downlink audio packet, and downlink packets on time.
+
+    .venv/bin/python bench/xiaozhi.py [--quick] [--devices 1,10,30]
+
+The server is the real app in a process of its own (uvicorn, Silero VAD, the fixed-latency
+providers of bench/voice.py: STT 100 ms, LLM first token 200 ms then 30 tokens/s, TTS first byte
+100 ms); the devices are WebSocket clients in this process, each streaming Piper-spoken speech as
+60 ms Opus frames in real time, then silence, in realtime mode, for a few turns each. Both
+processes stamp `time.perf_counter()` (one monotonic clock on Linux).
+
+- latency: from the true end of the speech in the stream (its last non-silent sample, sent at
+  its real-time instant) to the first binary packet of the reply; p50 / p95 over every turn.
+  It includes the VAD's 0.2 s hangover and the providers' 0.4 s, which are listed apart.
+- late packets: a reply's packet k is due at first + k x 60 ms; one arriving more than 60 ms after
+  that is late (a device's jitter buffer holds about that much).
+Prints markdown; always exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import cpu_seconds, machine, percentile, table
+
+STT_DELAY, FIRST_TOKEN, TOKEN_INTERVAL, TTS_FIRST_BYTE, STOP_SECS = 0.1, 0.2, 1 / 30, 0.1, 0.2
+RATE = 16000
+FRAME = RATE * 60 // 1000
+SAYING = "Please turn on the kitchen lights."
+
+
+def serve(port: int, data_dir: str, ready: Any) -> None:
+    """The server process: the real app on uvicorn with the fixed-latency providers."""
+    from parley.app import create_app
+    from parley.config import Settings
+    from parley.providers.factory import build_vad
+    from parley.providers.testing import EchoChat
+    from parley.providers.testing_voice import FixedLatencySTT, FixedLatencyTTS
+    from parley.standins.server import BackgroundServer
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        data_dir=Path(data_dir),
+        vad="silero",
+        llm="none",
+        stt="none",
+        warm_up=False,
+        log_level="WARNING",
+        max_calls=1000,
+        rate_calls="1000000/minute",
+        rate_chat="1000000/minute",
+        vad_stop_secs=STOP_SECS,
+    )
+    app = create_app(
+        settings,
+        chat=EchoChat(first_token_delay=FIRST_TOKEN, token_interval=TOKEN_INTERVAL),
+        stt=FixedLatencySTT(delay=STT_DELAY, text="turn on the lights"),
+        tts=FixedLatencyTTS(first_byte=TTS_FIRST_BYTE, secs_per_char=0.06),
+        vad=build_vad(settings),
+    )
+    server = BackgroundServer(app, port=port).start()
+    ready.send(os.getpid())
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        server.stop()
+
+
+def speech() -> tuple[bytes, float]:
+    """(16 kHz PCM: 0.5 s silence, the saying, 1.5 s silence; the speech's true end in seconds)."""
+    from parley.audio.pcm import resample
+    from parley.config import Settings
+    from parley.providers.factory import build_tts
+
+    async def make() -> bytes:
+        tts = build_tts(Settings(_env_file=None, tts="piper", log_level="WARNING"))  # type: ignore[call-arg]
+        chunks = [c async for c in tts.synthesize(SAYING)]
+        await tts.aclose()
+        return resample(b"".join(c.pcm for c in chunks), chunks[0].sample_rate, RATE)
+
+    voiced = np.frombuffer(asyncio.run(make()), dtype="<i2")
+    nonzero = np.flatnonzero(np.abs(voiced) > 100)
+    voiced = voiced[nonzero[0] : nonzero[-1] + 1].astype(np.float64)
+    audio = np.concatenate([np.zeros(RATE // 2), voiced, np.zeros(int(1.5 * RATE))])
+    audio += np.random.default_rng(1).normal(0.0, 0.003 * 32767, len(audio))
+    return np.clip(audio, -32768, 32767).astype("<i2").tobytes(), 0.5 + len(voiced) / RATE
+
+
+def packets(pcm: bytes) -> list[bytes]:
+    import av
+
+    codec: Any = av.CodecContext.create("libopus", "w")
+    codec.sample_rate, codec.layout, codec.format = RATE, "mono", "s16"
+    codec.options = {"frame_duration": "60"}
+    codec.open()
+    samples = np.frombuffer(pcm, dtype="<i2")
+    samples = np.concatenate([samples, np.zeros((-len(samples)) % FRAME, dtype=np.int16)])
+    out: list[bytes] = []
+    for i in range(0, len(samples), FRAME):
+        frame = av.AudioFrame.from_ndarray(samples[i : i + FRAME].reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = RATE, i
+        out.extend(bytes(p) for p in codec.encode(frame))
+    return out
+
+
+@dataclass
+class Results:
+    latencies: list[float] = field(default_factory=list)
+    packets: int = 0
+    late: int = 0
+    missed: int = 0
+
+
+async def device(index: int, base: str, talk: list[bytes], end_secs: float, turns: int, out: Results) -> None:
+    import httpx
+    import websockets
+
+    mac = f"be:0c:00:{index >> 16 & 255:02x}:{index >> 8 & 255:02x}:{index & 255:02x}"
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(
+            f"{base}/xiaozhi/ota/", headers={"Device-Id": mac, "Client-Id": f"bench-{index}"}, json={}
+        )
+    assert answer.status_code == 200, answer.text
+    ws_info = answer.json()["websocket"]
+    headers = {"Authorization": f"Bearer {ws_info['token']}", "Protocol-Version": "3", "Device-Id": mac}
+    silence = packets(bytes(FRAME * 2))[0]
+    async with websockets.connect(ws_info["url"], additional_headers=headers) as ws:
+        await ws.send(json.dumps({"type": "hello", "version": 3, "audio_params": {"format": "opus"}}))
+        json.loads(await ws.recv())
+        await ws.send(json.dumps({"type": "listen", "state": "start", "mode": "realtime"}))
+        for _ in range(turns):
+            stopped = asyncio.Event()
+            arrivals: list[float] = []
+
+            async def receive(arrivals: list[float], stopped: asyncio.Event) -> None:
+                while True:
+                    message = await ws.recv()
+                    if isinstance(message, bytes):
+                        arrivals.append(time.perf_counter())
+                    elif json.loads(message).get("state") == "stop":
+                        stopped.set()
+                        return
+
+            reader = asyncio.create_task(receive(arrivals, stopped))
+            start = time.perf_counter()
+            for k, packet in enumerate(talk):  # the microphone, in real time
+                await asyncio.sleep(max(0.0, start + k * 0.06 - time.perf_counter()))
+                await ws.send(b"\x00\x00" + len(packet).to_bytes(2, "big") + packet)
+            k = len(talk)
+            while not stopped.is_set():  # the microphone goes on: silence until the reply ends
+                await asyncio.sleep(max(0.0, start + k * 0.06 - time.perf_counter()))
+                await ws.send(b"\x00\x00" + len(silence).to_bytes(2, "big") + silence)
+                k += 1
+                if k * 0.06 > 30:
+                    break
+            reader.cancel()
+            if not arrivals:
+                out.missed += 1
+                continue
+            out.latencies.append(arrivals[0] - (start + end_secs))
+            out.packets += len(arrivals)
+            out.late += sum(1 for i, at in enumerate(arrivals) if at - (arrivals[0] + i * 0.06) > 0.06)
+
+
+async def measure(base: str, count: int, turns: int, talk: list[bytes], end_secs: float) -> Results:
+    out = Results()
+    await asyncio.gather(*(device(i + count * 1000, base, talk, end_secs, turns, out) for i in range(count)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--devices", default=None, help="comma-separated device counts")
+    args = parser.parse_args()
+    counts = [int(c) for c in (args.devices or ("1,10" if args.quick else "1,10,30,50")).split(",")]
+    turns = 2 if args.quick else 3
+    from parley.standins.server import free_port
+
+    pcm, end_secs = speech()
+    talk = packets(pcm)
+    port = free_port("127.0.0.1")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=serve, args=(port, tmp, child), daemon=True)
+        proc.start()
+        pid = parent.recv()
+        base = f"http://127.0.0.1:{port}"
+        rows = []
+        try:
+            for count in counts:
+                cpu = cpu_seconds(pid)
+                began = time.perf_counter()
+                res = asyncio.run(measure(base, count, turns, talk, end_secs))
+                wall = time.perf_counter() - began
+                lat = sorted(res.latencies)
+                rows.append(
+                    [
+                        str(count),
+                        str(len(lat)),
+                        str(res.missed),
+                        f"{percentile(lat, 50) * 1000:.0f}" if lat else "-",
+                        f"{percentile(lat, 95) * 1000:.0f}" if lat else "-",
+                        f"{res.late / max(1, res.packets) * 100:.2f}%",
+                        f"{(cpu_seconds(pid) - cpu) / wall * 100:.0f}%",
+                    ]
+                )
+        finally:
+            proc.terminate()
+            proc.join(10)
+    print("## XiaoZhi devices: end of speech -> first downlink packet\n")
+    print("\n".join(f"- {line}" for line in machine()))
+    print(
+        f"- providers: STT {STT_DELAY * 1000:.0f} ms, LLM first token {FIRST_TOKEN * 1000:.0f} ms, "
+        f"TTS first byte {TTS_FIRST_BYTE * 1000:.0f} ms; VAD hangover {STOP_SECS * 1000:.0f} ms "
+        f"(a floor of {(STT_DELAY + FIRST_TOKEN + TTS_FIRST_BYTE + STOP_SECS) * 1000:.0f} ms)\n"
+    )
+    headers = ["devices", "turns", "unanswered", "p50 ms", "p95 ms", "late packets", "server CPU"]
+    print(table(headers, rows))
+
+
+if __name__ == "__main__":
+    main()
