@@ -50,8 +50,13 @@ async def test_the_public_client_talks_to_parley(
         stderr=asyncio.subprocess.PIPE,
         cwd=tmp_path,
     )
-    async with asyncio.timeout(120):
-        out, err = await process.communicate()
+    try:
+        async with asyncio.timeout(120):
+            out, err = await process.communicate()
+    finally:
+        if process.returncode is None:  # timed out: the client must not outlive the test
+            process.kill()
+            await process.wait()
     assert process.returncode == 0, err.decode()[-2000:]
     lines: list[dict[str, Any]] = [
         json.loads(line) for line in out.decode().splitlines() if line.startswith("{")
