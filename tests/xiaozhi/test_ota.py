@@ -177,3 +177,38 @@ async def test_activation_binds_a_device_to_a_user_and_removal_revokes_it(
 
     assert parley(capsys, "devices", "remove", MAC)[0] == 0
     assert (await refused(bound["websocket"]["url"], token)).response.status_code == 401
+
+
+async def test_a_newer_firmware_for_the_devices_board_is_offered_and_served(
+    serve: ServerFactory, data_dir: Path
+) -> None:
+    server = start(serve, data_dir)
+    images = data_dir / "firmware"
+    images.mkdir(parents=True)
+    for name in ("bread-compact-wifi_1.5.0.bin", "bread-compact-wifi_1.10.0.bin", "other-board_9.0.0.bin"):
+        (images / name).write_bytes(name.encode() * 100)
+    (images / "notes.txt").write_text("not an image")
+
+    async def ask(board: str, version: str) -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            answer = await http.post(
+                "/xiaozhi/ota/",
+                headers={"Device-Id": MAC, "Client-Id": CLIENT},
+                json={"board": {"type": board}, "application": {"version": version}},
+            )
+        assert answer.status_code == 200, answer.text
+        firmware: dict[str, Any] = answer.json()["firmware"]
+        return firmware
+
+    offered = await ask("bread-compact-wifi", "1.9.2")  # 1.10.0 is newer than 1.9.2
+    assert offered == {
+        "version": "1.10.0",
+        "url": f"{server.url}/xiaozhi/ota/download/bread-compact-wifi_1.10.0.bin",
+    }
+    async with httpx.AsyncClient() as http:
+        image = await http.get(offered["url"])
+        assert image.status_code == 200 and image.content == b"bread-compact-wifi_1.10.0.bin" * 100
+        for name in ("notes.txt", "..%2Fparley.db", "missing_1.0.bin"):
+            assert (await http.get(f"{server.url}/xiaozhi/ota/download/{name}")).status_code == 404
+    assert await ask("bread-compact-wifi", "1.10.0") == {"version": "1.10.0", "url": ""}
+    assert await ask("unknown-board", "0.1.0") == {"version": "0.1.0", "url": ""}

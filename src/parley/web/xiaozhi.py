@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.websockets import WebSocketState
 
 from parley.errors import Busy, ConfigError, InvalidInput, ParleyError, PayloadTooLarge, ProviderNotConfigured
@@ -28,7 +29,8 @@ from parley.web.users import live_session, spend
 from parley.xiaozhi import protocol
 from parley.xiaozhi.connection import CLOSE_NORMAL, DeviceConnection
 from parley.xiaozhi.devices import Devices, check_client_id, check_device_id
-from parley.xiaozhi.ota import firmware_version, ota_answer, websocket_url
+from parley.xiaozhi.firmware import board_of, firmware_file, newer_firmware
+from parley.xiaozhi.ota import WS_PATH, firmware_version, ota_answer, websocket_url
 
 router = APIRouter(tags=["xiaozhi"])
 log = logging.getLogger("parley.xiaozhi")
@@ -87,10 +89,30 @@ async def ota(request: Request) -> JSONResponse:
         firmware = firmware_version(info)
         registration = await devices_of(request).register(device_id, client_id, firmware)
         svc: Services = request.app.state.services
-        url = websocket_url(svc.settings.public_url, request.url.scheme, request.headers.get("host", ""))
+        host = request.headers.get("host", "")
+        url = websocket_url(svc.settings.public_url, request.url.scheme, host)
+        newer = newer_firmware(firmware_dir(svc), board_of(info), firmware)
     except ParleyError as exc:
         return error_response(exc)
-    return JSONResponse(ota_answer(registration, url, firmware))
+    update = None
+    if newer is not None:
+        base = url.replace("ws", "http", 1).removesuffix(WS_PATH)
+        update = (f"{base}/xiaozhi/ota/download/{newer[0]}", newer[1])
+    return JSONResponse(ota_answer(registration, url, firmware, update=update))
+
+
+def firmware_dir(svc: Services) -> Path:
+    return svc.settings.data_dir / "firmware"
+
+
+@router.get("/xiaozhi/ota/download/{name}", include_in_schema=False)
+async def download(request: Request, name: str) -> Response:
+    """A firmware image the operator placed (no credentials: devices fetch it before they have any)."""
+    try:
+        path = firmware_file(firmware_dir(request.app.state.services), name)
+    except ParleyError as exc:
+        return error_response(exc)
+    return FileResponse(path, media_type="application/octet-stream")
 
 
 @router.post("/xiaozhi/ota/activate", include_in_schema=False)

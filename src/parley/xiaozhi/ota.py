@@ -42,16 +42,26 @@ def firmware_version(info: Any) -> str | None:
 
 
 def ota_answer(
-    registration: Registration, ws_url: str, firmware: str | None, *, now: float | None = None
+    registration: Registration,
+    ws_url: str,
+    firmware: str | None,
+    *,
+    update: tuple[str, str] | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
-    """The reply body. A device that must be activated also gets `activation` and an empty token
-    (a client that needs the field finds it; nothing can connect with it)."""
+    """The reply body. `update` is (download URL, version) of a newer firmware image. A device that
+    must be activated also gets `activation` and an empty token (a client that needs the field
+    finds it; nothing can connect with it)."""
     ts = time.time() if now is None else now
     offset = -time.altzone if time.daylight and time.localtime(ts).tm_isdst else -time.timezone
     body: dict[str, Any] = {
         "server_time": {"timestamp": int(ts * 1000), "timezone_offset": offset // 60},
-        # no firmware file is served yet: the device's own version means "nothing to update"
-        "firmware": {"version": firmware or "0.0.0", "url": ""},
+        # the device's own version (and no URL) means "nothing to update"
+        "firmware": (
+            {"version": update[1], "url": update[0]}
+            if update
+            else {"version": firmware or "0.0.0", "url": ""}
+        ),
         "websocket": {"url": ws_url, "token": registration.token or ""},
     }
     if registration.code is not None:
