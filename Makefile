@@ -41,7 +41,9 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
+# the services the tests drive for real (PostgreSQL), started when not running
 test: test-deps lint typecheck
+	scripts/services.sh
 	$(VENV)/bin/pytest -q
 
 bench: install
@@ -52,6 +54,9 @@ bench: install
 	$(PY) bench/sfu.py
 	$(PY) bench/abuse.py
 	$(PY) bench/auth.py
+	$(PY) bench/ttft.py
+	$(PY) bench/store.py
+	$(PY) bench/xiaozhi.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
