@@ -10,6 +10,7 @@ import asyncio
 import json
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 
@@ -177,3 +178,17 @@ async def test_the_web_app_sees_a_device_turn_live(server: BackgroundServer) -> 
         assert seen[-1]["message"]["content"] == "You said: good morning"
         await device.until_json("tts", "stop")
         await device.close()
+
+
+async def test_a_turn_typed_in_the_browser_is_heard_on_the_device(server: BackgroundServer) -> None:
+    device = await connect(server, version=3)
+    await device.send({"type": "listen", "state": "start", "mode": "realtime"})
+    async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
+        sent = await http.post("/api/chat", json={"sessionId": SESSION, "message": "hello from the browser"})
+        assert sent.status_code == 200, sent.text
+    messages, packets = await reply_of(device)
+    sentences = [m["text"] for m in messages if m.get("state") == "sentence_start"]
+    assert " ".join(sentences) == "You said: hello from the browser"
+    assert ("tts", "start") in [(m["type"], m.get("state")) for m in messages]
+    check_packets(packets)
+    await device.close()

@@ -31,6 +31,7 @@ from parley.xiaozhi.connection import CLOSE_NORMAL, DeviceConnection
 from parley.xiaozhi.devices import Devices, check_client_id, check_device_id
 from parley.xiaozhi.firmware import board_of, firmware_file, newer_firmware
 from parley.xiaozhi.ota import WS_PATH, firmware_version, ota_answer, websocket_url
+from parley.xiaozhi.typed import TypedTurns
 
 router = APIRouter(tags=["xiaozhi"])
 log = logging.getLogger("parley.xiaozhi")
@@ -167,8 +168,14 @@ async def device_socket(websocket: WebSocket) -> None:
         await _deny(websocket, exc)
         return
     await websocket.accept()
+    sub = svc.bus.subscribe(key)
+    voice = svc.calls.config.voice.tts_voice
     connection = DeviceConnection(
-        SocketChannel(websocket), _call_maker(svc, key), version=version, device_id=device.device_id
+        SocketChannel(websocket),
+        _call_maker(svc, key),
+        version=version,
+        device_id=device.device_id,
+        typed=lambda call: TypedTurns(sub, call, svc.tts, voice=voice),
     )
     earlier = live.get(device.device_id)
     live[device.device_id] = connection
@@ -178,6 +185,7 @@ async def device_socket(websocket: WebSocket) -> None:
     try:
         await connection.run()
     finally:
+        svc.bus.unsubscribe(sub)
         if live.get(device.device_id) is connection:
             del live[device.device_id]
 

@@ -40,6 +40,7 @@ from parley.xiaozhi import protocol
 from parley.xiaozhi.emotion import EMOJI_OF, emotion_of
 from parley.xiaozhi.opus import OpusDecoder, OpusEncoder
 from parley.xiaozhi.protocol import FRAME_MS, Abort, Hello, Ignored, Listen, ListenMode, ListenState, Mcp
+from parley.xiaozhi.typed import TypedTurns
 
 log = logging.getLogger("parley.xiaozhi")
 
@@ -98,6 +99,7 @@ class DeviceConnection:
         device_id: str,
         limits: Limits | None = None,
         downlink_rate: int = DOWNLINK_RATE,
+        typed: Callable[[VoiceCall], TypedTurns] | None = None,
     ) -> None:
         self.channel = channel
         self.version = version
@@ -106,6 +108,8 @@ class DeviceConnection:
         self.downlink_rate = downlink_rate
         self.call = make_call(self._on_event)
         self.session_id = self.call.id
+        #: turns typed into the conversation elsewhere, spoken here (None: not listened for)
+        self.typed = typed(self.call) if typed is not None else None
         self.hello: Hello | None = None
         self.mode = ListenMode.AUTO
         self.listening = False
@@ -132,6 +136,8 @@ class DeviceConnection:
             await self._greet()
             self.call.start()
             self._spawn(self._pump(), "xiaozhi-downlink")
+            if self.typed is not None:
+                self._spawn(self.typed.run(), "xiaozhi-typed")
             while True:
                 frame = await self._receive(self.limits.idle_seconds, "idle")
                 self._handle(frame)
@@ -252,6 +258,8 @@ class DeviceConnection:
         await self.call.answer_text(text)
 
     def _abort(self) -> None:
+        if self.typed is not None:
+            self.typed.stop()
         self.call.interrupt()
         self.call.playout.flush()
         self._encoder.drop()
@@ -331,7 +339,7 @@ class DeviceConnection:
                 pcm += frame
             if audible:
                 self._send_packets(self._encoder.encode(bytes(pcm)))
-            elif not self.call.responding:
+            elif not self.call.responding and not (self.typed is not None and self.typed.active):
                 self._send_packets(self._encoder.flush())
                 self.speaking = False
                 self._outbox.put_nowait(protocol.tts(self.session_id, "stop"))
