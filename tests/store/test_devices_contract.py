@@ -33,15 +33,7 @@ async def test_a_device_waits_with_a_code_until_bound_then_its_token_finds_it(st
     assert await store.device_owner("u-gone") is None
 
 
-async def test_an_unbound_devices_token_finds_nothing_and_a_taken_code_is_refused(
-    store: AnyStore, backend: str, request: pytest.FixtureRequest
-) -> None:
-    if backend == "sqlite":
-        # SQLiteDevices.add_device's INSERT OR REPLACE resolves a UNIQUE conflict on `code` by
-        # deleting the device that held the code, so the "code is taken" error never comes
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="SQLite's add_device drops the code's holder")
-        )
+async def test_an_unbound_devices_token_finds_nothing_and_a_taken_code_is_refused(store: AnyStore) -> None:
     d = await store.add_device(MAC, CLIENT, code="111111", user_id=None, firmware=None)
     await store.set_device_token(d, "digest", "dt_x", firmware=None)
     assert await store.token_device("digest") is None

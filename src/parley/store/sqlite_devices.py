@@ -68,8 +68,14 @@ class SQLiteDevices(DeviceStore):
         bound_at = now if user_id is not None else None
         try:
             await self.db.execute(
-                "INSERT OR REPLACE INTO devices (device_id, client_id, name, user_id, code, firmware, "
-                "created_at, bound_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                # an upsert on the device's own key, not INSERT OR REPLACE: that would resolve a
+                # clash on `code` by deleting the other device holding the code
+                "INSERT INTO devices (device_id, client_id, name, user_id, code, firmware, "
+                "created_at, bound_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (device_id, client_id) DO UPDATE SET name = excluded.name, "
+                "user_id = excluded.user_id, code = excluded.code, firmware = excluded.firmware, "
+                "created_at = excluded.created_at, bound_at = excluded.bound_at, "
+                "token_digest = NULL, token_prefix = NULL",
                 (device_id, client_id, device_id, user_id, code, firmware, now, bound_at),
             )
         except sqlite3.IntegrityError:
