@@ -18,7 +18,7 @@ from parley.providers.testing import EchoChat
 from parley.providers.testing_voice import FixedLatencySTT, FixedLatencyTTS
 from parley.standins.server import BackgroundServer
 from tests.conftest import ServerFactory, make_settings
-from tests.xiaozhi.device import Device, ota
+from tests.xiaozhi.device import Device, opus_packets, ota
 
 
 @pytest.fixture
@@ -139,3 +139,14 @@ async def test_handshakes_refused_before_the_upgrade(server: BackgroundServer) -
     async with websockets.connect(f"{url}?authorization=Bearer%20{token}&device-id={mac}") as ws:
         await ws.send(json.dumps({"type": "hello", "version": 1, "audio_params": {"format": "opus"}}))
         assert json.loads(await ws.recv())["type"] == "hello"
+
+
+async def test_audio_far_faster_than_real_time_is_refused_then_closed(server: BackgroundServer) -> None:
+    dev = await device(server, "aa:bb:cc:00:01:08")
+    silence = opus_packets(bytes(32000))  # 1 s as 60 ms packets
+    for _ in range(25):  # 25 s of audio at once: past the 15 s burst
+        for packet in silence:
+            await dev.ws.send(packet)
+    assert await close_code(dev) == 1008
+    alerts = [m for m in dev.log if isinstance(m, dict) and m.get("type") == "alert"]
+    assert alerts and alerts[0]["error"]["field"] == "audio" and alerts[0]["error"]["limit"] == 2

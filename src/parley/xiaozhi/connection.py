@@ -85,6 +85,10 @@ class Limits:
     hello_seconds: float = HELLO_SECONDS
     idle_seconds: float = IDLE_SECONDS
     max_bad_frames: int = MAX_BAD_FRAMES
+    #: uplink audio a device may send ahead of real time, in seconds (a burst after a stall)
+    audio_burst_seconds: float = 15.0
+    #: the rate uplink audio may sustain, as a multiple of real time
+    audio_rate: float = 2.0
 
 
 class DeviceConnection:
@@ -124,6 +128,8 @@ class DeviceConnection:
         self._bad_frames = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._sent_packets = 0
+        self._bucket = self.limits.audio_burst_seconds  # uplink audio seconds allowed now
+        self._bucket_at: float | None = None
         self._audio_in = 0  # uplink packets decoded
         self._audio_dropped = 0  # of those, not listened to (not listening, or the reply playing)
 
@@ -265,12 +271,32 @@ class DeviceConnection:
         self._encoder.drop()
 
     def _audio(self, packet: bytes) -> None:
+        self._check_audio_rate()
         pcm = self._decoder.decode(packet)
         self._audio_in += 1
         if not self.listening or (self.speaking and not self._barge_in_allowed):
             self._audio_dropped += 1
             return  # not listening, or the device's microphone hears its own speaker
         self.call.push(pcm)
+
+    def _check_audio_rate(self) -> None:
+        """A token bucket of audio seconds: a device streaming faster than `audio_rate` x real
+        time, beyond a burst, is refused frame by frame (and closed as a flood if it goes on)."""
+        now = time.monotonic()
+        limits = self.limits
+        if self._bucket_at is None:
+            self._bucket_at = now
+        self._bucket = min(
+            limits.audio_burst_seconds, self._bucket + (now - self._bucket_at) * limits.audio_rate
+        )
+        self._bucket_at = now
+        if self._bucket < FRAME_MS / 1000:
+            raise InvalidInput(
+                f"audio arrives faster than {limits.audio_rate:g}x real time",
+                field="audio",
+                limit=limits.audio_rate,
+            )
+        self._bucket -= FRAME_MS / 1000
 
     @property
     def _barge_in_allowed(self) -> bool:
@@ -374,7 +400,3 @@ class DeviceConnection:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=f"{name}:{self.session_id}")  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def now() -> float:
-    return time.perf_counter()
