@@ -34,12 +34,15 @@ from parley.services import Services
 from parley.sessions.keys import owner_of
 from parley.sessions.registry import SessionRegistry
 from parley.sessions.session import SessionConfig
+from parley.sessions.titles import Titler
 from parley.store.base import Store
+from parley.store.conversations import ConversationStore
 from parley.store.factory import build_store
 from parley.store.users import UserStore
 from parley.voice.pipeline import VoiceConfig
 from parley.web import api, errors, rtc, sfu, signin, speak, static, ws, xiaozhi
 from parley.web.auth import Authenticate
+from parley.web.conversations import router as conversations_router
 from parley.web.headers import SecurityHeaders
 from parley.web.limits import ClientLimits
 from parley.web.origins import BrowserGuard
@@ -123,6 +126,8 @@ def create_app(
                 if user_limits is not None:
                     await user_limits.record_tokens(owner_of(key), usage.total_tokens)
 
+            titler = Titler(the_store, the_bus) if isinstance(the_store, ConversationStore) else None
+            app.state.titler = titler
             registry = SessionRegistry(
                 store=the_store,
                 chat=the_chat,
@@ -135,6 +140,7 @@ def create_app(
                 ),
                 idle_seconds=settings.session_idle_seconds,
                 on_usage=count_usage,
+                on_turn=titler.on_turn if titler is not None else None,
             )
             registry.start()
             stack.push_async_callback(registry.aclose)
@@ -218,6 +224,7 @@ def create_app(
     app.include_router(sfu.router)
     app.include_router(ws.router)
     app.include_router(signin.router)
+    app.include_router(conversations_router)
     app.include_router(xiaozhi.router)
     app.include_router(static.router)
     app.mount("/static", StaticFiles(directory=static.STATIC_DIR), name="static")
@@ -231,7 +238,7 @@ def create_app(
     app.add_middleware(
         CORSMiddleware,
         allow_origins=["*"] if "*" in settings.cors_origins else origins,
-        allow_methods=["GET", "POST", "PUT", "OPTIONS"],
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["Content-Type", "Accept", "Authorization", sfu.TOKEN_HEADER, sfu.CALL_TOKEN_HEADER],
         max_age=600,
     )

@@ -112,3 +112,13 @@ def error(err: dict[str, Any], client_id: str | None = None) -> Event:
 
 
 PONG = Event.make("pong")
+
+
+def title(session_id: str, text: str) -> Event:
+    """The conversation's title changed (set after its first turn, or renamed)."""
+    return Event.make("title", sessionId=session_id, title=text)
+
+
+def deleted(session_id: str) -> Event:
+    """The conversation and its messages are gone; the server closes the socket after this event."""
+    return Event.make("deleted", sessionId=session_id)

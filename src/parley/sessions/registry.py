@@ -53,9 +53,11 @@ class SessionRegistry:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_usage: Callable[[str, Usage], Awaitable[None]] | None = None,
+        on_turn: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._on_usage = on_usage
+        self._on_turn = on_turn
         self._chat = chat
         self._bus = bus
         self._config = config
@@ -85,6 +87,7 @@ class SessionRegistry:
                 clock=self._clock,
                 sleep=self._sleep,
                 on_usage=self._on_usage,
+                on_turn=self._on_turn,
             )
             self._sessions[key] = session
         session.last_active = self._clock()

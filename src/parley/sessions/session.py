@@ -73,6 +73,7 @@ class ChatSession:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_usage: Callable[[str, Usage], Awaitable[None]] | None = None,
+        on_turn: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         #: the session key (`<owner>/<id>`, sessions/keys.py): what the store and the bus know it by
         self.key = key
@@ -86,6 +87,8 @@ class ChatSession:
         self._sleep = sleep
         #: told the model usage of every turn that reports one (the owner's daily quota)
         self._on_usage = on_usage
+        #: told (key, user text) after each stored turn, its reply already sent (the title)
+        self._on_turn = on_turn
         self._queue: collections.deque[Turn] = collections.deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -345,6 +348,11 @@ class ChatSession:
                 await self._on_usage(self.key, usage[-1])
             except Exception:
                 log.exception("could not count the usage of turn=%s session=%s", turn.id, self.key)
+        if self._on_turn is not None:
+            try:
+                await self._on_turn(self.key, turn.text)
+            except Exception:
+                log.exception("after-turn hook failed turn=%s session=%s", turn.id, self.key)
 
     async def _write_failed(self, turn: Turn, exc: Exception) -> None:
         """The turn's writes failed: end the model call and the turn; no event of it was sent."""

@@ -181,3 +181,52 @@ MULTIPART_AUDIO: dict[str, Any] = {
         },
     }
 }
+
+
+# -- conversations (web/conversations.py) ----------------------------------------------------------
+
+
+class NewSessionIn(_Body):
+    title: str | None = Field(None, description="A title; unset: set from the first message.")
+
+
+class RenameIn(_Body):
+    title: str | None = Field(None, description="The new title (1-200 characters).")
+
+
+class SessionOut(BaseModel):
+    sessionId: str
+    title: str
+    created_at: str
+    updated_at: str
+    messageCount: int
+
+
+class SessionsOut(BaseModel):
+    sessions: list[SessionOut]
+    #: pass as `before` for the next page; null on the last page
+    next: str | None = None
+
+
+class DeletedOut(BaseModel):
+    deleted: bool
+    sessionId: str
+
+
+class SearchHitOut(BaseModel):
+    sessionId: str
+    title: str
+    messageId: int
+    role: Literal["user", "assistant"]
+    snippet: str
+    #: the matched words in `snippet`: [start, end) offsets in characters (Unicode code points)
+    highlights: list[list[int]]
+    created_at: str
+
+
+class SearchOut(BaseModel):
+    results: list[SearchHitOut]
+
+
+class ImportOut(BaseModel):
+    sessions: list[SessionOut]

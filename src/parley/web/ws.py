@@ -44,6 +44,9 @@ router = APIRouter()
 log = logging.getLogger("parley.ws")
 
 CLIENT_TYPES = ("ping", "chat", "stop")
+#: the conversation was deleted (DELETE /api/sessions/{id}): the socket closes after the event
+WS_DELETED = 4404
+_DELETED = events.deleted("").data.partition(",")[0]
 
 
 @router.get("/ws", include_in_schema=False)
@@ -175,6 +178,9 @@ async def _write(websocket: WebSocket, sub: Subscription, session_id: str) -> No
                 await websocket.close(WS_TRY_AGAIN_LATER, "client too slow; reconnect")
                 return
             await websocket.send_text(event)
+            if event.startswith(_DELETED):
+                await websocket.close(WS_DELETED, "conversation deleted")
+                return
     except WebSocketDisconnect:
         return  # the client left; the reader sees it too and cleans up
     except Exception:
