@@ -10,9 +10,9 @@ import pytest
 
 from parley.errors import InvalidInput, NotFound
 from parley.store.base import MessageStatus
-from parley.store.conversations import ImportedConversation, ImportedMessage, Term, parse_query
+from parley.store.conversations import ImportedConversation, ImportedMessage, Term, marked, parse_query
 from parley.store.sqlite import MIGRATIONS, SQLiteStore
-from parley.store.sqlite_conversations import fts5_query, marked
+from parley.store.sqlite_conversations import fts5_query
 
 A, B = "alice", "bob"
 

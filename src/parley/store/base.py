@@ -53,6 +53,25 @@ class Message:
         }
 
 
+#: the columns `message_from_row` reads, in its order
+MESSAGE_COLUMNS = "id, session_id, turn_id, role, content, status, created_at, error, finish_reason"
+
+
+def message_from_row(row: Any) -> Message:
+    """A message from a row of MESSAGE_COLUMNS (any backend's row type)."""
+    return Message(
+        id=int(row[0]),
+        session_id=str(row[1]),
+        turn_id=str(row[2]),
+        role=row[3],
+        content=str(row[4]),
+        status=MessageStatus(row[5]),
+        created_at=float(row[6]),
+        error=None if row[7] is None else str(row[7]),
+        finish_reason=None if row[8] is None else str(row[8]),
+    )
+
+
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 

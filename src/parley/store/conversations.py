@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Any
 
 from parley.errors import InvalidInput
 from parley.store.base import Message, MessageStatus, Role
@@ -163,3 +164,31 @@ class ConversationStore(ABC):
         self, owner: str, conversations: list[ImportedConversation], ids: list[str]
     ) -> list[Conversation]:
         """Store each conversation under `<owner>/<ids[i]>`: all of them or, on any failure, none."""
+
+
+#: snippet() marks matches with these; private-use characters, so text almost never holds them
+MARK_OPEN, MARK_CLOSE = "\ue000", "\ue001"
+SNIPPET_TOKENS = 24
+
+
+def marked(snippet: str) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """A snippet with markers -> its plain text and the marked ranges."""
+    out: list[str] = []
+    ranges: list[tuple[int, int]] = []
+    start = 0
+    length = 0
+    for ch in snippet:
+        if ch == MARK_OPEN:
+            start = length
+        elif ch == MARK_CLOSE:
+            if length > start:
+                ranges.append((start, length))
+        else:
+            out.append(ch)
+            length += 1
+    return "".join(out), tuple(ranges)
+
+
+def conversation_from_row(row: Any) -> Conversation:
+    """A conversation from a row of (key, title, created_at, updated_at, message count)."""
+    return Conversation(str(row[0]), str(row[1]), float(row[2]), float(row[3]), int(row[4]))

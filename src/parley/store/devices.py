@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 from parley.store.users import User
 
@@ -31,6 +32,27 @@ class Device:
     @property
     def bound(self) -> bool:
         return self.user_id is not None
+
+
+#: the columns `device_from_row` reads, in its order
+DEVICE_COLUMNS = "device_id, client_id, name, user_id, code, created_at, bound_at, token_prefix, firmware"
+
+
+def device_from_row(row: Any) -> Device:
+    def text(value: Any) -> str | None:
+        return None if value is None else str(value)
+
+    return Device(
+        device_id=str(row[0]),
+        client_id=str(row[1]),
+        name=str(row[2]),
+        user_id=text(row[3]),
+        code=text(row[4]),
+        created_at=float(row[5]),
+        bound_at=None if row[6] is None else float(row[6]),
+        token_prefix=text(row[7]),
+        firmware=text(row[8]),
+    )
 
 
 class DeviceStore(ABC):

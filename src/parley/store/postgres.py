@@ -15,7 +15,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from parley.errors import ConfigError
 from parley.redact import redact, url_secrets
-from parley.store.base import Message, MessageStatus, Role, Store
+from parley.store.base import MESSAGE_COLUMNS, Message, MessageStatus, Role, Store, message_from_row
 from parley.store.postgres_conversations import MIGRATION as CONVERSATIONS_MIGRATION
 from parley.store.postgres_conversations import PostgresConversations
 from parley.store.postgres_devices import MIGRATION as DEVICES_MIGRATION
@@ -84,22 +84,6 @@ MIGRATIONS: list[str] = [
     # 5: XiaoZhi devices: owner, pending activation code, token digest (store/postgres_devices.py)
     DEVICES_MIGRATION,
 ]
-
-_COLUMNS = "id, session_id, turn_id, role, content, status, created_at, error, finish_reason"
-
-
-def _row(row: Any) -> Message:
-    return Message(
-        id=int(row[0]),
-        session_id=row[1],
-        turn_id=row[2],
-        role=row[3],
-        content=row[4],
-        status=MessageStatus(row[5]),
-        created_at=float(row[6]),
-        error=row[7],
-        finish_reason=row[8],
-    )
 
 
 def server_address(url: str) -> str:
@@ -220,7 +204,7 @@ class PostgresStore(PostgresUsers, PostgresDevices, PostgresConversations, Store
     ) -> Message:
         row = await self.pool.fetchrow(
             "UPDATE messages SET content = $1, status = $2, error = $3, finish_reason = $4 "
-            f"WHERE id = $5 RETURNING {_COLUMNS}",
+            f"WHERE id = $5 RETURNING {MESSAGE_COLUMNS}",
             content,
             status.value,
             error,
@@ -229,7 +213,7 @@ class PostgresStore(PostgresUsers, PostgresDevices, PostgresConversations, Store
         )
         if row is None:
             raise KeyError(message_id)
-        return _row(row)
+        return message_from_row(row)
 
     async def save_partial(self, message_id: int, content: str) -> None:
         # Only while pending: a save queued just before the reply's end must not overwrite it.
@@ -240,12 +224,12 @@ class PostgresStore(PostgresUsers, PostgresDevices, PostgresConversations, Store
     async def list_messages(self, session_id: str, *, limit: int | None = None) -> list[Message]:
         # LIMIT NULL is no limit: one statement (prepared once per connection) for both cases
         rows = await self.pool.fetch(
-            f"SELECT {_COLUMNS} FROM messages WHERE session_id = $1 AND status != 'pending' "
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND status != 'pending' "
             "ORDER BY id DESC LIMIT $2",
             session_id,
             limit,
         )
-        return [_row(r) for r in reversed(rows)]
+        return [message_from_row(r) for r in reversed(rows)]
 
     async def clear_session(self, session_id: str) -> int:
         status = await self.pool.execute("DELETE FROM messages WHERE session_id = $1", session_id)

@@ -17,13 +17,17 @@ from typing import Any
 from parley.errors import NotFound
 from parley.store.base import Message
 from parley.store.conversations import (
+    MARK_CLOSE,
+    MARK_OPEN,
+    SNIPPET_TOKENS,
     Conversation,
     ConversationStore,
     ImportedConversation,
     SearchHit,
     Term,
+    conversation_from_row,
+    marked,
 )
-from parley.store.sqlite_conversations import SNIPPET_TOKENS, marked
 
 MIGRATION = """
 CREATE TABLE sessions (
@@ -61,9 +65,8 @@ CREATE INDEX messages_search ON messages USING gin (search);
 """
 
 #: ts_headline marks matches with these (as SQLite's snippet() does); private-use characters
-_OPEN, _CLOSE = "\ue000", "\ue001"
 _HEADLINE = (
-    f'StartSel="{_OPEN}", StopSel="{_CLOSE}", MaxWords={SNIPPET_TOKENS}, '
+    f'StartSel="{MARK_OPEN}", StopSel="{MARK_CLOSE}", MaxWords={SNIPPET_TOKENS}, '
     f"MinWords={SNIPPET_TOKENS // 2}, ShortWord=0, HighlightAll=false"
 )
 _ELLIPSIS = "…"
@@ -86,10 +89,6 @@ def tsquery_sql(terms: tuple[Term, ...], first: int) -> tuple[str, list[str]]:
             query = f"(CASE WHEN {query}::text = '' THEN {query} ELSE ({query}::text || ':*')::tsquery END)"
         parts.append(query)
     return " && ".join(parts), [t.text for t in terms]
-
-
-def _conversation(row: Any) -> Conversation:
-    return Conversation(row[0], row[1], float(row[2]), float(row[3]), int(row[4]))
 
 
 def _snippet(headline: str, content: str) -> tuple[str, tuple[tuple[int, int], ...]]:
@@ -130,11 +129,11 @@ class PostgresConversations(ConversationStore):
             key,
             limit,
         )
-        return [_conversation(r) for r in rows]
+        return [conversation_from_row(r) for r in rows]
 
     async def get_conversation(self, key: str) -> Conversation | None:
         row = await self.pool.fetchrow(_CONVERSATION + " WHERE s.key = $1", key)
-        return None if row is None else _conversation(row)
+        return None if row is None else conversation_from_row(row)
 
     async def create_conversation(self, key: str, title: str = "") -> Conversation:
         now = time.time()
@@ -192,14 +191,16 @@ class PostgresConversations(ConversationStore):
             "FROM ranked r, q ORDER BY r.rank DESC, r.id DESC",
             limit,
             _HEADLINE,
-            _OPEN,
+            MARK_OPEN,
             *scope_args,
             *texts,
         )
         hits = []
         for r in rows:
             text, ranges = _snippet(r[6], r[5])
-            if r[7] or _CLOSE in r[5]:  # the text holds a marker itself: no highlights rather than wrong ones
+            if (
+                r[7] or MARK_CLOSE in r[5]
+            ):  # the text holds a marker itself: no highlights rather than wrong ones
                 ranges = ()
             hits.append(SearchHit(r[1], r[4], int(r[0]), r[2], text, ranges, float(r[3])))
         return hits
@@ -216,7 +217,7 @@ class PostgresConversations(ConversationStore):
             rows = await self.pool.fetch(
                 _CONVERSATION + " WHERE s.owner = $1 ORDER BY s.updated_at DESC, s.key DESC", owner
             )
-            conversations = [_conversation(r) for r in rows]
+            conversations = [conversation_from_row(r) for r in rows]
         return [(c, await self.list_messages(c.key)) for c in conversations]
 
     async def import_conversations(

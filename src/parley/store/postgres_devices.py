@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from parley.errors import InvalidInput, NotFound
-from parley.store.devices import Device, DeviceStore
+from parley.store.devices import DEVICE_COLUMNS, Device, DeviceStore, device_from_row
 from parley.store.users import User
 
 MIGRATION = """
@@ -28,22 +28,6 @@ MIGRATION = """
     CREATE INDEX devices_by_user ON devices (user_id);
 """
 
-_COLUMNS = "device_id, client_id, name, user_id, code, created_at, bound_at, token_prefix, firmware"
-
-
-def _device(row: Any) -> Device:
-    return Device(
-        device_id=row[0],
-        client_id=row[1],
-        name=row[2],
-        user_id=row[3],
-        code=row[4],
-        created_at=float(row[5]),
-        bound_at=None if row[6] is None else float(row[6]),
-        token_prefix=row[7],
-        firmware=row[8],
-    )
-
 
 class PostgresDevices(DeviceStore):
     """Mixed into PostgresStore, which owns the pool (`pool`)."""
@@ -54,9 +38,11 @@ class PostgresDevices(DeviceStore):
 
     async def device(self, device_id: str, client_id: str) -> Device | None:
         row = await self.pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM devices WHERE device_id = $1 AND client_id = $2", device_id, client_id
+            f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = $1 AND client_id = $2",
+            device_id,
+            client_id,
         )
-        return None if row is None else _device(row)
+        return None if row is None else device_from_row(row)
 
     async def add_device(
         self, device_id: str, client_id: str, *, code: str | None, user_id: str | None, firmware: str | None
@@ -86,14 +72,14 @@ class PostgresDevices(DeviceStore):
     async def bind_device(self, code: str, user_id: str) -> Device:
         row = await self.pool.fetchrow(
             "UPDATE devices SET user_id = $1, code = NULL, bound_at = $2 "
-            f"WHERE code = $3 AND user_id IS NULL RETURNING {_COLUMNS}",
+            f"WHERE code = $3 AND user_id IS NULL RETURNING {DEVICE_COLUMNS}",
             user_id,
             time.time(),
             code,
         )
         if row is None:
             raise NotFound(f"no device waits for the activation code {code!r}", field="code")
-        return _device(row)
+        return device_from_row(row)
 
     async def set_device_token(
         self, device: Device, digest: str, prefix: str, *, firmware: str | None
@@ -110,9 +96,9 @@ class PostgresDevices(DeviceStore):
 
     async def token_device(self, digest: str) -> Device | None:
         row = await self.pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM devices WHERE token_digest = $1 AND user_id IS NOT NULL", digest
+            f"SELECT {DEVICE_COLUMNS} FROM devices WHERE token_digest = $1 AND user_id IS NOT NULL", digest
         )
-        return None if row is None else _device(row)
+        return None if row is None else device_from_row(row)
 
     async def device_owner(self, user_id: str) -> User | None:
         row = await self.pool.fetchrow("SELECT id, name, admin, disabled FROM users WHERE id = $1", user_id)
@@ -120,20 +106,20 @@ class PostgresDevices(DeviceStore):
 
     async def list_devices(self, user_id: str | None = None) -> list[Device]:
         rows = await self.pool.fetch(
-            f"SELECT {_COLUMNS} FROM devices WHERE $1::text IS NULL OR user_id = $1 ORDER BY created_at",
+            f"SELECT {DEVICE_COLUMNS} FROM devices WHERE $1::text IS NULL OR user_id = $1 ORDER BY created_at",
             user_id,
         )
-        return [_device(r) for r in rows]
+        return [device_from_row(r) for r in rows]
 
     async def rename_device(self, device_id: str, name: str) -> Device:
         if not name.strip() or len(name) > 64:
             raise InvalidInput("a device name is 1-64 characters", field="name", limit=64)
         rows = await self.pool.fetch(
-            f"UPDATE devices SET name = $1 WHERE device_id = $2 RETURNING {_COLUMNS}", name, device_id
+            f"UPDATE devices SET name = $1 WHERE device_id = $2 RETURNING {DEVICE_COLUMNS}", name, device_id
         )
         if not rows:
             raise NotFound(f"no device {device_id!r}", field="device")
-        return _device(rows[0])
+        return device_from_row(rows[0])
 
     async def remove_device(self, device_id: str) -> None:
         status = await self.pool.execute("DELETE FROM devices WHERE device_id = $1", device_id)

@@ -8,14 +8,17 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from parley.errors import InvalidInput, NotFound
-from parley.store.sqlite_users import new_user_id
-from parley.store.users import CredentialKind, DayUsage, TokenInfo, User, UserStore, check_user_name
-
-_USER_COLUMNS = "id, name, admin, disabled"
-
-
-def _user(row: Any) -> User:
-    return User(id=row[0], name=row[1], admin=row[2], disabled=row[3])
+from parley.store.users import (
+    USER_COLUMNS,
+    CredentialKind,
+    DayUsage,
+    TokenInfo,
+    User,
+    UserStore,
+    check_user_name,
+    new_user_id,
+    user_from_row,
+)
 
 
 def _count(status: str) -> int:
@@ -46,19 +49,21 @@ class PostgresUsers(UserStore):
         return user
 
     async def user_named(self, name: str) -> User | None:
-        row = await self.pool.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE name = $1", name)
-        return None if row is None else _user(row)
+        row = await self.pool.fetchrow(f"SELECT {USER_COLUMNS} FROM users WHERE name = $1", name)
+        return None if row is None else user_from_row(row)
 
     async def list_users(self) -> list[User]:
-        return [_user(r) for r in await self.pool.fetch(f"SELECT {_USER_COLUMNS} FROM users ORDER BY name")]
+        return [
+            user_from_row(r) for r in await self.pool.fetch(f"SELECT {USER_COLUMNS} FROM users ORDER BY name")
+        ]
 
     async def set_disabled(self, name: str, disabled: bool) -> User:
         row = await self.pool.fetchrow(
-            f"UPDATE users SET disabled = $1 WHERE name = $2 RETURNING {_USER_COLUMNS}", disabled, name
+            f"UPDATE users SET disabled = $1 WHERE name = $2 RETURNING {USER_COLUMNS}", disabled, name
         )
         if row is None:
             raise NotFound(f"no user named {name!r}", field="name")
-        return _user(row)
+        return user_from_row(row)
 
     async def identified_user(self, name: str) -> User:
         found = await self.user_named(name)
@@ -100,7 +105,7 @@ class PostgresUsers(UserStore):
             kind.value,
             now,
         )
-        return None if row is None else _user(row)
+        return None if row is None else user_from_row(row)
 
     async def revoke_credentials(self, prefix: str) -> int:
         if not prefix:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
 
-from parley.store.base import Message, MessageStatus, Role, Store
+from parley.store.base import MESSAGE_COLUMNS, Message, MessageStatus, Role, Store, message_from_row
 from parley.store.sqlite_conversations import MIGRATION as CONVERSATIONS_MIGRATION
 from parley.store.sqlite_conversations import SQLiteConversations
 from parley.store.sqlite_devices import MIGRATION as DEVICES_MIGRATION
@@ -73,22 +72,6 @@ MIGRATIONS: list[str] = [
     # 5: XiaoZhi devices: owner, pending activation code, token digest (store/sqlite_devices.py)
     DEVICES_MIGRATION,
 ]
-
-_COLUMNS = "id, session_id, turn_id, role, content, status, created_at, error, finish_reason"
-
-
-def _row(row: Any) -> Message:
-    return Message(
-        id=int(row[0]),
-        session_id=str(row[1]),
-        turn_id=str(row[2]),
-        role=row[3],
-        content=str(row[4]),
-        status=MessageStatus(row[5]),
-        created_at=float(row[6]),
-        error=None if row[7] is None else str(row[7]),
-        finish_reason=None if row[8] is None else str(row[8]),
-    )
 
 
 class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
@@ -180,11 +163,13 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
             (content, status.value, error, finish_reason, message_id),
         )
         await self.db.commit()
-        async with self.db.execute(f"SELECT {_COLUMNS} FROM messages WHERE id = ?", (message_id,)) as cur:
+        async with self.db.execute(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+        ) as cur:
             row = await cur.fetchone()
         if row is None:
             raise KeyError(message_id)
-        return _row(row)
+        return message_from_row(row)
 
     async def save_partial(self, message_id: int, content: str) -> None:
         # Only while pending: a save queued just before the reply's end must not overwrite it.
@@ -194,14 +179,14 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
         await self.db.commit()
 
     async def list_messages(self, session_id: str, *, limit: int | None = None) -> list[Message]:
-        sql = f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND status != 'pending' ORDER BY id DESC"
+        sql = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND status != 'pending' ORDER BY id DESC"
         params: tuple[object, ...] = (session_id,)
         if limit is not None:
             sql += " LIMIT ?"
             params += (limit,)
         async with self.db.execute(sql, params) as cur:
             rows = await cur.fetchall()
-        return [_row(r) for r in reversed(list(rows))]
+        return [message_from_row(r) for r in reversed(list(rows))]
 
     async def clear_session(self, session_id: str) -> int:
         cur = await self.db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))

@@ -9,18 +9,22 @@ cut-back, a crash's recovered `failed` text, a clear and a delete replace or rem
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import aiosqlite
 
 from parley.errors import NotFound
 from parley.store.base import Message
 from parley.store.conversations import (
+    MARK_CLOSE,
+    MARK_OPEN,
+    SNIPPET_TOKENS,
     Conversation,
     ConversationStore,
     ImportedConversation,
     SearchHit,
     Term,
+    conversation_from_row,
+    marked,
 )
 
 _OWNER = "substr({0}, 1, instr({0}, '/') - 1)"
@@ -65,9 +69,6 @@ CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages WHEN {_INDEXED.forma
 END;
 """
 
-#: snippet() marks matches with these; private-use characters, so text almost never holds them
-_OPEN, _CLOSE = "\ue000", "\ue001"
-SNIPPET_TOKENS = 24
 
 _CONVERSATION = (
     "SELECT s.key, s.title, s.created_at, s.updated_at, "
@@ -79,28 +80,6 @@ _CONVERSATION = (
 def fts5_query(terms: tuple[Term, ...]) -> str:
     """Terms as an FTS5 MATCH expression: each a quoted string (so only the tokenizer reads it), ANDed."""
     return " ".join('"' + t.text.replace('"', '""') + '"' + ("*" if t.prefix else "") for t in terms)
-
-
-def marked(snippet: str) -> tuple[str, tuple[tuple[int, int], ...]]:
-    """A snippet with markers -> its plain text and the marked ranges."""
-    out: list[str] = []
-    ranges: list[tuple[int, int]] = []
-    start = 0
-    length = 0
-    for ch in snippet:
-        if ch == _OPEN:
-            start = length
-        elif ch == _CLOSE:
-            if length > start:
-                ranges.append((start, length))
-        else:
-            out.append(ch)
-            length += 1
-    return "".join(out), tuple(ranges)
-
-
-def _conversation(row: Any) -> Conversation:
-    return Conversation(str(row[0]), str(row[1]), float(row[2]), float(row[3]), int(row[4]))
 
 
 def _owner_range(owner: str) -> tuple[str, str]:
@@ -130,12 +109,12 @@ class SQLiteConversations(ConversationStore):
             params += (before[0], before[0], before[1])
         sql += " ORDER BY s.updated_at DESC, s.key DESC LIMIT ?"
         async with self.db.execute(sql, (*params, limit)) as cur:
-            return [_conversation(r) for r in await cur.fetchall()]
+            return [conversation_from_row(r) for r in await cur.fetchall()]
 
     async def get_conversation(self, key: str) -> Conversation | None:
         async with self.db.execute(_CONVERSATION + " WHERE s.key = ?", (key,)) as cur:
             row = await cur.fetchone()
-        return None if row is None else _conversation(row)
+        return None if row is None else conversation_from_row(row)
 
     async def create_conversation(self, key: str, title: str = "") -> Conversation:
         now = time.time()
@@ -191,7 +170,7 @@ class SQLiteConversations(ConversationStore):
             "SELECT m.id, m.session_id, m.role, m.created_at, s.title, instr(m.content, ?) + instr(m.content, ?) "
             "FROM messages_fts f JOIN messages m ON m.id = f.rowid JOIN sessions s ON s.key = m.session_id "
             f"WHERE messages_fts MATCH ? AND {scope} ORDER BY f.rank LIMIT ?",
-            (_OPEN, _CLOSE, match, *params, limit),
+            (MARK_OPEN, MARK_CLOSE, match, *params, limit),
         ) as cur:
             ranked = list(await cur.fetchall())
         if not ranked:
@@ -200,7 +179,7 @@ class SQLiteConversations(ConversationStore):
         async with self.db.execute(
             f"SELECT rowid, snippet(messages_fts, 0, ?, ?, '…', {SNIPPET_TOKENS}) FROM messages_fts "
             f"WHERE messages_fts MATCH ? AND rowid IN ({', '.join('?' * len(ids))})",
-            (_OPEN, _CLOSE, match, *ids),
+            (MARK_OPEN, MARK_CLOSE, match, *ids),
         ) as cur:
             snippets = {int(r[0]): str(r[1]) for r in await cur.fetchall()}
         hits = []
@@ -223,7 +202,7 @@ class SQLiteConversations(ConversationStore):
             async with self.db.execute(
                 _CONVERSATION + " WHERE s.owner = ? ORDER BY s.updated_at DESC, s.key DESC", (owner,)
             ) as cur:
-                conversations = [_conversation(r) for r in await cur.fetchall()]
+                conversations = [conversation_from_row(r) for r in await cur.fetchall()]
         return [(c, await self.list_messages(c.key)) for c in conversations]
 
     async def import_conversations(

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Any
 
 import aiosqlite
 
 from parley.errors import InvalidInput, NotFound
-from parley.store.devices import Device, DeviceStore
+from parley.store.devices import DEVICE_COLUMNS, Device, DeviceStore, device_from_row
 from parley.store.users import User
 
 #: the devices table (appended to MIGRATIONS by store/sqlite.py)
@@ -30,22 +29,6 @@ MIGRATION = """
     CREATE INDEX devices_by_user ON devices (user_id);
 """
 
-_COLUMNS = "device_id, client_id, name, user_id, code, created_at, bound_at, token_prefix, firmware"
-
-
-def _device(row: Any) -> Device:
-    return Device(
-        device_id=str(row[0]),
-        client_id=str(row[1]),
-        name=str(row[2]),
-        user_id=None if row[3] is None else str(row[3]),
-        code=None if row[4] is None else str(row[4]),
-        created_at=float(row[5]),
-        bound_at=None if row[6] is None else float(row[6]),
-        token_prefix=None if row[7] is None else str(row[7]),
-        firmware=None if row[8] is None else str(row[8]),
-    )
-
 
 class SQLiteDevices(DeviceStore):
     """Mixed into SQLiteStore, which owns the connection (`db`)."""
@@ -56,10 +39,11 @@ class SQLiteDevices(DeviceStore):
 
     async def device(self, device_id: str, client_id: str) -> Device | None:
         async with self.db.execute(
-            f"SELECT {_COLUMNS} FROM devices WHERE device_id = ? AND client_id = ?", (device_id, client_id)
+            f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = ? AND client_id = ?",
+            (device_id, client_id),
         ) as cur:
             row = await cur.fetchone()
-        return None if row is None else _device(row)
+        return None if row is None else device_from_row(row)
 
     async def add_device(
         self, device_id: str, client_id: str, *, code: str | None, user_id: str | None, firmware: str | None
@@ -112,10 +96,10 @@ class SQLiteDevices(DeviceStore):
 
     async def token_device(self, digest: str) -> Device | None:
         async with self.db.execute(
-            f"SELECT {_COLUMNS} FROM devices WHERE token_digest = ? AND user_id IS NOT NULL", (digest,)
+            f"SELECT {DEVICE_COLUMNS} FROM devices WHERE token_digest = ? AND user_id IS NOT NULL", (digest,)
         ) as cur:
             row = await cur.fetchone()
-        return None if row is None else _device(row)
+        return None if row is None else device_from_row(row)
 
     async def device_owner(self, user_id: str) -> User | None:
         async with self.db.execute(
@@ -127,11 +111,11 @@ class SQLiteDevices(DeviceStore):
         return User(id=str(row[0]), name=str(row[1]), admin=bool(row[2]), disabled=bool(row[3]))
 
     async def list_devices(self, user_id: str | None = None) -> list[Device]:
-        sql, params = f"SELECT {_COLUMNS} FROM devices", tuple[str, ...]()
+        sql, params = f"SELECT {DEVICE_COLUMNS} FROM devices", tuple[str, ...]()
         if user_id is not None:
             sql, params = sql + " WHERE user_id = ?", (user_id,)
         async with self.db.execute(sql + " ORDER BY created_at", params) as cur:
-            return [_device(r) for r in await cur.fetchall()]
+            return [device_from_row(r) for r in await cur.fetchall()]
 
     async def rename_device(self, device_id: str, name: str) -> Device:
         if not name.strip() or len(name) > 64:
@@ -141,11 +125,11 @@ class SQLiteDevices(DeviceStore):
         if cur.rowcount == 0:
             raise NotFound(f"no device {device_id!r}", field="device")
         async with self.db.execute(
-            f"SELECT {_COLUMNS} FROM devices WHERE device_id = ?", (device_id,)
+            f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = ?", (device_id,)
         ) as rows:
             row = await rows.fetchone()
         assert row is not None
-        return _device(row)
+        return device_from_row(row)
 
     async def remove_device(self, device_id: str) -> None:
         cur = await self.db.execute("DELETE FROM devices WHERE device_id = ?", (device_id,))

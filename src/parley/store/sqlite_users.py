@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import sqlite3
 import time
-from typing import Any
 
 import aiosqlite
 
 from parley.errors import InvalidInput, NotFound
-from parley.store.users import CredentialKind, DayUsage, TokenInfo, User, UserStore, check_user_name
-
-_USER_COLUMNS = "id, name, admin, disabled"
+from parley.store.users import (
+    USER_COLUMNS,
+    CredentialKind,
+    DayUsage,
+    TokenInfo,
+    User,
+    UserStore,
+    check_user_name,
+    new_user_id,
+    user_from_row,
+)
 
 # aiosqlite logs every statement with its parameters at DEBUG: credential digests and message text
 # must never reach a log line, whatever PARLEY_LOG_LEVEL says.
 logging.getLogger("aiosqlite").setLevel(logging.INFO)
-
-
-def _user(row: Any) -> User:
-    return User(id=str(row[0]), name=str(row[1]), admin=bool(row[2]), disabled=bool(row[3]))
-
-
-def new_user_id() -> str:
-    # opaque, never reused; "u" keeps it apart from the implicit "local" user
-    return "u" + secrets.token_hex(8)
 
 
 class SQLiteUsers(UserStore):
@@ -51,13 +48,13 @@ class SQLiteUsers(UserStore):
         return user
 
     async def user_named(self, name: str) -> User | None:
-        async with self.db.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE name = ?", (name,)) as cur:
+        async with self.db.execute(f"SELECT {USER_COLUMNS} FROM users WHERE name = ?", (name,)) as cur:
             row = await cur.fetchone()
-        return None if row is None else _user(row)
+        return None if row is None else user_from_row(row)
 
     async def list_users(self) -> list[User]:
-        async with self.db.execute(f"SELECT {_USER_COLUMNS} FROM users ORDER BY name") as cur:
-            return [_user(r) for r in await cur.fetchall()]
+        async with self.db.execute(f"SELECT {USER_COLUMNS} FROM users ORDER BY name") as cur:
+            return [user_from_row(r) for r in await cur.fetchall()]
 
     async def set_disabled(self, name: str, disabled: bool) -> User:
         cur = await self.db.execute("UPDATE users SET disabled = ? WHERE name = ?", (int(disabled), name))
@@ -101,7 +98,7 @@ class SQLiteUsers(UserStore):
             (digest, kind.value, now),
         ) as cur:
             row = await cur.fetchone()
-        return None if row is None else _user(row)
+        return None if row is None else user_from_row(row)
 
     async def revoke_credentials(self, prefix: str) -> int:
         if not prefix:

@@ -7,9 +7,11 @@ suite runs against every backend. Nothing here decides who may do what: `auth/` 
 from __future__ import annotations
 
 import re
+import secrets
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from parley.errors import InvalidInput
 
@@ -35,6 +37,19 @@ class User:
     name: str
     admin: bool = False
     disabled: bool = False
+
+
+#: the columns `user_from_row` reads, in its order
+USER_COLUMNS = "id, name, admin, disabled"
+
+
+def user_from_row(row: Any) -> User:
+    return User(id=str(row[0]), name=str(row[1]), admin=bool(row[2]), disabled=bool(row[3]))
+
+
+def new_user_id() -> str:
+    # opaque, never reused; "u" keeps it apart from the implicit "local" user
+    return "u" + secrets.token_hex(8)
 
 
 #: the one implicit user of PARLEY_AUTH=none
