@@ -122,13 +122,7 @@ async def test_import_is_all_or_nothing_and_exports_what_it_stored(store: AnySto
         await store.export_conversations("u1", "u1/none")
 
 
-async def test_an_import_onto_a_taken_id_fails_and_leaves_that_conversation(
-    store: AnyStore, backend: str, request: pytest.FixtureRequest
-) -> None:
-    if backend == "sqlite":
-        # SQLiteConversations.import_conversations cleans up a failed import by deleting every key
-        # it was given, the taken one included: the existing conversation is lost.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="SQLite's import deletes the taken key"))
+async def test_an_import_onto_a_taken_id_fails_and_leaves_that_conversation(store: AnyStore) -> None:
     await turn(store, "u1/taken", "kept question", "kept answer")
     conv = ImportedConversation(
         "New", 1.0, 2.0, [ImportedMessage("user", "new", MessageStatus.COMPLETE, 1.0, "t")]

@@ -8,6 +8,7 @@ cut-back, a crash's recovered `failed` text, a clear and a delete replace or rem
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 import aiosqlite
@@ -217,6 +218,11 @@ class SQLiteConversations(ConversationStore):
             for k, c in zip(keys, conversations, strict=True)
             for m in c.messages
         ]
+        marks = ", ".join("?" * len(keys))
+        async with self.db.execute(f"SELECT key FROM sessions WHERE key IN ({marks})", keys) as cur:
+            taken = {str(row[0]) for row in await cur.fetchall()}
+        if taken:
+            raise sqlite3.IntegrityError(f"UNIQUE constraint failed: sessions.key ({len(taken)} taken)")
         try:
             await self.db.executemany(
                 "INSERT INTO sessions (key, owner, title, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
@@ -230,7 +236,8 @@ class SQLiteConversations(ConversationStore):
             await self.db.commit()
         except BaseException:
             # Not a rollback: the connection's open transaction may hold other sessions' writes.
-            # The keys are new, so removing them takes back exactly what this import wrote.
+            # The keys were free just before (checked above), so removing them takes back what
+            # this import wrote.
             await self._forget(keys)
             raise
         made = [await self.get_conversation(k) for k in keys]
