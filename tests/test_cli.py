@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -231,6 +232,59 @@ def test_ctrl_c_during_a_reply_stops_it_on_the_server(
     assert out.startswith("You said:") and "word49" not in out
     reply = history(running.url, "cli-stop")[-1]
     assert (reply["role"], reply["status"]) == ("assistant", "cancelled")
+
+
+def test_chat_on_a_session_prints_its_history_and_follows_other_clients_live(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    data = tmp_path / "server"
+    app = create_app(make_settings(data, auth="token"), chat=EchoChat())
+    with BackgroundServer(app) as running:
+        env = env | {"PARLEY_DATA_DIR": str(data)}
+        added = parley("users", "add", "alice", env=env, cwd=tmp_path)
+        assert added.returncode == 0, added.stderr
+        token = added.stdout.strip().splitlines()[-1]
+        auth = {"Authorization": f"Bearer {token}"}
+        turn = {"message": "from the phone", "sessionId": "shared"}
+        assert httpx.post(f"{running.url}/api/chat", json=turn, headers=auth).status_code == 200
+        command = [sys.executable, "-m", "parley.cli", "chat", "--url", running.url, "--session", "shared"]
+        with subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env | {"PARLEY_TOKEN": token},
+            cwd=tmp_path,
+        ) as proc:
+            assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+            try:
+                # the history first, then the socket: poll across the process boundary for it
+                assert proc.stdout.readline() == "> from the phone\n"
+                assert proc.stdout.readline() == "You said: from the phone\n"
+                bus = app.state.services.bus
+                deadline = time.monotonic() + 15
+                while bus.subscriber_count(f"{_user_id(data, 'alice')}/shared") == 0:
+                    assert time.monotonic() < deadline, "parley chat never followed the session"
+                    time.sleep(0.02)
+                # another client's turn is printed as it happens, this client's own once
+                other = {"message": "from the browser", "sessionId": "shared"}
+                assert httpx.post(f"{running.url}/api/chat", json=other, headers=auth).status_code == 200
+                assert proc.stdout.readline() == "> from the browser\n"
+                assert proc.stdout.readline() == "You said: from the browser\n"
+                proc.stdin.write("typed here\n")
+                proc.stdin.close()
+                assert proc.wait(timeout=30) == 0, proc.stderr.read()
+                assert proc.stdout.read() == "You said: typed here\n"
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+
+
+def _user_id(data: Path, name: str) -> str:
+    with sqlite3.connect(data / "parley.db") as db:
+        (user_id,) = db.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
+    return str(user_id)
 
 
 def test_chat_without_a_server_says_so(env: dict[str, str], tmp_path: Path) -> None:

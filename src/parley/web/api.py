@@ -67,7 +67,7 @@ async def chat(request: Request) -> Any:
     language = check_language(body.language)
     await spend(request, "chat")
     session = await live_session(request, key)
-    turn = session.submit(text, source="http", language=language)
+    turn = session.submit(text, source="http", language=language, client_id=body.clientId)
     if _wants_stream(request, body):
         return StreamingResponse(
             _sse(turn.watch()),

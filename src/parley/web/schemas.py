@@ -59,6 +59,13 @@ class ChatIn(_Body):
     language: str | None = Field(
         None, description="The user's language (e.g. `de`, from speech-to-text or the UI): the reply uses it."
     )
+    clientId: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="The sender's own id, echoed in the turn's `user_message` event on the session's "
+        "sockets, so a client following the session live can tell its own turns from others'.",
+    )
 
 
 class SessionIn(_Body):
