@@ -57,13 +57,15 @@ class WatchedStore(SQLiteStore):
         self.partial_saves: list[str] = []
         self.partial_saved = asyncio.Event()
 
-    async def begin_turn(self, session_id: str, turn_id: str, user_text: str) -> tuple[Message, Message]:
+    async def begin_turn(
+        self, session_id: str, turn_id: str, user_text: str, *, replace_from: int | None = None
+    ) -> tuple[Message, Message]:
         if self.gate is not None:
             self.at_gate.set()
             await self.gate.wait()
         if self.fail is not None:
             raise self.fail
-        return await super().begin_turn(session_id, turn_id, user_text)
+        return await super().begin_turn(session_id, turn_id, user_text, replace_from=replace_from)
 
     async def save_partial(self, message_id: int, content: str) -> None:
         await super().save_partial(message_id, content)

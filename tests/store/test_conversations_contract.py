@@ -131,3 +131,30 @@ async def test_an_import_onto_a_taken_id_fails_and_leaves_that_conversation(stor
         await store.import_conversations("u1", [conv, conv], ["fresh", "taken"])
     assert await store.get_conversation("u1/fresh") is None
     assert [m.content for m in await store.list_messages("u1/taken")] == ["kept question", "kept answer"]
+
+
+async def test_a_turn_that_replaces_a_branch_hides_it_from_history_counts_and_search(store: AnyStore) -> None:
+    await turn(store, "u1/e", "walrus question", "walrus answer")
+    await turn(store, "u1/e", "zebra question", "zebra answer")
+    zebra = next(m for m in await store.list_messages("u1/e") if m.content == "zebra question")
+    user, reply = await store.begin_turn("u1/e", "t9", "okapi question", replace_from=zebra.id)
+    await store.finish_message(reply.id, "okapi answer", MessageStatus.COMPLETE)
+    assert [m.content for m in await store.list_messages("u1/e")] == [
+        "walrus question",
+        "walrus answer",
+        "okapi question",
+        "okapi answer",
+    ]
+    assert user.id > zebra.id
+    (listed,) = [c for c in await store.list_conversations("u1", limit=10) if c.key == "u1/e"]
+    assert listed.message_count == 4
+    assert await store.search("u1", parse_query("zebra"), limit=10) == []
+    assert [h.message_id for h in await store.search("u1", parse_query("walrus question"), limit=10)]
+    # replacing nothing that exists (an id past the end) changes nothing but adds the turn
+    await store.begin_turn("u1/e", "t10", "again", replace_from=10**9)
+    assert [m.content for m in await store.list_messages("u1/e")][:4] == [
+        "walrus question",
+        "walrus answer",
+        "okapi question",
+        "okapi answer",
+    ]

@@ -51,6 +51,12 @@ def user_message(session_id: str, msg: Message, client_id: str | None = None) ->
     )
 
 
+def replaced(session_id: str, turn_id: str, from_message_id: int) -> Event:
+    """An edit (or a regenerated reply): message `fromMessageId` and every later one are replaced
+    by turn `turnId`, whose user_message follows; clients drop them from the conversation."""
+    return Event.make("replaced", sessionId=session_id, turnId=turn_id, fromMessageId=from_message_id)
+
+
 def turn_started(session_id: str, turn_id: str, message_id: int) -> Event:
     return Event.make("turn_started", sessionId=session_id, turnId=turn_id, messageId=message_id)
 

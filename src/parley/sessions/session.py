@@ -108,9 +108,19 @@ class ChatSession:
         return self._current is not None or bool(self._queue)
 
     def submit(
-        self, text: str, *, source: str = "http", language: str | None = None, client_id: str | None = None
+        self,
+        text: str,
+        *,
+        source: str = "http",
+        language: str | None = None,
+        client_id: str | None = None,
+        replace_from: int | None = None,
     ) -> Turn:
-        """Queue a turn and return at once; await `turn.done` for the stored reply."""
+        """Queue a turn and return at once; await `turn.done` for the stored reply.
+
+        `replace_from`: the id of an earlier user message this turn edits (or re-asks, to
+        regenerate its reply); it and every later message become `replaced` when the turn is stored.
+        """
         if self._closed:
             raise ParleyError("session is closing")
         if len(self._queue) >= self._config.max_queued_turns:
@@ -120,7 +130,13 @@ class ChatSession:
                 limit=self._config.max_queued_turns,
             )
         # Text from any source (a transcript too) must be storable and sendable: see parley.text.
-        turn = Turn(text=valid_text(text), source=source, language=language, client_id=client_id)
+        turn = Turn(
+            text=valid_text(text),
+            source=source,
+            language=language,
+            client_id=client_id,
+            replace_from=replace_from,
+        )
         self._queue.append(turn)
         self.last_active = self._clock()
         self._idle.clear()
@@ -284,6 +300,10 @@ class ChatSession:
         writes: asyncio.Task[tuple[Message, Message]] | None = None
         try:
             recent = await self._context()
+            if turn.replace_from is not None:
+                # the model sees the conversation as it was before the edited message
+                while recent and recent[-1].id >= turn.replace_from:
+                    recent.pop()
             started = time.perf_counter()
             request = ChatRequest(
                 self._model_messages(recent, turn.text, turn.language), max_tokens=self._config.max_tokens
@@ -292,7 +312,8 @@ class ChatSession:
             reasons: list[str] = []  # why the model stopped, once it says ("length": max_tokens)
             released = asyncio.Event()  # the output gate: set once the writes have committed
             writes = asyncio.create_task(
-                self._store.begin_turn(self.key, turn.id, turn.text), name=f"turn-write:{turn.id}"
+                self._store.begin_turn(self.key, turn.id, turn.text, replace_from=turn.replace_from),
+                name=f"turn-write:{turn.id}",
             )
             if not turn.stop_requested:
                 turn.stream_task = asyncio.create_task(
@@ -310,6 +331,8 @@ class ChatSession:
             recent.append(user)
             turn.state = TurnState.RUNNING
             turn.message_id = pending.id
+            if turn.replace_from is not None:
+                await self._emit(turn, events.replaced(self.id, turn.id, turn.replace_from))
             await self._emit(turn, events.user_message(self.id, user, turn.client_id))
             await self._emit(turn, events.turn_started(self.id, turn.id, pending.id))
             released.set()
@@ -357,6 +380,8 @@ class ChatSession:
     async def _write_failed(self, turn: Turn, exc: Exception) -> None:
         """The turn's writes failed: end the model call and the turn; no event of it was sent."""
         log.error("could not store turn=%s session=%s: %r", turn.id, self.id, exc)
+        if turn.replace_from is not None:
+            self._recent = None  # what an edit took out of the context is read again from storage
         if turn.stream_task is not None:
             turn.stream_task.cancel()
             await asyncio.gather(turn.stream_task, return_exceptions=True)

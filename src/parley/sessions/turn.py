@@ -37,6 +37,8 @@ class Turn:
     language: str | None = None
     #: an id the client chose for its message, echoed in this turn's events
     client_id: str | None = None
+    #: an edit or a regenerated reply: this message and all after it are replaced by this turn
+    replace_from: int | None = None
     id: str = field(default_factory=new_turn_id)
     state: TurnState = TurnState.QUEUED
     queued_at: float = field(default_factory=time.perf_counter)

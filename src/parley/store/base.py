@@ -23,6 +23,14 @@ class MessageStatus(StrEnum):
     #: a spoken reply the user talked over: the content is what was actually played
     INTERRUPTED = "interrupted"
     FAILED = "failed"
+    #: an edited message and what followed it: kept, but no longer history, context or search
+    REPLACED = "replaced"
+
+
+#: statuses that are not history: never listed, counted, searched or sent to the model
+HIDDEN = (MessageStatus.PENDING.value, MessageStatus.REPLACED.value)
+#: `HIDDEN` as an SQL list, for `status NOT IN (...)`
+HIDDEN_SQL = ", ".join(f"'{status}'" for status in HIDDEN)
 
 
 @dataclass(slots=True, frozen=True)
@@ -100,8 +108,13 @@ class Store(ABC):
     ) -> Message: ...
 
     @abstractmethod
-    async def begin_turn(self, session_id: str, turn_id: str, user_text: str) -> tuple[Message, Message]:
+    async def begin_turn(
+        self, session_id: str, turn_id: str, user_text: str, *, replace_from: int | None = None
+    ) -> tuple[Message, Message]:
         """Store a turn's user message and its `pending` reply in one transaction: both or neither.
+
+        `replace_from` (an edit, or a regenerated reply): that message of the session and every
+        later one become `replaced` in the same transaction.
 
         Returns (user message, pending reply), the user's id the lower. A session calls it beside
         the model call, not before it, and releases the turn's events once it returns.

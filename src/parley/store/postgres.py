@@ -15,7 +15,15 @@ import asyncpg  # type: ignore[import-untyped]
 
 from parley.errors import ConfigError
 from parley.redact import redact, url_secrets
-from parley.store.base import MESSAGE_COLUMNS, Message, MessageStatus, Role, Store, message_from_row
+from parley.store.base import (
+    HIDDEN_SQL,
+    MESSAGE_COLUMNS,
+    Message,
+    MessageStatus,
+    Role,
+    Store,
+    message_from_row,
+)
 from parley.store.postgres_conversations import MIGRATION as CONVERSATIONS_MIGRATION
 from parley.store.postgres_conversations import PostgresConversations
 from parley.store.postgres_devices import MIGRATION as DEVICES_MIGRATION
@@ -172,12 +180,17 @@ class PostgresStore(PostgresUsers, PostgresDevices, PostgresConversations, Store
         )
         return Message(int(message_id), session_id, turn_id, role, content, status, now)
 
-    async def begin_turn(self, session_id: str, turn_id: str, user_text: str) -> tuple[Message, Message]:
+    async def begin_turn(
+        self, session_id: str, turn_id: str, user_text: str, *, replace_from: int | None = None
+    ) -> tuple[Message, Message]:
         now = time.time()
-        # One statement is one implicit transaction (both rows or neither) and one round trip; the
-        # reply takes the id after the user's, which the sequence (INCREMENT BY 2) never hands out.
+        # One statement is one implicit transaction (both rows or neither, and the replacement of
+        # an edited branch with them) and one round trip; the reply takes the id after the user's,
+        # which the sequence (INCREMENT BY 2) never hands out.
         rows = await self.pool.fetch(
-            "WITH turn AS (SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS id) "
+            "WITH replaced AS (UPDATE messages SET status = 'replaced' WHERE session_id = $1 "
+            "AND id >= $5::bigint AND status <> 'pending' AND $5::bigint IS NOT NULL RETURNING id), "
+            "turn AS (SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS id) "
             "INSERT INTO messages (id, session_id, turn_id, role, content, status, created_at) "
             "SELECT id, $1::text, $2::text, 'user', $3::text, 'complete', $4::float8 FROM turn "
             "UNION ALL SELECT id + 1, $1, $2, 'assistant', '', 'pending', $4 FROM turn "
@@ -186,6 +199,7 @@ class PostgresStore(PostgresUsers, PostgresDevices, PostgresConversations, Store
             turn_id,
             user_text,
             now,
+            replace_from,
         )
         ids = {row[1]: int(row[0]) for row in rows}
         return (
@@ -224,7 +238,7 @@ class PostgresStore(PostgresUsers, PostgresDevices, PostgresConversations, Store
     async def list_messages(self, session_id: str, *, limit: int | None = None) -> list[Message]:
         # LIMIT NULL is no limit: one statement (prepared once per connection) for both cases
         rows = await self.pool.fetch(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND status != 'pending' "
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND status NOT IN ({HIDDEN_SQL}) "
             "ORDER BY id DESC LIMIT $2",
             session_id,
             limit,

@@ -73,7 +73,7 @@ _ELLIPSIS = "…"
 
 _CONVERSATION = (
     "SELECT s.key, s.title, s.created_at, s.updated_at, "
-    "(SELECT count(*) FROM messages m WHERE m.session_id = s.key AND m.status <> 'pending') "
+    "(SELECT count(*) FROM messages m WHERE m.session_id = s.key AND m.status NOT IN ('pending', 'replaced')) "
     "FROM sessions s"
 )
 
@@ -185,7 +185,8 @@ class PostgresConversations(ConversationStore):
             f"WITH q AS (SELECT {query} AS q), ranked AS ("
             "  SELECT m.id, m.session_id, m.role, m.created_at, m.content, s.title, ts_rank(m.search, q.q) AS rank"
             "  FROM q, messages m JOIN sessions s ON s.key = m.session_id"
-            f"  WHERE m.search @@ q.q AND {scope} ORDER BY rank DESC, m.id DESC LIMIT $1) "
+            f"  WHERE m.search @@ q.q AND {scope} AND m.status <> 'replaced' "
+            "  ORDER BY rank DESC, m.id DESC LIMIT $1) "
             "SELECT r.id, r.session_id, r.role, r.created_at, r.title, r.content, "
             "  ts_headline('parley_search', r.content, q.q, $2), strpos(r.content, $3) "
             "FROM ranked r, q ORDER BY r.rank DESC, r.id DESC",

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import aiosqlite
 
-from parley.store.base import MESSAGE_COLUMNS, Message, MessageStatus, Role, Store, message_from_row
+from parley.store.base import (
+    HIDDEN_SQL,
+    MESSAGE_COLUMNS,
+    Message,
+    MessageStatus,
+    Role,
+    Store,
+    message_from_row,
+)
 from parley.store.sqlite_conversations import MIGRATION as CONVERSATIONS_MIGRATION
 from parley.store.sqlite_conversations import SQLiteConversations
 from parley.store.sqlite_devices import MIGRATION as DEVICES_MIGRATION
@@ -130,9 +138,17 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
         assert cur.lastrowid is not None
         return Message(cur.lastrowid, session_id, turn_id, role, content, status, now)
 
-    async def begin_turn(self, session_id: str, turn_id: str, user_text: str) -> tuple[Message, Message]:
+    async def begin_turn(
+        self, session_id: str, turn_id: str, user_text: str, *, replace_from: int | None = None
+    ) -> tuple[Message, Message]:
         now = time.time()
         pending = MessageStatus.PENDING
+        if replace_from is not None:
+            # Before the insert, in the same transaction (the commit below carries both).
+            await self.db.execute(
+                "UPDATE messages SET status = 'replaced' WHERE session_id = ? AND id >= ? AND status != 'pending'",
+                (session_id, replace_from),
+            )
         # One statement (atomic: both rows or neither) and one commit: two hops to aiosqlite's
         # thread where two add_message calls take four. No rollback on failure: the connection's
         # open transaction may hold other sessions' writes, which their own commits will carry.
@@ -179,7 +195,7 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
         await self.db.commit()
 
     async def list_messages(self, session_id: str, *, limit: int | None = None) -> list[Message]:
-        sql = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND status != 'pending' ORDER BY id DESC"
+        sql = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND status NOT IN ({HIDDEN_SQL}) ORDER BY id DESC"
         params: tuple[object, ...] = (session_id,)
         if limit is not None:
             sql += " LIMIT ?"

@@ -76,7 +76,7 @@ RANK_WINDOW = 5000
 
 _CONVERSATION = (
     "SELECT s.key, s.title, s.created_at, s.updated_at, "
-    "(SELECT COUNT(*) FROM messages m WHERE m.session_id = s.key AND m.status != 'pending') "
+    "(SELECT COUNT(*) FROM messages m WHERE m.session_id = s.key AND m.status NOT IN ('pending', 'replaced')) "
     "FROM sessions s"
 )
 
@@ -175,7 +175,7 @@ class SQLiteConversations(ConversationStore):
         async with self.db.execute(
             "SELECT w.id, m.session_id, m.role, m.created_at, s.title, instr(m.content, ?) + instr(m.content, ?) "
             "FROM (SELECT f.rowid AS id, f.rank AS rank FROM messages_fts f JOIN messages m ON m.id = f.rowid "
-            f"WHERE messages_fts MATCH ? AND {scope} ORDER BY f.rowid DESC LIMIT {RANK_WINDOW}) w "
+            f"WHERE messages_fts MATCH ? AND {scope} AND m.status != 'replaced' ORDER BY f.rowid DESC LIMIT {RANK_WINDOW}) w "
             "JOIN messages m ON m.id = w.id JOIN sessions s ON s.key = m.session_id ORDER BY w.rank LIMIT ?",
             (MARK_OPEN, MARK_CLOSE, match, *params, limit),
         ) as cur:

@@ -24,7 +24,7 @@ from parley.text import valid_text
 from parley.web import schemas
 from parley.web.body import bounded_receive, read_json, require_text, transport_limit, validate
 from parley.web.errors import error_body
-from parley.web.users import live_session, owned_session, spend
+from parley.web.users import edited_message, live_session, owned_session, spend
 
 router = APIRouter()
 
@@ -65,9 +65,10 @@ async def chat(request: Request) -> Any:
         body.message, field="message", limit=svc.settings.max_message_chars, missing=SEED_MISSING_CHAT
     )
     language = check_language(body.language)
+    edit = await edited_message(request, key, body.editOf)
     await spend(request, "chat")
     session = await live_session(request, key)
-    turn = session.submit(text, source="http", language=language, client_id=body.clientId)
+    turn = session.submit(text, source="http", language=language, client_id=body.clientId, replace_from=edit)
     if _wants_stream(request, body):
         return StreamingResponse(
             _sse(turn.watch()),

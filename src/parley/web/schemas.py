@@ -66,6 +66,13 @@ class ChatIn(_Body):
         description="The sender's own id, echoed in the turn's `user_message` event on the session's "
         "sockets, so a client following the session live can tell its own turns from others'.",
     )
+    editOf: int | None = Field(
+        None,
+        ge=1,
+        description="Edit and resend: the id of an earlier user message of this conversation that "
+        "`message` replaces; it and every later message are stored as `replaced` (a `replaced` event "
+        "tells the sockets). Regenerate a reply: resend its user message unchanged with its id.",
+    )
 
 
 class SessionIn(_Body):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.requests import HTTPConnection
 
-from parley.errors import Busy, QuotaExceeded, Unauthenticated
+from parley.errors import Busy, InvalidInput, QuotaExceeded, Unauthenticated
 from parley.services import Services
 from parley.sessions.keys import SessionKey, owner_of, session_key
 from parley.sessions.registry import check_session_id
@@ -30,6 +30,22 @@ def owned_session(connection: HTTPConnection, value: object, field: str = "sessi
     # the access-log line names the id the client used
     connection.state.session_id = session_id
     return session_key(current_user(connection).id, session_id)
+
+
+async def edited_message(connection: HTTPConnection, key: SessionKey, value: object) -> int | None:
+    """The user message an edit (or a regenerate) replaces, checked: None when `value` is None;
+    400 naming `editOf` unless it is a user message in this conversation's history."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidInput("editOf must be the id (a positive integer) of a message of yours", field="editOf")
+    services: Services = connection.app.state.services
+    history = await services.store.list_messages(key)
+    if not any(m.id == value and m.role == "user" for m in history):
+        raise InvalidInput(
+            f"editOf {value} names no message you sent in this conversation's history", field="editOf"
+        )
+    return value
 
 
 async def spend(connection: HTTPConnection, what: str) -> User:

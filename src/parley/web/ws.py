@@ -1,6 +1,6 @@
 """The session WebSocket: every event of a session to every socket of it, and a few commands back.
 
-Client -> server: `{"type":"ping"}`, `{"type":"chat","message":...,"language"?,"clientId"?}`,
+Client -> server: `{"type":"ping"}`, `{"type":"chat","message":...,"language"?,"clientId"?,"editOf"?}`,
 `{"type":"stop","turnId"?}`. A `clientId` (<= 64 chars) is echoed in the `user_message` or `error`
 event that answers the frame, so a client can tell which of its sends an error is about.
 Server -> client: `connected`, `pong`, and the session events of `sessions/events.py`. A bad frame
@@ -38,7 +38,7 @@ from parley.web.errors import (
     error_response,
 )
 from parley.web.limits import count
-from parley.web.users import live_session, owned_session, spend
+from parley.web.users import edited_message, live_session, owned_session, spend
 
 router = APIRouter()
 log = logging.getLogger("parley.ws")
@@ -226,8 +226,11 @@ async def _command(
     elif kind == "chat":
         message = require_text(data.get("message"), field="message", limit=svc.settings.max_message_chars)
         language = check_language(data.get("language"))
+        edit = await edited_message(websocket, key, data.get("editOf"))
         await spend(websocket, "chat")  # refused: an error event, and the socket stays open
-        svc.sessions.get(key).submit(message, source="ws", language=language, client_id=client_id)
+        svc.sessions.get(key).submit(
+            message, source="ws", language=language, client_id=client_id, replace_from=edit
+        )
     elif kind == "stop":
         turn_id = data.get("turnId")
         if turn_id is not None and not isinstance(turn_id, str):
