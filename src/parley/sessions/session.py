@@ -262,6 +262,12 @@ class ChatSession:
                 self._current = None
                 self.last_active = self._clock()
 
+    def starts_empty(self) -> None:
+        """The caller knows storage holds nothing of this session yet (it just checked): its first
+        turn needs no history read before the model call."""
+        if self._recent is None:
+            self._recent = collections.deque()
+
     async def _context(self) -> collections.deque[Message]:
         if self._recent is None:
             async with self._load_lock:

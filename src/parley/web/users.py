@@ -74,13 +74,16 @@ async def live_session(connection: HTTPConnection, key: SessionKey) -> ChatSessi
             limit=settings.max_live_sessions,
         )
     store = services.store
-    if not await store.session_exists(key):
-        limit = settings.max_sessions_per_user
-        if await store.session_count(owner_of(key)) >= limit:
-            raise QuotaExceeded(
-                f"this user has {limit} conversations, the most allowed (PARLEY_MAX_SESSIONS_PER_USER); "
-                "delete one (DELETE /api/sessions/{id}) to start another",
-                field="sessionId",
-                limit=limit,
-            )
-    return services.sessions.get(key)
+    if await store.session_exists(key):
+        return services.sessions.get(key)
+    limit = settings.max_sessions_per_user
+    if await store.session_count(owner_of(key)) >= limit:
+        raise QuotaExceeded(
+            f"this user has {limit} conversations, the most allowed (PARLEY_MAX_SESSIONS_PER_USER); "
+            "delete one (DELETE /api/sessions/{id}) to start another",
+            field="sessionId",
+            limit=limit,
+        )
+    session = services.sessions.get(key)
+    session.starts_empty()
+    return session
