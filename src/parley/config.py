@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -52,6 +53,12 @@ class Settings(BaseSettings):
         None,
         description="Store URL: `sqlite:///PATH` or `postgresql://USER:PASSWORD@HOST:5432/DATABASE` "
         "(needs `pip install 'parley[postgres]'`); unset means `sqlite:///<PARLEY_DATA_DIR>/parley.db`.",
+    )
+    node_id: str | None = Field(
+        None,
+        max_length=128,
+        description="This process's name among several on one database (default: the host name): at "
+        "start it fails only the replies it left unfinished. Give each process on one host its own.",
     )
     log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     cors_origins: list[str] = Field(
@@ -345,6 +352,11 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{cidr!r} is not an address or CIDR (like 10.0.0.0/8 or ::1)") from None
         return value
+
+    @property
+    def resolved_node_id(self) -> str:
+        """PARLEY_NODE_ID, else this machine's host name."""
+        return self.node_id or socket.gethostname() or "local"
 
     @property
     def resolved_database_url(self) -> str:

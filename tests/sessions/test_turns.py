@@ -74,7 +74,8 @@ async def test_a_reply_cut_off_by_a_crash_is_marked_failed_at_start(
     serve: ServerFactory, tmp_path: Path
 ) -> None:
     settings = make_settings(tmp_path / "data")
-    store = SQLiteStore(settings.data_dir / "parley.db")
+    # this node before its crash (PARLEY_NODE_ID unset: the host name)
+    store = SQLiteStore(settings.data_dir / "parley.db", node=settings.resolved_node_id)
     await store.open()
     key = session_key(LOCAL_USER.id, SID)  # what the API's SID is stored as (PARLEY_AUTH=none)
     await store.add_message(key, "turn_x", "user", "hello?")

@@ -46,3 +46,38 @@ async def test_a_version_1_database_gains_the_finish_reason_column(tmp_path: Pat
         assert [m.finish_reason for m in await s.list_messages("local/s")] == [None, "length"]
     finally:
         await s.aclose()
+
+
+async def test_a_starting_node_fails_only_its_own_and_a_previous_releases_pending_replies(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "p.db"
+    a, b = SQLiteStore(path, node="a"), SQLiteStore(path, node="b")
+    await a.open()
+    await b.open()
+    try:
+        _, live = await a.begin_turn("local/s", "t", "q")
+        await b.begin_turn("local/s2", "t", "q")
+        async with b.db.execute(
+            "INSERT INTO messages (session_id, turn_id, role, content, status, created_at) "
+            "VALUES ('local/old', 't', 'assistant', 'x', 'pending', 0)"
+        ):
+            pass  # a pending reply of a release that kept no node
+        await b.db.commit()
+        assert await b.fail_pending("restarted") == 2
+        done = await a.finish_message(live.id, "all", MessageStatus.COMPLETE)
+        assert done.status is MessageStatus.COMPLETE
+        assert (await b.list_messages("local/s2"))[1].status is MessageStatus.FAILED
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+def test_the_store_writes_as_parley_node_id_else_the_host_name(tmp_path: Path) -> None:
+    import socket
+
+    from parley.store.factory import build_store
+    from tests.conftest import make_settings
+
+    assert build_store(make_settings(tmp_path, node_id="edge-2")).node == "edge-2"
+    assert build_store(make_settings(tmp_path)).node == socket.gethostname()

@@ -155,9 +155,16 @@ class Store(ABC):
     async def session_exists(self, session_id: str) -> bool:
         """Whether the session has any stored message."""
 
+    #: the process that writes through this store (PARLEY_NODE_ID): a pending reply is its writer's
+    node: str = "local"
+
     @abstractmethod
     async def fail_pending(self, reason: str) -> int:
-        """Mark replies left pending by a crash as failed; run once at start-up."""
+        """Mark the replies this node left pending (a crash) as failed; run once at its start-up.
+
+        Only this node's (and those of a release that kept no node): another node's pending reply
+        may be streaming right now.
+        """
 
     @abstractmethod
     async def ping(self) -> None:

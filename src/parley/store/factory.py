@@ -16,7 +16,7 @@ def build_store(settings: Settings) -> Store:
     if url.startswith("sqlite:///"):
         from parley.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url.removeprefix("sqlite:///"))
+        return SQLiteStore(url.removeprefix("sqlite:///"), node=settings.resolved_node_id)
     if url.startswith(POSTGRES_SCHEMES):
         if importlib.util.find_spec("asyncpg") is None:
             raise ConfigError(
@@ -26,7 +26,7 @@ def build_store(settings: Settings) -> Store:
             )
         from parley.store.postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, node=settings.resolved_node_id)
     raise ConfigError(
         f"PARLEY_DATABASE_URL scheme not supported: {url.split(':', 1)[0]!r} "
         "(supported: sqlite:///PATH, postgresql://USER@HOST:PORT/DATABASE)",

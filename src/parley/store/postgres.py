@@ -91,6 +91,11 @@ MIGRATIONS: list[str] = [
     CONVERSATIONS_MIGRATION,
     # 5: XiaoZhi devices: owner, pending activation code, token digest (store/postgres_devices.py)
     DEVICES_MIGRATION,
+    # 6: which node writes a pending reply, so a restarting node fails only its own
+    """
+    ALTER TABLE messages ADD COLUMN node TEXT;
+    CREATE INDEX messages_pending ON messages (node) WHERE status = 'pending';
+    """,
 ]
 
 
@@ -121,8 +126,9 @@ async def _migrate(conn: Any) -> None:
 
 
 class PostgresStore(PostgresUsers, PostgresDevices, PostgresConversations, Store):
-    def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+    def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE, node: str = "local") -> None:
         self.url = url
+        self.node = node
         self.pool_size = pool_size
         self._pool: Any = None
 
@@ -169,14 +175,15 @@ class PostgresStore(PostgresUsers, PostgresDevices, PostgresConversations, Store
     ) -> Message:
         now = time.time()
         message_id = await self.pool.fetchval(
-            "INSERT INTO messages (session_id, turn_id, role, content, status, created_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO messages (session_id, turn_id, role, content, status, created_at, node) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             session_id,
             turn_id,
             role,
             content,
             status.value,
             now,
+            self.node,
         )
         return Message(int(message_id), session_id, turn_id, role, content, status, now)
 
@@ -191,15 +198,16 @@ class PostgresStore(PostgresUsers, PostgresDevices, PostgresConversations, Store
             "WITH replaced AS (UPDATE messages SET status = 'replaced' WHERE session_id = $1 "
             "AND id >= $5::bigint AND status <> 'pending' AND $5::bigint IS NOT NULL RETURNING id), "
             "turn AS (SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS id) "
-            "INSERT INTO messages (id, session_id, turn_id, role, content, status, created_at) "
-            "SELECT id, $1::text, $2::text, 'user', $3::text, 'complete', $4::float8 FROM turn "
-            "UNION ALL SELECT id + 1, $1, $2, 'assistant', '', 'pending', $4 FROM turn "
+            "INSERT INTO messages (id, session_id, turn_id, role, content, status, created_at, node) "
+            "SELECT id, $1::text, $2::text, 'user', $3::text, 'complete', $4::float8, $6::text FROM turn "
+            "UNION ALL SELECT id + 1, $1, $2, 'assistant', '', 'pending', $4, $6 FROM turn "
             "RETURNING id, role",
             session_id,
             turn_id,
             user_text,
             now,
             replace_from,
+            self.node,
         )
         ids = {row[1]: int(row[0]) for row in rows}
         return (
@@ -259,7 +267,10 @@ class PostgresStore(PostgresUsers, PostgresDevices, PostgresConversations, Store
 
     async def fail_pending(self, reason: str) -> int:
         status = await self.pool.execute(
-            "UPDATE messages SET status = 'failed', error = $1 WHERE status = 'pending'", reason
+            "UPDATE messages SET status = 'failed', error = $1 "
+            "WHERE status = 'pending' AND (node = $2 OR node IS NULL)",
+            reason,
+            self.node,
         )
         return int(status.split()[-1])
 

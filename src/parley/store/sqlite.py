@@ -79,12 +79,18 @@ MIGRATIONS: list[str] = [
     CONVERSATIONS_MIGRATION,
     # 5: XiaoZhi devices: owner, pending activation code, token digest (store/sqlite_devices.py)
     DEVICES_MIGRATION,
+    # 6: which node writes a pending reply, so a restarting node fails only its own
+    """
+    ALTER TABLE messages ADD COLUMN node TEXT;
+    CREATE INDEX messages_pending ON messages (node) WHERE status = 'pending';
+    """,
 ]
 
 
 class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, node: str = "local") -> None:
         self.path = Path(path) if str(path) != ":memory:" else path
+        self.node = node
         self._db: aiosqlite.Connection | None = None
 
     @property
@@ -130,9 +136,9 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
     ) -> Message:
         now = time.time()
         cur = await self.db.execute(
-            "INSERT INTO messages (session_id, turn_id, role, content, status, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (session_id, turn_id, role, content, status.value, now),
+            "INSERT INTO messages (session_id, turn_id, role, content, status, created_at, node) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (session_id, turn_id, role, content, status.value, now, self.node),
         )
         await self.db.commit()
         assert cur.lastrowid is not None
@@ -153,9 +159,20 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
         # thread where two add_message calls take four. No rollback on failure: the connection's
         # open transaction may hold other sessions' writes, which their own commits will carry.
         rows = await self.db.execute_fetchall(
-            "INSERT INTO messages (session_id, turn_id, role, content, status, created_at) "
-            "VALUES (?, ?, 'user', ?, 'complete', ?), (?, ?, 'assistant', '', ?, ?) RETURNING id",
-            (session_id, turn_id, user_text, now, session_id, turn_id, pending.value, now),
+            "INSERT INTO messages (session_id, turn_id, role, content, status, created_at, node) "
+            "VALUES (?, ?, 'user', ?, 'complete', ?, ?), (?, ?, 'assistant', '', ?, ?, ?) RETURNING id",
+            (
+                session_id,
+                turn_id,
+                user_text,
+                now,
+                self.node,
+                session_id,
+                turn_id,
+                pending.value,
+                now,
+                self.node,
+            ),
         )
         await self.db.commit()
         # RETURNING's row order is unspecified; AUTOINCREMENT ids follow the VALUES order.
@@ -221,7 +238,9 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
 
     async def fail_pending(self, reason: str) -> int:
         cur = await self.db.execute(
-            "UPDATE messages SET status = 'failed', error = ? WHERE status = 'pending'", (reason,)
+            "UPDATE messages SET status = 'failed', error = ? "
+            "WHERE status = 'pending' AND (node = ? OR node IS NULL)",
+            (reason, self.node),
         )
         await self.db.commit()
         return cur.rowcount
