@@ -5,12 +5,46 @@
 // of POST /api/chat. The sending tab and every other tab take the same code path, and messages
 // are keyed by their stored id, so history and live events never show one twice. A voice call's
 // turns arrive the same way (its other events, such as `user_started_speaking`, are for call.js).
+// `title` and `deleted` (and a finished turn) go to the listeners of onConversationEvent (the
+// sidebar), and a search result's message is scrolled to and marked once history has it.
 
-import { clearView, createEntry, removeEntry, render, renderLater, scrollToBottom, updateChrome } from "./render.js";
+import {
+  clearView, createEntry, removeEntry, render, renderLater, scrollToBottom, scrollToMessage, updateChrome,
+} from "./render.js";
 import { cancel as cancelSpeech, followReply, turnStopped } from "./speech.js";
 import { FINAL, claimSent, dropSend, isMine, state } from "./state/session.js";
-import { restoreDraft, showError } from "./ui.js";
+import { restoreDraft, showError, ui } from "./ui.js";
 import { apiUrl, errorText } from "./util.js";
+
+const listeners = [];
+let target = null; // a message id to show once it is on screen
+
+/** Call `listener(event)` on `title`, `deleted`, and the end of a turn in this conversation. */
+export function onConversationEvent(listener) {
+  listeners.push(listener);
+}
+
+function tell(event) {
+  for (const listener of listeners) listener(event);
+}
+
+/** Scroll to message `id` and mark it, now or once history brings it. */
+export function showMessage(id) {
+  target = id;
+  revealTarget();
+}
+
+function revealTarget() {
+  if (target === null) return false;
+  const entry = state.messages.get(target);
+  if (!entry) return false;
+  target = null;
+  for (const old of ui.list.querySelectorAll(".msg.hit")) old.classList.remove("hit");
+  entry.el.classList.add("hit");
+  entry.el.dataset.hit = "true";
+  scrollToMessage(entry.el);
+  return true;
+}
 
 /** Add or update a message from its wire form ({id, role, content, status, turnId, ...}). */
 function upsert(wire, { live = true } = {}) {
@@ -65,6 +99,7 @@ function finishReply(event) {
   if (!entry || !event.turnId) return;
   if (event.type === "cancelled" || event.type === "interrupted") turnStopped(event.turnId);
   else followReply(entry, true);
+  tell(event);
 }
 
 function onUserMessage(event) {
@@ -109,6 +144,10 @@ export function handleEvent(event, feed) {
     case "cleared":
       cancelSpeech();
       clearView();
+      break;
+    case "title":
+    case "deleted":
+      if (event.sessionId === state.sessionId) tell(event);
       break;
     case "transcription":
       // The recording tab takes its text from the HTTP answer; other tabs keep their own drafts.
@@ -173,5 +212,5 @@ function reconcile(list, touched) {
     if (!entry || FINAL.has(entry.status)) state.running.delete(turnId);
   }
   updateChrome();
-  if (first) scrollToBottom();
+  if (!revealTarget() && first) scrollToBottom();
 }

@@ -1,5 +1,6 @@
 // The conversation on screen: one <li> per message, in id order, with its bubble and meta line.
 
+import { addCopyButtons } from "./codecopy.js";
 import { renderMarkdown } from "./markdown.js";
 import { isSpeaking, speaking, toggleReadAloud } from "./speech.js";
 import { FINAL, state } from "./state/session.js";
@@ -28,6 +29,13 @@ function nearBottom() {
 export function scrollToBottom() {
   following = true;
   ui.chat.scrollTop = ui.chat.scrollHeight;
+}
+
+/** Bring a message into view (a search result) and stop following the newest line. */
+export function scrollToMessage(el) {
+  following = false;
+  el.scrollIntoView({ block: "center" });
+  lastTop = ui.chat.scrollTop;
 }
 
 export function initScrolling() {
@@ -87,6 +95,7 @@ function renderBody(entry) {
   } else if (entry.content) {
     try {
       entry.body.replaceChildren(renderMarkdown(entry.content));
+      addCopyButtons(entry.body);
     } catch (error) {
       // A reply the renderer cannot take must still be readable, and must not break the view
       // (it would again on every load of the session): show it as the plain text it is.

@@ -23,9 +23,12 @@ export function randomId(length = 16) {
   return Array.from(bytes, (b) => (b % 36).toString(36)).join("");
 }
 
+/** The app's root: the folder above static/ (so also behind a proxy under a path prefix, and
+ * from a conversation's page, /c/<id>). */
+export const APP_ROOT = new URL("../", import.meta.url);
+
 export function apiUrl(path) {
-  // Relative to the page, so Parley also works behind a proxy under a path prefix.
-  return new URL(path, document.baseURI);
+  return new URL(path, APP_ROOT);
 }
 
 export function h(tag, props = {}, ...children) {
