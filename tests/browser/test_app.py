@@ -165,7 +165,7 @@ async def test_markdown_renders_to_the_expected_nodes(serve: Any, browser: Brows
     page = await open_app(browser, server.url)
     rendered = await page.evaluate(
         """async (sources) => {
-          const { renderMarkdown } = await import("./static/markdown.js");
+          const { renderMarkdown } = await import("/static/markdown.js");
           return sources.map((source) => {
             const box = document.createElement("div");
             box.append(renderMarkdown(source));
@@ -208,6 +208,7 @@ async def test_clear_empties_every_tab(serve: Any, browser: BrowserContext) -> N
         await expect(messages(tab, "assistant")).to_have_attribute("data-status", "complete")
 
     await other.get_by_test_id("clear").click()
+    await other.get_by_test_id("confirm-ok").click()  # clearing asks first
 
     for tab in (page, other):
         await expect(messages(tab)).to_have_count(0)
@@ -215,7 +216,7 @@ async def test_clear_empties_every_tab(serve: Any, browser: BrowserContext) -> N
     assert await history(page, server.url) == []
 
 
-async def test_new_chat_is_followed_by_other_tabs(serve: Any, browser: BrowserContext) -> None:
+async def test_new_chat_leaves_other_tabs_on_theirs(serve: Any, browser: BrowserContext) -> None:
     server = serve(chat=EchoChat())
     page = await open_app(browser, server.url)
     other = await open_app(browser, server.url)
@@ -225,12 +226,14 @@ async def test_new_chat_is_followed_by_other_tabs(serve: Any, browser: BrowserCo
 
     await page.get_by_test_id("new-chat").click()
 
-    for tab in (page, other):
-        await expect(messages(tab)).to_have_count(0)
+    await expect(messages(page)).to_have_count(0)
     assert await session_id(page) != old
-    await expect(other.get_by_test_id("status")).to_have_attribute("data-state", "connected")
-    await send(other, "in the new chat")
+    await send(page, "in the new chat")
     await expect(content(messages(page, "assistant"))).to_have_text("You said: in the new chat")
+    # tabs are independent (each follows its address, /c/<id>): the other one keeps the old chat
+    await expect(content(messages(other, "user"))).to_have_text("in the old chat")
+    await expect(messages(other)).to_have_count(2)
+    assert other.url.endswith(f"/c/{old}")
 
 
 async def test_reconnects_and_catches_up(serve: Any, browser: BrowserContext) -> None:

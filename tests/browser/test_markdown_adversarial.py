@@ -48,7 +48,7 @@ ADVERSARIAL = {
 }
 
 RENDER = """async (source) => {
-  const { renderMarkdown } = await import("./static/markdown.js");
+  const { renderMarkdown } = await import("/static/markdown.js");
   const started = performance.now();
   const box = document.createElement("div");
   box.append(renderMarkdown(source));

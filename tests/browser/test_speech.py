@@ -290,7 +290,7 @@ async def test_replies_split_into_sentences_as_they_stream(serve: Any, browser: 
     page = await open_app(browser, server.url)
     results = await page.evaluate(
         """async (sources) => {
-          const { SentenceSplitter } = await import("./static/sentences.js");
+          const { SentenceSplitter } = await import("/static/sentences.js");
           return sources.map((source) => {
             const whole = new SentenceSplitter().push(source, true);
             // the same text one character at a time, as a stream would bring it
