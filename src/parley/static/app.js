@@ -98,7 +98,7 @@ function start() {
   });
   ui.clear.addEventListener("click", clearConversation);
   ui.newChat.addEventListener("click", newChat);
-  initSidebar({ open: (id) => useSession(id), openNew: newChat });
+  initSidebar({ open: (id) => useSession(id), newChat, openNew: () => useSession(newSessionId()) });
   initSearch((id, messageId) => useSession(id, { messageId }));
   onConversationEvent(followEvent);
   onNavigate((id, messageId) => useSession(id, { messageId, url: "keep" }));

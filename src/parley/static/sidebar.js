@@ -34,7 +34,7 @@ const view = {
 let conversations = []; // wire form, in list order
 let next = null; // the cursor of the next (older) page
 const pendingDeletes = new Map(); // sessionId -> {timer, commit}
-let app = { open: () => {}, openNew: () => {} };
+let app = { open: () => {}, newChat: () => {}, openNew: () => {} };
 let refreshTimer = 0;
 let refreshSeq = 0;
 const channel = "BroadcastChannel" in window ? new BroadcastChannel("parley-conversations") : null;
@@ -366,13 +366,13 @@ export function closeDrawer() {
 
 // -- start ------------------------------------------------------------------------------------
 
-/** `open(id)` shows a conversation, `openNew()` a new one. */
+/** `open(id)` shows a conversation, `openNew()` a new one, `newChat()` too unless the one on screen is empty. */
 export function initSidebar(hooks) {
   app = hooks;
   view.more.addEventListener("click", loadOlder);
   view.newChat.addEventListener("click", () => {
     closeDrawer();
-    app.openNew();
+    app.newChat();
   });
   view.toggle.addEventListener("click", () => {
     if (view.sidebar.dataset.open === "true") closeDrawer();
