@@ -262,12 +262,24 @@ async def test_a_conversation_address_follows_live_elsewhere(serve: Any, tmp_pat
         await exchange(other, "from the phone")
         await expect(content(messages(page, "user").nth(2))).to_have_text("from the phone")
 
+        # deleted on the laptop: the phone is told, and leaves it for a new chat
+        sid = url_session(page)
+        await (await item_menu(page, sid)).get_by_test_id("menu-delete").click()
+        await page.get_by_test_id("undo-toast").get_by_test_id("delete-now").click()
+        await expect(other.get_by_test_id("toast")).to_contain_text("This conversation was deleted.")
+        await expect(messages(other)).to_have_count(0)
+        await expect(other).not_to_have_url(re.compile(f"/c/{sid}$"))
+
 
 async def test_search_opens_the_matched_message(serve: Any, sized: BrowserContext, tmp_path: Path) -> None:
     server = serve(chat=EchoChat())
     page = await open_app(sized, server.url)
     await exchange(page, "nothing to see here")
     # another conversation, long enough that the hit is off screen when it opens
+    markup = await page.request.post(
+        f"{server.url}/api/chat", data={"message": "tangerine <b>bold</b> <img src=x>", "sessionId": "seeded"}
+    )
+    assert markup.ok
     for i in range(14):
         word = "periwinkle" if i == 3 else f"filler{i}"
         response = await page.request.post(
@@ -303,6 +315,32 @@ async def test_search_opens_the_matched_message(serve: Any, sized: BrowserContex
     await box.fill("<b>zzzqqq</b>")
     await expect(page.get_by_test_id("search-status")).to_have_text("No messages match.")
     await expect(results).to_have_count(0)
+    await box.fill("tangerine")
+    await expect(results).to_have_count(2)
+    snippet = page.get_by_test_id("search-snippet").first
+    await expect(snippet).to_contain_text("tangerine <b>bold</b> <img src=x>")
+    await expect(snippet.locator("mark")).to_have_text("tangerine")
+    assert await page.get_by_test_id("search-results").locator("b, img").count() == 0
+
+
+async def test_older_conversations_page_in(serve: Any, browser: BrowserContext) -> None:
+    server = serve(chat=EchoChat())
+    page = await open_app(browser, server.url)
+    made = []
+    for i in range(53):
+        response = await page.request.post(f"{server.url}/api/sessions", data={"title": f"Topic {i}"})
+        assert response.status == 201
+        made.append((await response.json())["sessionId"])
+    await page.reload()
+    await expect(listed(page)).to_have_count(50)
+    await expect(listed(page).first).to_have_text("Topic 52")  # newest first
+    more = page.get_by_test_id("conversations-more")
+    await more.click()
+    await expect(listed(page)).to_have_count(53)
+    await expect(listed(page).last).to_have_text("Topic 0")
+    await expect(more).to_be_hidden()
+    shown = await page.get_by_test_id("conversation").evaluate_all("els => els.map(e => e.dataset.sessionId)")
+    assert shown == made[::-1]
 
 
 async def test_export_downloads_the_conversation(serve: Any, sized: BrowserContext) -> None:
