@@ -159,6 +159,7 @@ async def test_list_new_chat_rename_and_delete_with_undo(
     await field.fill("Boats, renamed")
     await field.press("Enter")
     await expect(listed(page).first).to_have_text("Boats, renamed")
+    await expect(page).to_have_title("Boats, renamed · Parley")
     titles = {s["sessionId"]: s["title"] for s in await api_sessions(page, server.url)}
     assert titles == {second: "Boats, renamed", first: "alpha question about kites"}
 

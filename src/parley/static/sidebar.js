@@ -100,6 +100,13 @@ function draw() {
   const items = conversations.filter((c) => !pendingDeletes.has(c.sessionId)).map(item);
   view.list.replaceChildren(...items);
   view.more.hidden = !next;
+  nameTab();
+}
+
+/** The tab's title: the open conversation's. */
+function nameTab() {
+  const title = conversations.find((c) => c.sessionId === state.sessionId)?.title;
+  document.title = title ? `${title} · Parley` : "Parley";
 }
 
 /** Mark the open conversation in the list. */
@@ -111,6 +118,7 @@ export function markCurrent() {
     if (current) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
+  nameTab();
 }
 
 function item(c) {
