@@ -14,6 +14,7 @@
     │   ├── RateLimited              429 rate_limited      (a user or client address asked too often)
     │   └── QuotaExceeded            429 quota_exceeded    (a user's daily allowance is spent)
     ├── TurnCancelled                499 cancelled         (a client stopped the turn)
+    ├── BusUnavailable               503 bus_unavailable   (the shared event bus, Redis, does not answer)
     └── ProviderError                502 provider_error    (a model call failed)
         ├── ProviderNotConfigured    503 not_configured    (says which variable to set)
         ├── ProviderRateLimited      429 rate_limited
@@ -139,6 +140,14 @@ class TurnCancelled(ParleyError):
     # 499 is nginx's "client closed request": the turn was stopped on purpose.
     status = 499
     code = "cancelled"
+
+
+class BusUnavailable(ParleyError):
+    """The distributed bus (Redis) did not take an event; raised by publish."""
+
+    status = 503
+    code = "bus_unavailable"
+    retryable = True
 
 
 class ProviderError(ParleyError):

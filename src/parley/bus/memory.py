@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
-from parley.bus.base import Bus, Subscription
+import itertools
+import time
+from collections import OrderedDict, deque
+
+from parley.bus.base import Bus, Subscription, parse_id
 
 
 class LocalBus(Bus):
-    def __init__(self) -> None:
-        self._topics: dict[str, set[Subscription]] = {}
+    """Fan-out inside one process. The last `history` events of a topic are kept until the topic
+    has been idle for `keep_seconds`, so a socket that reconnects can resume after an id."""
 
-    def subscribe(self, topic: str, *, maxsize: int = 1024) -> Subscription:
-        sub = Subscription(topic, maxsize)
+    def __init__(self, *, history: int = 1000, keep_seconds: float = 600.0) -> None:
+        self._topics: dict[str, set[Subscription]] = {}
+        self._history: OrderedDict[str, tuple[float, deque[tuple[str, str]]]] = OrderedDict()
+        self._size = history
+        self._keep = keep_seconds
+        self._ids = itertools.count(1)
+
+    def subscribe(self, topic: str, *, maxsize: int = 1024, after: str | None = None) -> Subscription:
+        sub = Subscription(topic, maxsize, after=after)
+        if after is not None:
+            self._replay(sub, after)
         self._topics.setdefault(topic, set()).add(sub)
+        sub.mark_ready()
         return sub
+
+    def _replay(self, sub: Subscription, after: str) -> None:
+        self._forget_idle()
+        kept = self._history.get(sub.topic)
+        events = kept[1] if kept is not None else deque()
+        ids = [event_id for event_id, _ in events]
+        if after not in ids:
+            sub.gap = True
+            return
+        for event_id, event in itertools.islice(events, ids.index(after) + 1, None):
+            sub.deliver(event, event_id)
+            sub.position = parse_id(event_id)
 
     def unsubscribe(self, sub: Subscription) -> None:
         subs = self._topics.get(sub.topic)
@@ -21,11 +47,27 @@ class LocalBus(Bus):
             if not subs:
                 del self._topics[sub.topic]
 
-    async def publish(self, topic: str, event: str) -> None:
+    async def publish(self, topic: str, event: str) -> str:
+        event_id = f"{next(self._ids)}-0"
+        self._forget_idle()
+        kept = self._history.pop(topic, None)
+        events = kept[1] if kept is not None else deque(maxlen=self._size)
+        events.append((event_id, event))
+        self._history[topic] = (time.monotonic(), events)
         # put_nowait on each inbox: O(subscribers) with no awaits, so one slow socket
         # never delays the others; each socket's own writer task does the sending.
         for sub in tuple(self._topics.get(topic, ())):
-            sub.deliver(event)
+            sub.deliver(event, event_id)
+        return event_id
+
+    def _forget_idle(self) -> None:
+        # oldest activity first: stop at the first topic still fresh
+        cutoff = time.monotonic() - self._keep
+        while self._history:
+            topic, (touched, _) = next(iter(self._history.items()))
+            if touched >= cutoff:
+                return
+            del self._history[topic]
 
     def subscriber_count(self, topic: str) -> int:
         return len(self._topics.get(topic, ()))
