@@ -40,7 +40,7 @@ from parley.store.conversations import ConversationStore
 from parley.store.factory import build_store
 from parley.store.users import UserStore
 from parley.voice.pipeline import VoiceConfig
-from parley.web import api, errors, rtc, sfu, signin, speak, static, ws, xiaozhi
+from parley.web import api, devices, errors, rtc, sfu, signin, speak, static, ws, xiaozhi
 from parley.web.auth import Authenticate
 from parley.web.conversations import router as conversations_router
 from parley.web.headers import SecurityHeaders
@@ -226,6 +226,7 @@ def create_app(
     app.include_router(signin.router)
     app.include_router(conversations_router)
     app.include_router(xiaozhi.router)
+    app.include_router(devices.router)
     app.include_router(static.router)
     app.mount("/static", StaticFiles(directory=static.STATIC_DIR), name="static")
     # Outside every route (a request without a user never reaches one), inside CORS (preflights carry

@@ -40,6 +40,12 @@ def parley(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     return code, out.out + out.err
 
 
+def add_user_token(capsys: pytest.CaptureFixture[str], name: str) -> str:
+    code, out = parley(capsys, "users", "add", name)
+    assert code == 0, out
+    return out.strip().splitlines()[-1]
+
+
 def start(serve: ServerFactory, data_dir: Path, **overrides: Any) -> BackgroundServer:
     settings = make_settings(data_dir, vad="silero", **overrides)
     return serve(

@@ -204,6 +204,17 @@ class NewSessionIn(_Body):
     title: str | None = Field(None, description="A title; unset: set from the first message.")
 
 
+DEVICE_NAME_MAX = 64
+
+
+class BindIn(_Body):
+    code: str | None = Field(None, description="The 6-digit code the XiaoZhi device shows or speaks.")
+
+
+class DeviceNameIn(_Body):
+    name: str | None = Field(None, description=f"The device's new name (1-{DEVICE_NAME_MAX} characters).")
+
+
 class RenameIn(_Body):
     title: str | None = Field(None, description="The new title (1-200 characters).")
 
