@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make test`: start the local services the tests drive for real when they are not running.
-# Today: PostgreSQL on 127.0.0.1:5432 (the Debian cluster). A service that stays down is named and the
+# PostgreSQL on 127.0.0.1:5432 (the Debian cluster) and Redis on 127.0.0.1:6379. A service that stays down is named and the
 # script fails, so CI stops here rather than in the tests that need it (they fail under CI=true).
 set -euo pipefail
 
@@ -35,3 +35,13 @@ start_postgres() {
 }
 
 ensure PostgreSQL 5432 "pg_ctlcluster 15 main start" start_postgres
+
+start_redis() {
+  if command -v redis-server >/dev/null; then
+    redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save "" --appendonly no
+  else
+    service redis-server start
+  fi
+}
+
+ensure Redis 6379 "redis-server --daemonize yes" start_redis

@@ -154,7 +154,7 @@ class RedisBus(Bus):
 
     async def _read(self) -> None:
         failures = 0
-        while True:
+        while not self._closed:
             try:
                 await self._admit()
                 streams = {self._wake_key: self._wake_cursor}
@@ -164,12 +164,16 @@ class RedisBus(Bus):
                 raw = await self._client.xread(streams, count=_BATCH, block=self._block_ms)  # type: ignore[arg-type]
                 reply = cast("list[tuple[str, _Entries]]", raw or [])
             except (RedisError, OSError) as exc:
+                if self._stopping():
+                    return
                 if failures == 0:
                     log.warning("bus: Redis does not answer (%s); retrying with backoff", type(exc).__name__)
                 failures += 1
                 await asyncio.sleep(min(5.0, 0.05 * 2**failures))
                 continue
             except Exception:
+                if self._stopping():
+                    return
                 log.exception("bus: the reader failed; retrying")
                 failures += 1
                 await asyncio.sleep(min(5.0, 0.05 * 2**failures))
@@ -179,6 +183,13 @@ class RedisBus(Bus):
                 failures = 0
             for key, entries in reply:
                 self._fan_out(key, entries)
+
+    def _stopping(self) -> bool:
+        """Whether this task is being cancelled or the bus closed. redis-py answers a command
+        cancelled mid-read with ConnectionError, which swallows the cancellation; without this the
+        reader would retry forever and `aclose` would wait on it."""
+        task = asyncio.current_task()
+        return self._closed or (task is not None and task.cancelling() > 0)
 
     async def _admit(self) -> None:
         """Give each new subscription its start: the topic's head, or a replay after `after`."""
@@ -229,9 +240,11 @@ class RedisBus(Bus):
         self._closed = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # redis-py lets a cancelled blocking XREAD run to its end (block_ms); dropping the
+        # connections ends it now.
+        with contextlib.suppress(RedisError, OSError):
+            await self._client.connection_pool.disconnect()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         for state in self._topics.values():
             for sub in state.pending:
