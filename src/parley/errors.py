@@ -142,6 +142,15 @@ class TurnCancelled(ParleyError):
     code = "cancelled"
 
 
+class Fenced(ParleyError):
+    """A write of a session by a node that no longer owns it: another node took the session over
+    (its lease's fencing token is newer), so this node's write is refused and nothing changes."""
+
+    status = 409
+    code = "fenced"
+    retryable = True
+
+
 class BusUnavailable(ParleyError):
     """The distributed bus (Redis) did not take an event; raised by publish."""
 
