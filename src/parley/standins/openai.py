@@ -7,15 +7,24 @@ error JSON, so `OpenAIChat` and `OpenAISTT` run unchanged against it:
     app = create_app(api_key="k")
     with BackgroundServer(app) as server:
         client = OpenAIClient(base_url=server.url + "/v1", api_key="k")
+
+With `holds=Holds()`, a streamed reply to a message containing `#hold:NAME` sends its first
+tokens, then waits until the test calls `holds.release("NAME")`; `await holds.started("NAME")`
+returns once those first tokens were handed to the client. The test may run in another thread and
+event loop than the stand-in (a `BackgroundServer`), so no test needs a sleep to catch a reply
+mid-stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import secrets
+import threading
 import time
 from collections.abc import AsyncGenerator, Collection
+from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
@@ -43,6 +52,80 @@ from parley.standins.common import (
 )
 
 DEFAULT_MODELS = ("gpt-4o-mini", "whisper-1")
+_HOLD = re.compile(r"#hold:([\w-]+)")
+#: tokens a held reply streams before it waits
+HELD_AFTER = 2
+
+
+class _Signal:
+    """A flag set once from any thread and awaited from any event loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._set = False
+        self._waiters: list[Future[None]] = []
+
+    def set(self) -> None:
+        with self._lock:
+            self._set = True
+            waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def wait(self) -> None:
+        with self._lock:
+            if self._set:
+                return
+            # a thread-safe future, wrapped into whichever loop awaits it
+            waiter: Future[None] = Future()
+            self._waiters.append(waiter)
+        await asyncio.wrap_future(waiter)
+
+
+class Holds:
+    """Replies held mid-stream by name (`#hold:NAME` in the user message), for tests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._started: dict[str, _Signal] = {}
+        self._released: dict[str, _Signal] = {}
+        self._all_released = False
+
+    def _signal(self, table: dict[str, _Signal], name: str) -> _Signal:
+        with self._lock:
+            signal = table.setdefault(name, _Signal())
+            if table is self._released and self._all_released:
+                signal.set()
+            return signal
+
+    async def started(self, name: str) -> None:
+        """Until a reply held as `name` has streamed its first tokens and waits."""
+        await self._signal(self._started, name).wait()
+
+    def has_started(self, name: str) -> bool:
+        return self._signal(self._started, name).is_set()
+
+    def release(self, name: str) -> None:
+        """Let the reply held as `name` (now or later) stream the rest of its tokens."""
+        self._signal(self._released, name).set()
+
+    def release_all(self) -> None:
+        """Release every hold, present and future (a test's teardown: nothing stays held)."""
+        with self._lock:
+            self._all_released = True
+            signals = list(self._released.values())
+        for signal in signals:
+            signal.set()
+
+    async def hold(self, name: str) -> None:
+        """The stand-in's side: say the reply is held, then wait for its release."""
+        self._signal(self._started, name).set()
+        await self._signal(self._released, name).wait()
+
 
 # (status, message, type, code) of OpenAI's error answers, by the `#error:` trigger that asks for them.
 _ERRORS: dict[str, tuple[int, str, str, str | None]] = {
@@ -100,13 +183,14 @@ def create_app(
     token_interval: float = 0.0,
     models: Collection[str] = DEFAULT_MODELS,
     echo_key: bool = False,
+    holds: Holds | None = None,
 ) -> Starlette:
     """An OpenAI-compatible stand-in; base URL for clients is `<server url>/v1`.
 
     `api_key=None` accepts any request, as Ollama does. `echo_key=True` quotes the API key the
     request carried in every error's message, as careless servers and proxies do (the client
     must keep it from its users). State for tests: `requests`, `cancelled_streams`,
-    `completed_streams`, `first_byte_times`.
+    `completed_streams`, `first_byte_times`. `holds` enables `#hold:NAME` (see the module's doc).
     """
     quiet_aborts()
 
@@ -170,7 +254,9 @@ def create_app(
             return JSONResponse(head | {"object": "chat.completion", "choices": [choice], "usage": usage})
         options = payload.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        chunks = stream(request, head, tokens, finish, usage if include_usage else None, triggers)
+        held = _HOLD.search(said) if holds is not None else None
+        hold = held.group(1) if held is not None else None
+        chunks = stream(request, head, tokens, finish, usage if include_usage else None, triggers, hold)
         return TrackedStream(request.app.state, chunks)
 
     async def stream(
@@ -180,6 +266,7 @@ def create_app(
         finish: str,
         usage: dict[str, int] | None,
         triggers: Triggers,
+        hold: str | None = None,
     ) -> AsyncGenerator[bytes, None]:
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
@@ -197,6 +284,8 @@ def create_app(
             if index == 0:
                 mark_first_token(request.app.state)
             yield chunk({"content": token})
+            if hold is not None and holds is not None and index == min(HELD_AFTER, len(tokens)) - 1:
+                await holds.hold(hold)
         yield chunk({}, finish)
         if usage is not None:
             yield sse(head | {"object": "chat.completion.chunk", "choices": [], "usage": usage})
