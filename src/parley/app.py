@@ -16,7 +16,7 @@ from parley.auth.base import NoAuth
 from parley.auth.factory import build_authenticator, check_auth_settings
 from parley.auth.rates import UserLimits
 from parley.bus.base import Bus
-from parley.bus.memory import LocalBus
+from parley.bus.factory import build_bus
 from parley.config import Settings
 from parley.errors import ConfigError
 from parley.logs import AccessLog
@@ -109,7 +109,7 @@ def create_app(
             if users is not None:
                 user_limits = UserLimits.from_settings(settings, users)
                 stack.push_async_callback(user_limits.aclose)
-            the_bus = bus or LocalBus()
+            the_bus = bus or await build_bus(settings)
             stack.push_async_callback(the_bus.aclose)
             the_chat, the_stt, the_tts = chat, stt, tts
             if the_chat is None or the_stt is None or the_tts is None:

@@ -186,8 +186,49 @@ async def test_a_socket_joining_mid_reply_gets_the_text_so_far_then_the_rest(ser
             assert (await recv(late))["type"] == "connected"
             caught = await recv(late)
             assert caught["type"] == "turn_started" and caught["turnId"] == started["turnId"]
-            so_far = await recv(late)
-            assert so_far["type"] == "chunk" and so_far["text"].startswith("You said:")
+            # the reply from its first chunk (the bus replays them), then the live ones
             reply, rest = await until(late, "reply")
-            text = so_far["text"] + "".join(e["text"] for e in rest if e["type"] == "chunk")
+            assert rest and all(e["type"] == "chunk" for e in rest)
+            text = "".join(e["text"] for e in rest)
             assert text == reply["response"] == "You said: alpha beta gamma delta epsilon"
+            ids = [e["eventId"] for e in (caught, *rest, reply)]
+            assert len(set(ids)) == len(ids)
+
+
+async def test_a_socket_that_reconnects_after_an_event_id_gets_what_it_missed_once(serve: ServerFactory) -> None:
+    server = serve(chat=EchoChat())
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        async with websockets.connect(ws_url(server.url)) as first:
+            assert "resumed" not in await recv(first)
+            await client.post("/api/chat", json={"sessionId": SID, "message": "one"})
+            reply, before = await until(first, "reply")
+        seen = reply["eventId"]
+        # the socket is gone; two more turns happen meanwhile
+        for text in ("two", "three"):
+            assert (await client.post("/api/chat", json={"sessionId": SID, "message": text})).status_code == 200
+        async with websockets.connect(ws_url(server.url) + f"&after={seen}") as again:
+            hello = await recv(again)
+            assert hello["type"] == "connected" and hello["resumed"] is True
+            missed = []
+            while len([e for e in missed if e["type"] == "reply"]) < 2:
+                missed.append(await recv(again))
+    assert [e["message"]["content"] for e in missed if e["type"] == "user_message"] == ["two", "three"]
+    assert [e["response"] for e in missed if e["type"] == "reply"] == ["You said: two", "You said: three"]
+    ids = [e["eventId"] for e in (*before, reply, *missed)]
+    assert len(set(ids)) == len(ids)  # nothing twice
+
+
+async def test_resuming_after_an_event_the_bus_no_longer_keeps_says_so(serve: ServerFactory) -> None:
+    server = serve(chat=EchoChat())
+    async with websockets.connect(ws_url(server.url) + "&after=99999-0") as ws:
+        hello = await recv(ws)
+    assert hello["type"] == "connected" and hello["resumed"] is False
+
+
+async def test_a_resume_id_that_is_not_one_is_refused_before_the_upgrade(serve: ServerFactory) -> None:
+    server = serve(chat=EchoChat())
+    with pytest.raises(InvalidStatus) as caught:
+        async with websockets.connect(ws_url(server.url) + "&after=yesterday"):
+            pass
+    assert caught.value.response.status_code == 400
+    assert b"after" in caught.value.response.body

@@ -40,8 +40,11 @@ def usage_dict(usage: Usage | None) -> dict[str, int] | None:
     }
 
 
-def connected(session_id: str) -> Event:
-    return Event.make("connected", message="Connected to chat session", sessionId=session_id)
+def connected(session_id: str, *, resumed: bool | None = None) -> Event:
+    """The greeting. A socket that asked to resume (`after`) learns whether it did: false means the
+    bus no longer keeps that event, so the client reloads the history instead."""
+    extra = {"resumed": resumed} if resumed is not None else {}
+    return Event.make("connected", message="Connected to chat session", sessionId=session_id, **extra)
 
 
 def user_message(session_id: str, msg: Message, client_id: str | None = None) -> Event:

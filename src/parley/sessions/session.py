@@ -179,8 +179,15 @@ class ChatSession:
                     self._recent[i] = msg
         await self.publish(events.interrupted(self.id, msg))
 
+    def catch_up_mark(self) -> str | None:
+        """The bus id a socket joining now resumes after to see the running reply from its start
+        (None: no reply is running, or its events are not published yet)."""
+        turn = self._current
+        return turn.mark if turn is not None and turn.message_id is not None else None
+
     def catch_up(self) -> list[Event]:
-        """What a socket joining mid-reply needs to show the reply so far (then live chunks follow)."""
+        """What a socket joining mid-reply needs to show the reply so far (then live chunks follow),
+        where the bus no longer keeps the running reply's events."""
         turn = self._current
         if turn is None or turn.message_id is None:
             return []
@@ -205,9 +212,10 @@ class ChatSession:
         await self.publish(events.cleared(self.id))
         return removed
 
-    async def publish(self, event: Event) -> None:
+    async def publish(self, event: Event) -> str:
+        """Send an event to every socket of the session; returns its bus id."""
         self.last_active = self._clock()
-        await self._bus.publish(self.key, event.data)
+        return await self._bus.publish(self.key, event.data)
 
     def close(self) -> None:
         """Refuse new turns from now on.
@@ -339,7 +347,7 @@ class ChatSession:
             turn.message_id = pending.id
             if turn.replace_from is not None:
                 await self._emit(turn, events.replaced(self.id, turn.id, turn.replace_from))
-            await self._emit(turn, events.user_message(self.id, user, turn.client_id))
+            turn.mark = await self._emit(turn, events.user_message(self.id, user, turn.client_id))
             await self._emit(turn, events.turn_started(self.id, turn.id, pending.id))
             released.set()
 
@@ -523,9 +531,9 @@ class ChatSession:
         await self.publish(event)
         return msg
 
-    async def _emit(self, turn: Turn, event: Event) -> None:
+    async def _emit(self, turn: Turn, event: Event) -> str:
         turn.notify(event)
-        await self.publish(event)
+        return await self.publish(event)
 
     def _log_turn(
         self,

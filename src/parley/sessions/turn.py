@@ -56,6 +56,9 @@ class Turn:
     first_token_at: float | None = None
     #: set when `parts` grows, cleared by whoever stores the text so far
     grew: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the bus id of this turn's user_message event: a socket joining mid-reply resumes after it
+    #: (the bus replays turn_started and every chunk so far, then live ones follow)
+    mark: str | None = None
     #: the task streaming from the model; cancelling it is how a turn is stopped
     stream_task: asyncio.Task[None] | None = None
     _watchers: list[asyncio.Queue[Event | None]] = field(default_factory=list)

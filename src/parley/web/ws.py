@@ -3,7 +3,9 @@
 Client -> server: `{"type":"ping"}`, `{"type":"chat","message":...,"language"?,"clientId"?,"editOf"?}`,
 `{"type":"stop","turnId"?}`. A `clientId` (<= 64 chars) is echoed in the `user_message` or `error`
 event that answers the frame, so a client can tell which of its sends an error is about.
-Server -> client: `connected`, `pong`, and the session events of `sessions/events.py`. A bad frame
+Server -> client: `connected`, `pong`, and the session events of `sessions/events.py`, each
+with its bus `eventId`; a client reconnecting with `?after=<eventId>` gets what it missed (its
+`connected` says `resumed`, false when the bus no longer keeps that event: reload the history). A bad frame
 gets an `error` event naming the field; only an oversized frame, a socket too slow to keep up, or
 one the server cannot write to (1011) closes the connection.
 """
@@ -20,7 +22,7 @@ from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketState
 
-from parley.bus.base import Subscription
+from parley.bus.base import Subscription, parse_id
 from parley.config import Settings
 from parley.errors import Busy, InvalidInput, ParleyError, PayloadTooLarge
 from parley.language import check_language
@@ -70,6 +72,9 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         # The Origin of the handshake and its user were checked before it got here (web/origins.py,
         # web/auth.py); the session id is scoped to that user.
         key = owned_session(websocket, websocket.query_params.get("sessionId"))
+        after = websocket.query_params.get("after") or None
+        if after is not None:
+            parse_id(after)  # InvalidInput naming `after`: refused before the upgrade
         owner = owner_of(key)
         limit = svc.settings.max_sockets_per_user
         if svc.sockets[owner] >= limit:
@@ -87,22 +92,30 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         return
     svc.sockets[owner] += 1
     try:
-        await _serve_socket(websocket, svc, key)
+        await _serve_socket(websocket, svc, key, after)
     finally:
         svc.sockets[owner] -= 1
         if svc.sockets[owner] <= 0:
             del svc.sockets[owner]
 
 
-async def _serve_socket(websocket: WebSocket, svc: Services, key: SessionKey) -> None:
+async def _serve_socket(websocket: WebSocket, svc: Services, key: SessionKey, after: str | None) -> None:
     session_id = public_id(key)
+    session = svc.sessions.get(key)
     await websocket.accept()
-    sub = svc.bus.subscribe(key)
-    # Greeting and catch-up go through the inbox before any live event can (no await between
-    # subscribing and these), so a socket joining mid-reply sees the text so far, then the rest.
-    sub.deliver(events.connected(session_id).data)
-    for event in svc.sessions.get(key).catch_up():
-        sub.deliver(event.data)
+    # A socket that resumes (`after`, the id of the last event it saw) gets what it missed from
+    # the bus; one joining mid-reply resumes after the reply's user_message, so the bus replays the
+    # reply so far and live events follow, with no gap and no duplicate, on any bus.
+    mark = session.catch_up_mark() if after is None else None
+    sub = svc.bus.subscribe(key, after=after or mark)
+    # the bus no longer keeps the reply's start (a very long reply): its text so far instead, taken
+    # with no await after subscribing, so what the inbox gets is what came after it
+    caught = session.catch_up() if mark is not None and sub.gap else []
+    await sub.ready()
+    # sent before the writer starts, so before anything in the inbox
+    await websocket.send_text(events.connected(session_id, resumed=not sub.gap if after else None).data)
+    for event in caught:
+        await websocket.send_text(event.data)
     writer = asyncio.create_task(_write(websocket, sub, session_id), name=f"ws-writer:{key}")
     started = time.perf_counter()
     frames = 0
@@ -171,13 +184,19 @@ async def _write(websocket: WebSocket, sub: Subscription, session_id: str) -> No
     It never ends silently: an event it cannot send closes the socket (1011), so the client
     reconnects instead of waiting on an open socket that no longer receives anything.
     """
+    seen = sub.last_id
     try:
         while True:
             event = await sub.get()
             if not event:
                 await websocket.close(WS_TRY_AGAIN_LATER, "client too slow; reconnect")
                 return
-            await websocket.send_text(event)
+            if sub.last_id != seen:
+                # a bus event: its id rides along, so a client that reconnects resumes after it
+                seen = sub.last_id
+                await websocket.send_text(f'{{"eventId":"{seen}",{event[1:]}')
+            else:
+                await websocket.send_text(event)
             if event.startswith(_DELETED):
                 await websocket.close(WS_DELETED, "conversation deleted")
                 return
