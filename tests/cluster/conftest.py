@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,12 @@ UNLIMITED = {
     "PARLEY_MAX_SESSIONS_PER_USER": "1000000",
     "PARLEY_MAX_SOCKETS_PER_USER": "100000",
     "PARLEY_NEW_SESSIONS_RATE_LIMIT": "1000000/minute",
+    # the 40-turn burst to one session must queue, not be refused
+    "PARLEY_MAX_QUEUED_TURNS": "256",
 }
+#: every prompt carries the whole conversation, so the upstream's request log shows what history
+#: each turn ran on (tests/cluster/test_turns.py)
+WHOLE_HISTORY = {"PARLEY_HISTORY_LIMIT": "1000"}
 
 
 @dataclass
@@ -155,6 +160,7 @@ class Cluster:
                 "PARLEY_AUTH": "none",
                 "PARLEY_LOG_LEVEL": "INFO",
                 **UNLIMITED,
+                **WHOLE_HISTORY,
             },
         )
 
@@ -265,6 +271,28 @@ async def turn_events(ws: ClientConnection, turn_id: str) -> list[dict[str, Any]
         seen.append(event)
         if event["type"] in TURN_ENDS:
             return seen
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """The events of a `POST /api/chat` stream (`event:` / `data:` pairs), as they come."""
+    async for line in response.aiter_lines():
+        if line.startswith("data: "):
+            yield json.loads(line.removeprefix("data: "))
+
+
+def prompts(cluster: Cluster, messages: set[str]) -> dict[str, list[tuple[str, str]]]:
+    """The conversation (role, content; no system prompt) the upstream was sent for each turn
+    whose user message is one of `messages`, by that message."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for request in cluster.upstream.app.state.requests:
+        body = request.get("json")
+        if request["path"] != "/v1/chat/completions" or not isinstance(body, dict):
+            continue
+        sent = [(m["role"], m["content"]) for m in body["messages"] if m["role"] != "system"]
+        if sent and sent[-1] == ("user", sent[-1][1]) and sent[-1][1] in messages:
+            assert sent[-1][1] not in found, f"the upstream was asked twice for {sent[-1][1]!r}"
+            found[sent[-1][1]] = sent
+    return found
 
 
 async def history(http: httpx.AsyncClient, node: Node, session: str) -> list[dict[str, Any]]:

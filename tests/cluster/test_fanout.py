@@ -8,16 +8,11 @@ from typing import Any
 
 import httpx
 
-from tests.cluster.conftest import Cluster, history, open_socket, session_id, turn_events
+from tests.cluster.conftest import Cluster, history, open_socket, session_id, sse_events, turn_events
 
 
-async def sse_events(response: httpx.Response) -> list[dict[str, Any]]:
-    """The events of a `POST /api/chat` stream (`event:` / `data:` pairs), in order."""
-    seen: list[dict[str, Any]] = []
-    async for line in response.aiter_lines():
-        if line.startswith("data: "):
-            seen.append(json.loads(line.removeprefix("data: ")))
-    return seen
+async def whole_stream(response: httpx.Response) -> list[dict[str, Any]]:
+    return [event async for event in sse_events(response)]
 
 
 def shape(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -43,7 +38,7 @@ async def test_a_turn_sent_to_one_node_reaches_sockets_of_its_session_on_the_oth
                 assert response.status_code == 200, await response.aread()
                 turn_id = response.headers["x-turn-id"]
                 streamed, seen_1, seen_2 = await asyncio.gather(
-                    sse_events(response), turn_events(on_1, turn_id), turn_events(on_2, turn_id)
+                    whole_stream(response), turn_events(on_1, turn_id), turn_events(on_2, turn_id)
                 )
 
             reply = "You said: " + message

@@ -10,7 +10,8 @@ error JSON, so `OpenAIChat` and `OpenAISTT` run unchanged against it:
 
 With `holds=Holds()`, a streamed reply to a message containing `#hold:NAME` sends its first
 tokens, then waits until the test calls `holds.release("NAME")`; `await holds.started("NAME")`
-returns once those first tokens were handed to the client. The test may run in another thread and
+returns once those first tokens were handed to the client, `await holds.abandoned("NAME")` once the
+client went away from the held reply. The test may run in another thread and
 event loop than the stand-in (a `BackgroundServer`), so no test needs a sleep to catch a reply
 mid-stream.
 """
@@ -93,6 +94,7 @@ class Holds:
         self._lock = threading.Lock()
         self._started: dict[str, _Signal] = {}
         self._released: dict[str, _Signal] = {}
+        self._abandoned: dict[str, _Signal] = {}
         self._all_released = False
 
     def _signal(self, table: dict[str, _Signal], name: str) -> _Signal:
@@ -121,10 +123,18 @@ class Holds:
         for signal in signals:
             signal.set()
 
+    async def abandoned(self, name: str) -> None:
+        """Until the client of the reply held as `name` went away while it was held."""
+        await self._signal(self._abandoned, name).wait()
+
     async def hold(self, name: str) -> None:
         """The stand-in's side: say the reply is held, then wait for its release."""
         self._signal(self._started, name).set()
-        await self._signal(self._released, name).wait()
+        try:
+            await self._signal(self._released, name).wait()
+        except asyncio.CancelledError:  # the client left (TrackedStream cancels the stream)
+            self._signal(self._abandoned, name).set()
+            raise
 
 
 # (status, message, type, code) of OpenAI's error answers, by the `#error:` trigger that asks for them.
