@@ -58,17 +58,25 @@ class WatchedStore(SQLiteStore):
         self.partial_saved = asyncio.Event()
 
     async def begin_turn(
-        self, session_id: str, turn_id: str, user_text: str, *, replace_from: int | None = None
+        self,
+        session_id: str,
+        turn_id: str,
+        user_text: str,
+        *,
+        replace_from: int | None = None,
+        fence: int | None = None,
     ) -> tuple[Message, Message]:
         if self.gate is not None:
             self.at_gate.set()
             await self.gate.wait()
         if self.fail is not None:
             raise self.fail
-        return await super().begin_turn(session_id, turn_id, user_text, replace_from=replace_from)
+        return await super().begin_turn(
+            session_id, turn_id, user_text, replace_from=replace_from, fence=fence
+        )
 
-    async def save_partial(self, message_id: int, content: str) -> None:
-        await super().save_partial(message_id, content)
+    async def save_partial(self, message_id: int, content: str, *, fence: int | None = None) -> None:
+        await super().save_partial(message_id, content, fence=fence)
         self.partial_saves.append(content)
         self.partial_saved.set()
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
+from parley.errors import Fenced
+
 Role = Literal["user", "assistant"]
 
 
@@ -80,6 +82,15 @@ def message_from_row(row: Any) -> Message:
     )
 
 
+def fenced(session_id: str, fence: int, current: int | None) -> Fenced:
+    """The refusal of a write made with `fence` to a session whose fence is now `current`."""
+    if current is None:
+        return Fenced(f"session {session_id} was never taken, so no writer holds fence {fence}")
+    if current > fence:
+        return Fenced(f"session {session_id} is owned by a newer writer (fence {current} > {fence})")
+    return Fenced(f"session {session_id} has fence {current}, not {fence}: no take handed that out")
+
+
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
@@ -88,6 +99,11 @@ class Store(ABC):
     """Lasting storage of messages, keyed by session key (`<owner>/<id>`, sessions/keys.py).
 
     Methods are safe to call concurrently. A backend also implements `store.users.UserStore`.
+
+    Fencing (several nodes, one writer per session): `take_session` hands the session's new owner
+    the next fencing token. A write given `fence=` checks in its own transaction that the token is
+    still the session's current one, else raises `Fenced` and changes nothing; so once a take has
+    returned, no write with an older token lands. `fence=None` checks nothing (one node).
     """
 
     @abstractmethod
@@ -105,11 +121,19 @@ class Store(ABC):
         role: Role,
         content: str,
         status: MessageStatus = MessageStatus.COMPLETE,
+        *,
+        fence: int | None = None,
     ) -> Message: ...
 
     @abstractmethod
     async def begin_turn(
-        self, session_id: str, turn_id: str, user_text: str, *, replace_from: int | None = None
+        self,
+        session_id: str,
+        turn_id: str,
+        user_text: str,
+        *,
+        replace_from: int | None = None,
+        fence: int | None = None,
     ) -> tuple[Message, Message]:
         """Store a turn's user message and its `pending` reply in one transaction: both or neither.
 
@@ -129,14 +153,19 @@ class Store(ABC):
         error: str | None = None,
         *,
         finish_reason: str | None = None,
+        fence: int | None = None,
     ) -> Message:
-        """Set the final content, status and finish reason of a (pending) message."""
+        """Set the final content, status and finish reason of a (pending) message.
+
+        `fence` is checked against the message's session. KeyError if there is no such message.
+        """
 
     @abstractmethod
-    async def save_partial(self, message_id: int, content: str) -> None:
-        """Store the text so far of a reply still pending; a no-op once it is finished.
+    async def save_partial(self, message_id: int, content: str, *, fence: int | None = None) -> None:
+        """Store the text so far of a reply still pending; a no-op once it is finished (or gone).
 
-        So a crash mid-reply leaves what users already saw, and `fail_pending` keeps it.
+        So a crash mid-reply leaves what users already saw, and `fail_pending` keeps it. `fence` is
+        checked against the message's session: a fenced save raises `Fenced`.
         """
 
     @abstractmethod
@@ -144,8 +173,8 @@ class Store(ABC):
         """The session's finished messages, oldest first; `limit` keeps only the newest ones."""
 
     @abstractmethod
-    async def clear_session(self, session_id: str) -> int:
-        """Delete every message of a session; returns how many went."""
+    async def clear_session(self, session_id: str, *, fence: int | None = None) -> int:
+        """Delete every message of a session; returns how many went. Its fence stays."""
 
     @abstractmethod
     async def session_count(self, owner: str) -> int:
@@ -164,6 +193,22 @@ class Store(ABC):
 
         Only this node's (and those of a release that kept no node): another node's pending reply
         may be streaming right now.
+        """
+
+    @abstractmethod
+    async def take_session(self, session_id: str) -> int:
+        """Make the caller the session's newest owner: its fence goes up by one and is returned.
+
+        1 on the first take. Fences live apart from messages and conversations (a take creates
+        no conversation) and are never deleted, so a token is never handed out twice.
+        """
+
+    @abstractmethod
+    async def fail_pending_session(self, session_id: str, reason: str, *, fence: int) -> list[Message]:
+        """Fail every `pending` reply of the session, whichever node wrote it, under `fence`.
+
+        For a node that has just taken the session from a dead one: each keeps the text it had and
+        gets `reason` as its error. Returns them as `finish_message` would, oldest first.
         """
 
     @abstractmethod

@@ -3,11 +3,17 @@
 Several Parley processes may share one database: the migrations run in one transaction that first
 takes a transaction-scoped advisory lock, so nodes starting at once migrate exactly once (the others
 wait, then find the schema current). The schema mirrors store/sqlite.py's, table for table.
+
+A fenced write runs in a transaction that first reads the session's fence row FOR SHARE: a take
+(which updates that row) in flight makes the write wait for it and then see the new fence, and a
+take that comes second waits for the write's commit.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +28,7 @@ from parley.store.base import (
     MessageStatus,
     Role,
     Store,
+    fenced,
     message_from_row,
 )
 from parley.store.postgres_conversations import MIGRATION as CONVERSATIONS_MIGRATION
@@ -96,6 +103,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE messages ADD COLUMN node TEXT;
     CREATE INDEX messages_pending ON messages (node) WHERE status = 'pending';
     """,
+    # 7: fencing tokens, one row per session ever taken (never deleted): Store.take_session
+    """
+    CREATE TABLE fences (
+        session     TEXT COLLATE "C" PRIMARY KEY,
+        fence       BIGINT  NOT NULL
+    );
+    """,
 ]
 
 
@@ -165,6 +179,46 @@ class PostgresStore(PostgresUsers, PostgresDevices, PostgresConversations, Store
             pool, self._pool = self._pool, None
             await pool.close()
 
+    async def take_session(self, session_id: str) -> int:
+        return int(
+            await self.pool.fetchval(
+                "INSERT INTO fences (session, fence) VALUES ($1, 1) "
+                "ON CONFLICT (session) DO UPDATE SET fence = fences.fence + 1 RETURNING fence",
+                session_id,
+            )
+        )
+
+    @asynccontextmanager
+    async def _fenced(self, session_id: str, fence: int | None) -> AsyncIterator[Any]:
+        """What to write the session through: the pool without a fence; with one, a connection in
+        a transaction that has checked the fence and holds its row (FOR SHARE) to the commit."""
+        if fence is None:
+            yield self.pool
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            current = await conn.fetchval("SELECT fence FROM fences WHERE session = $1 FOR SHARE", session_id)
+            if current != fence:
+                raise fenced(session_id, fence, current)
+            yield conn
+
+    @asynccontextmanager
+    async def _fenced_message(self, message_id: int, fence: int | None) -> AsyncIterator[Any]:
+        """`_fenced` for a write of one message, checked against the message's session."""
+        if fence is None:
+            yield self.pool
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT m.session_id, "
+                "(SELECT fence FROM fences WHERE session = m.session_id FOR SHARE) "
+                "FROM messages m WHERE m.id = $1",
+                message_id,
+            )
+            # no such message: nothing to guard, the write itself finds nothing
+            if row is not None and row[1] != fence:
+                raise fenced(row[0], fence, row[1])
+            yield conn
+
     async def add_message(
         self,
         session_id: str,
@@ -172,43 +226,54 @@ class PostgresStore(PostgresUsers, PostgresDevices, PostgresConversations, Store
         role: Role,
         content: str,
         status: MessageStatus = MessageStatus.COMPLETE,
+        *,
+        fence: int | None = None,
     ) -> Message:
         now = time.time()
-        message_id = await self.pool.fetchval(
-            "INSERT INTO messages (session_id, turn_id, role, content, status, created_at, node) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            session_id,
-            turn_id,
-            role,
-            content,
-            status.value,
-            now,
-            self.node,
-        )
+        async with self._fenced(session_id, fence) as db:
+            message_id = await db.fetchval(
+                "INSERT INTO messages (session_id, turn_id, role, content, status, created_at, node) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                session_id,
+                turn_id,
+                role,
+                content,
+                status.value,
+                now,
+                self.node,
+            )
         return Message(int(message_id), session_id, turn_id, role, content, status, now)
 
     async def begin_turn(
-        self, session_id: str, turn_id: str, user_text: str, *, replace_from: int | None = None
+        self,
+        session_id: str,
+        turn_id: str,
+        user_text: str,
+        *,
+        replace_from: int | None = None,
+        fence: int | None = None,
     ) -> tuple[Message, Message]:
         now = time.time()
         # One statement is one implicit transaction (both rows or neither, and the replacement of
         # an edited branch with them) and one round trip; the reply takes the id after the user's,
-        # which the sequence (INCREMENT BY 2) never hands out.
-        rows = await self.pool.fetch(
-            "WITH replaced AS (UPDATE messages SET status = 'replaced' WHERE session_id = $1 "
-            "AND id >= $5::bigint AND status <> 'pending' AND $5::bigint IS NOT NULL RETURNING id), "
-            "turn AS (SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS id) "
-            "INSERT INTO messages (id, session_id, turn_id, role, content, status, created_at, node) "
-            "SELECT id, $1::text, $2::text, 'user', $3::text, 'complete', $4::float8, $6::text FROM turn "
-            "UNION ALL SELECT id + 1, $1, $2, 'assistant', '', 'pending', $4, $6 FROM turn "
-            "RETURNING id, role",
-            session_id,
-            turn_id,
-            user_text,
-            now,
-            replace_from,
-            self.node,
-        )
+        # which the sequence (INCREMENT BY 2) never hands out. A fence adds its check before it, in
+        # the transaction `_fenced` opens.
+        async with self._fenced(session_id, fence) as db:
+            rows = await db.fetch(
+                "WITH replaced AS (UPDATE messages SET status = 'replaced' WHERE session_id = $1 "
+                "AND id >= $5::bigint AND status <> 'pending' AND $5::bigint IS NOT NULL RETURNING id), "
+                "turn AS (SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS id) "
+                "INSERT INTO messages (id, session_id, turn_id, role, content, status, created_at, node) "
+                "SELECT id, $1::text, $2::text, 'user', $3::text, 'complete', $4::float8, $6::text FROM turn "
+                "UNION ALL SELECT id + 1, $1, $2, 'assistant', '', 'pending', $4, $6 FROM turn "
+                "RETURNING id, role",
+                session_id,
+                turn_id,
+                user_text,
+                now,
+                replace_from,
+                self.node,
+            )
         ids = {row[1]: int(row[0]) for row in rows}
         return (
             Message(ids["user"], session_id, turn_id, "user", user_text, MessageStatus.COMPLETE, now),
@@ -223,25 +288,30 @@ class PostgresStore(PostgresUsers, PostgresDevices, PostgresConversations, Store
         error: str | None = None,
         *,
         finish_reason: str | None = None,
+        fence: int | None = None,
     ) -> Message:
-        row = await self.pool.fetchrow(
-            "UPDATE messages SET content = $1, status = $2, error = $3, finish_reason = $4 "
-            f"WHERE id = $5 RETURNING {MESSAGE_COLUMNS}",
-            content,
-            status.value,
-            error,
-            finish_reason,
-            message_id,
-        )
+        async with self._fenced_message(message_id, fence) as db:
+            row = await db.fetchrow(
+                "UPDATE messages SET content = $1, status = $2, error = $3, finish_reason = $4 "
+                f"WHERE id = $5 RETURNING {MESSAGE_COLUMNS}",
+                content,
+                status.value,
+                error,
+                finish_reason,
+                message_id,
+            )
         if row is None:
             raise KeyError(message_id)
         return message_from_row(row)
 
-    async def save_partial(self, message_id: int, content: str) -> None:
+    async def save_partial(self, message_id: int, content: str, *, fence: int | None = None) -> None:
         # Only while pending: a save queued just before the reply's end must not overwrite it.
-        await self.pool.execute(
-            "UPDATE messages SET content = $1 WHERE id = $2 AND status = 'pending'", content, message_id
-        )
+        async with self._fenced_message(message_id, fence) as db:
+            await db.execute(
+                "UPDATE messages SET content = $1 WHERE id = $2 AND status = 'pending'",
+                content,
+                message_id,
+            )
 
     async def list_messages(self, session_id: str, *, limit: int | None = None) -> list[Message]:
         # LIMIT NULL is no limit: one statement (prepared once per connection) for both cases
@@ -253,8 +323,9 @@ class PostgresStore(PostgresUsers, PostgresDevices, PostgresConversations, Store
         )
         return [message_from_row(r) for r in reversed(rows)]
 
-    async def clear_session(self, session_id: str) -> int:
-        status = await self.pool.execute("DELETE FROM messages WHERE session_id = $1", session_id)
+    async def clear_session(self, session_id: str, *, fence: int | None = None) -> int:
+        async with self._fenced(session_id, fence) as db:
+            status = await db.execute("DELETE FROM messages WHERE session_id = $1", session_id)
         return int(status.split()[-1])
 
     async def session_count(self, owner: str) -> int:
@@ -273,6 +344,16 @@ class PostgresStore(PostgresUsers, PostgresDevices, PostgresConversations, Store
             self.node,
         )
         return int(status.split()[-1])
+
+    async def fail_pending_session(self, session_id: str, reason: str, *, fence: int) -> list[Message]:
+        async with self._fenced(session_id, fence) as db:
+            rows = await db.fetch(
+                "UPDATE messages SET status = 'failed', error = $1 "
+                f"WHERE session_id = $2 AND status = 'pending' RETURNING {MESSAGE_COLUMNS}",
+                reason,
+                session_id,
+            )
+        return sorted((message_from_row(row) for row in rows), key=lambda m: m.id)
 
     async def ping(self) -> None:
         await self.pool.fetchval("SELECT 1")

@@ -1,12 +1,16 @@
 """SQLite store: one file under PARLEY_DATA_DIR, WAL mode, versioned migrations.
 
 aiosqlite runs every statement on one connection in one worker thread, which is also what makes
-writes single-writer without extra locking.
+writes single-writer without extra locking. Fenced writes and takes also hold `_fence_lock`, so a
+take on this connection cannot fall between a write's fence check and its statements.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
@@ -18,6 +22,7 @@ from parley.store.base import (
     MessageStatus,
     Role,
     Store,
+    fenced,
     message_from_row,
 )
 from parley.store.sqlite_conversations import MIGRATION as CONVERSATIONS_MIGRATION
@@ -84,6 +89,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE messages ADD COLUMN node TEXT;
     CREATE INDEX messages_pending ON messages (node) WHERE status = 'pending';
     """,
+    # 7: fencing tokens, one row per session ever taken (never deleted): Store.take_session
+    """
+    CREATE TABLE fences (
+        session     TEXT    PRIMARY KEY,
+        fence       INTEGER NOT NULL
+    );
+    """,
 ]
 
 
@@ -92,6 +104,7 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
         self.path = Path(path) if str(path) != ":memory:" else path
         self.node = node
         self._db: aiosqlite.Connection | None = None
+        self._fence_lock = asyncio.Lock()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -126,6 +139,56 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
             await self._db.close()
             self._db = None
 
+    async def take_session(self, session_id: str) -> int:
+        async with self._fence_lock:
+            rows = await self.db.execute_fetchall(
+                "INSERT INTO fences (session, fence) VALUES (?, 1) "
+                "ON CONFLICT (session) DO UPDATE SET fence = fences.fence + 1 RETURNING fence",
+                (session_id,),
+            )
+            await self.db.commit()
+        return int(next(iter(rows))[0])
+
+    async def _check_fence(self, session_id: str, fence: int) -> None:
+        """Raise Fenced unless `fence` is the session's; call under `_fence_lock`, before writing.
+
+        A write, not a read: it takes the database's write lock for the open transaction, so
+        another connection's take waits for this one's commit.
+        """
+        cur = await self.db.execute(
+            "UPDATE fences SET fence = fence WHERE session = ? AND fence = ?", (session_id, fence)
+        )
+        if cur.rowcount == 0:
+            # ends the transaction the check opened (and its lock); it changed nothing of its own
+            await self.db.commit()
+            async with self.db.execute("SELECT fence FROM fences WHERE session = ?", (session_id,)) as c:
+                row = await c.fetchone()
+            raise fenced(session_id, fence, None if row is None else int(row[0]))
+
+    @asynccontextmanager
+    async def _fenced(self, session_id: str, fence: int | None) -> AsyncIterator[None]:
+        """Around a write of the session: with a fence, checked first and held to the commit."""
+        if fence is None:
+            yield
+            return
+        async with self._fence_lock:
+            await self._check_fence(session_id, fence)
+            yield
+
+    @asynccontextmanager
+    async def _fenced_message(self, message_id: int, fence: int | None) -> AsyncIterator[None]:
+        """`_fenced` for a write of one message, checked against the message's session."""
+        if fence is None:
+            yield
+            return
+        async with self._fence_lock:
+            async with self.db.execute("SELECT session_id FROM messages WHERE id = ?", (message_id,)) as cur:
+                row = await cur.fetchone()
+            # no such message: nothing to guard, the write itself finds nothing
+            if row is not None:
+                await self._check_fence(str(row[0]), fence)
+            yield
+
     async def add_message(
         self,
         session_id: str,
@@ -133,48 +196,58 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
         role: Role,
         content: str,
         status: MessageStatus = MessageStatus.COMPLETE,
+        *,
+        fence: int | None = None,
     ) -> Message:
         now = time.time()
-        cur = await self.db.execute(
-            "INSERT INTO messages (session_id, turn_id, role, content, status, created_at, node) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (session_id, turn_id, role, content, status.value, now, self.node),
-        )
-        await self.db.commit()
+        async with self._fenced(session_id, fence):
+            cur = await self.db.execute(
+                "INSERT INTO messages (session_id, turn_id, role, content, status, created_at, node) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (session_id, turn_id, role, content, status.value, now, self.node),
+            )
+            await self.db.commit()
         assert cur.lastrowid is not None
         return Message(cur.lastrowid, session_id, turn_id, role, content, status, now)
 
     async def begin_turn(
-        self, session_id: str, turn_id: str, user_text: str, *, replace_from: int | None = None
+        self,
+        session_id: str,
+        turn_id: str,
+        user_text: str,
+        *,
+        replace_from: int | None = None,
+        fence: int | None = None,
     ) -> tuple[Message, Message]:
         now = time.time()
         pending = MessageStatus.PENDING
-        if replace_from is not None:
-            # Before the insert, in the same transaction (the commit below carries both).
-            await self.db.execute(
-                "UPDATE messages SET status = 'replaced' WHERE session_id = ? AND id >= ? AND status != 'pending'",
-                (session_id, replace_from),
+        async with self._fenced(session_id, fence):
+            if replace_from is not None:
+                # Before the insert, in the same transaction (the commit below carries both).
+                await self.db.execute(
+                    "UPDATE messages SET status = 'replaced' WHERE session_id = ? AND id >= ? AND status != 'pending'",
+                    (session_id, replace_from),
+                )
+            # One statement (atomic: both rows or neither) and one commit: two hops to aiosqlite's
+            # thread where two add_message calls take four. No rollback on failure: the connection's
+            # open transaction may hold other sessions' writes, which their own commits will carry.
+            rows = await self.db.execute_fetchall(
+                "INSERT INTO messages (session_id, turn_id, role, content, status, created_at, node) "
+                "VALUES (?, ?, 'user', ?, 'complete', ?, ?), (?, ?, 'assistant', '', ?, ?, ?) RETURNING id",
+                (
+                    session_id,
+                    turn_id,
+                    user_text,
+                    now,
+                    self.node,
+                    session_id,
+                    turn_id,
+                    pending.value,
+                    now,
+                    self.node,
+                ),
             )
-        # One statement (atomic: both rows or neither) and one commit: two hops to aiosqlite's
-        # thread where two add_message calls take four. No rollback on failure: the connection's
-        # open transaction may hold other sessions' writes, which their own commits will carry.
-        rows = await self.db.execute_fetchall(
-            "INSERT INTO messages (session_id, turn_id, role, content, status, created_at, node) "
-            "VALUES (?, ?, 'user', ?, 'complete', ?, ?), (?, ?, 'assistant', '', ?, ?, ?) RETURNING id",
-            (
-                session_id,
-                turn_id,
-                user_text,
-                now,
-                self.node,
-                session_id,
-                turn_id,
-                pending.value,
-                now,
-                self.node,
-            ),
-        )
-        await self.db.commit()
+            await self.db.commit()
         # RETURNING's row order is unspecified; AUTOINCREMENT ids follow the VALUES order.
         user_id, reply_id = sorted(int(row[0]) for row in rows)
         return (
@@ -190,12 +263,14 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
         error: str | None = None,
         *,
         finish_reason: str | None = None,
+        fence: int | None = None,
     ) -> Message:
-        await self.db.execute(
-            "UPDATE messages SET content = ?, status = ?, error = ?, finish_reason = ? WHERE id = ?",
-            (content, status.value, error, finish_reason, message_id),
-        )
-        await self.db.commit()
+        async with self._fenced_message(message_id, fence):
+            await self.db.execute(
+                "UPDATE messages SET content = ?, status = ?, error = ?, finish_reason = ? WHERE id = ?",
+                (content, status.value, error, finish_reason, message_id),
+            )
+            await self.db.commit()
         async with self.db.execute(
             f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
         ) as cur:
@@ -204,12 +279,13 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
             raise KeyError(message_id)
         return message_from_row(row)
 
-    async def save_partial(self, message_id: int, content: str) -> None:
+    async def save_partial(self, message_id: int, content: str, *, fence: int | None = None) -> None:
         # Only while pending: a save queued just before the reply's end must not overwrite it.
-        await self.db.execute(
-            "UPDATE messages SET content = ? WHERE id = ? AND status = 'pending'", (content, message_id)
-        )
-        await self.db.commit()
+        async with self._fenced_message(message_id, fence):
+            await self.db.execute(
+                "UPDATE messages SET content = ? WHERE id = ? AND status = 'pending'", (content, message_id)
+            )
+            await self.db.commit()
 
     async def list_messages(self, session_id: str, *, limit: int | None = None) -> list[Message]:
         sql = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND status NOT IN ({HIDDEN_SQL}) ORDER BY id DESC"
@@ -221,9 +297,10 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
             rows = await cur.fetchall()
         return [message_from_row(r) for r in reversed(list(rows))]
 
-    async def clear_session(self, session_id: str) -> int:
-        cur = await self.db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
-        await self.db.commit()
+    async def clear_session(self, session_id: str, *, fence: int | None = None) -> int:
+        async with self._fenced(session_id, fence):
+            cur = await self.db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
+            await self.db.commit()
         return cur.rowcount
 
     async def session_count(self, owner: str) -> int:
@@ -244,6 +321,16 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
         )
         await self.db.commit()
         return cur.rowcount
+
+    async def fail_pending_session(self, session_id: str, reason: str, *, fence: int) -> list[Message]:
+        async with self._fenced(session_id, fence):
+            rows = await self.db.execute_fetchall(
+                "UPDATE messages SET status = 'failed', error = ? "
+                f"WHERE session_id = ? AND status = 'pending' RETURNING {MESSAGE_COLUMNS}",
+                (reason, session_id),
+            )
+            await self.db.commit()
+        return sorted((message_from_row(row) for row in rows), key=lambda m: m.id)
 
     async def ping(self) -> None:
         async with self.db.execute("SELECT 1") as cur:
