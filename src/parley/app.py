@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -31,6 +32,7 @@ from parley.rtc.registry import CallConfig, CallRegistry
 from parley.rtc.tokens import TokenSigner
 from parley.rtc.turn import CloudflareTURN
 from parley.services import Services
+from parley.sessions.directory import LocalDirectory, SessionDirectory
 from parley.sessions.keys import owner_of
 from parley.sessions.registry import SessionRegistry
 from parley.sessions.session import SessionConfig
@@ -142,6 +144,23 @@ def create_app(
                 on_usage=count_usage,
                 on_turn=titler.on_turn if titler is not None else None,
             )
+            directory: SessionDirectory
+            if settings.redis_url:
+                from parley.sessions.cluster import ClusterDirectory  # the redis extra
+
+                directory = ClusterDirectory.from_url(
+                    registry,
+                    settings.redis_url,
+                    bus=the_bus,
+                    store=the_store,
+                    instance=f"{settings.resolved_node_id}-{secrets.token_hex(4)}",
+                    lease_seconds=settings.session_lease_seconds,
+                )
+            else:
+                directory = LocalDirectory(registry)
+            # closed after the registry: the sessions' last writes still hold their fence
+            stack.push_async_callback(directory.aclose)
+            directory.start()
             registry.start()
             stack.push_async_callback(registry.aclose)
             if vad is None:
@@ -188,6 +207,7 @@ def create_app(
                 the_tts,
                 calls,
                 tokens,
+                directory,
                 warmup,
                 limits,
                 users,

@@ -304,7 +304,16 @@ class Settings(BaseSettings):
         None, description="Bearer token that may read /metrics (besides admins), for a Prometheus scraper."
     )
     redis_url: str | None = Field(
-        None, description="Redis URL (`redis://host:6379/0`); rate-limit counters live there when set."
+        None,
+        description="Redis URL (`redis://host:6379/0`): set it to run several Parley processes on one "
+        "PostgreSQL database. Session events, session ownership and rate-limit counters live there.",
+    )
+    session_lease_seconds: float = Field(
+        3.0,
+        ge=0.5,
+        le=60,
+        description="With PARLEY_REDIS_URL: how long a node's claim on a session lasts unless renewed; "
+        "a dead node's sessions are taken over within about this time plus a third of it.",
     )
     rate_chat: str = Field("30/minute", description="Turns one user may start (text and voice), as a rate.")
     rate_transcribe: str = Field("30/minute", description="Transcriptions one user may ask for, as a rate.")

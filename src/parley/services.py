@@ -15,6 +15,7 @@ from parley.providers.tts import TTSProvider
 from parley.providers.warmup import WarmUp
 from parley.rtc.registry import CallRegistry
 from parley.rtc.tokens import TokenSigner
+from parley.sessions.directory import SessionDirectory
 from parley.sessions.registry import SessionRegistry
 from parley.store.base import Store
 from parley.store.users import UserStore
@@ -36,6 +37,8 @@ class Services:
     calls: CallRegistry
     #: signs the tokens that lock SFU sessions and calls to their browser
     tokens: TokenSigner
+    #: where each session's turns run: here, or on the node that owns it (PARLEY_REDIS_URL)
+    directory: SessionDirectory
     #: the background loading of the local models (None when PARLEY_WARM_UP is off)
     warmup: WarmUp | None = None
     #: per-client-address limits on call signalling (None: unlimited, for embedding and tests)

@@ -124,6 +124,13 @@ class SessionRegistry:
             log.debug("released %d idle sessions, %d live", len(idle), len(self._sessions))
         return len(idle)
 
+    async def drop(self, key: str) -> None:
+        """Close the live session of `key` now (another node runs it from here on)."""
+        session = self._sessions.pop(key, None)
+        if session is not None:
+            session.close()
+            await session.aclose()
+
     async def aclose(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()

@@ -100,6 +100,9 @@ class ChatSession:
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
         self.last_active = clock()
+        #: the fencing token of this node's lease on the session (several nodes: sessions/cluster.py);
+        #: every write carries it, and the store refuses it once another node took the session
+        self.fence: int | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -115,6 +118,7 @@ class ChatSession:
         language: str | None = None,
         client_id: str | None = None,
         replace_from: int | None = None,
+        turn_id: str | None = None,
     ) -> Turn:
         """Queue a turn and return at once; await `turn.done` for the stored reply.
 
@@ -137,6 +141,8 @@ class ChatSession:
             client_id=client_id,
             replace_from=replace_from,
         )
+        if turn_id is not None:
+            turn.id = turn_id  # chosen by the node that handed the turn over (sessions/cluster.py)
         self._queue.append(turn)
         self.last_active = self._clock()
         self._idle.clear()
@@ -171,7 +177,9 @@ class ChatSession:
             return
         if turn.reply is None or turn.reply.status is not MessageStatus.COMPLETE:
             return
-        msg = await self._store.finish_message(turn.reply.id, heard, MessageStatus.INTERRUPTED)
+        msg = await self._store.finish_message(
+            turn.reply.id, heard, MessageStatus.INTERRUPTED, fence=self.fence
+        )
         turn.reply = msg
         if self._recent is not None:
             for i, recent in enumerate(self._recent):
@@ -206,7 +214,7 @@ class ChatSession:
             turn.finish(TurnState.CANCELLED, TurnCancelled("the conversation was cleared"))
         self.stop()
         await self._idle.wait()
-        removed = await self._store.clear_session(self.key)
+        removed = await self._store.clear_session(self.key, fence=self.fence)
         if self._recent is not None:
             self._recent.clear()
         await self.publish(events.cleared(self.id))
@@ -326,7 +334,9 @@ class ChatSession:
             reasons: list[str] = []  # why the model stopped, once it says ("length": max_tokens)
             released = asyncio.Event()  # the output gate: set once the writes have committed
             writes = asyncio.create_task(
-                self._store.begin_turn(self.key, turn.id, turn.text, replace_from=turn.replace_from),
+                self._store.begin_turn(
+                    self.key, turn.id, turn.text, replace_from=turn.replace_from, fence=self.fence
+                ),
                 name=f"turn-write:{turn.id}",
             )
             if not turn.stop_requested:
@@ -435,7 +445,7 @@ class ChatSession:
             if count == saved:
                 continue
             try:
-                await self._store.save_partial(message_id, "".join(turn.parts[:count]))
+                await self._store.save_partial(message_id, "".join(turn.parts[:count]), fence=self.fence)
             except Exception:  # a failing store must not end the reply; its final write will tell
                 log.warning(
                     "could not store a partial reply session=%s turn=%s", self.id, turn.id, exc_info=True
@@ -506,21 +516,25 @@ class ChatSession:
         result: Message | BaseException
         if error is None:
             msg = await self._store.finish_message(
-                pending.id, text, MessageStatus.COMPLETE, finish_reason=finish_reason
+                pending.id, text, MessageStatus.COMPLETE, finish_reason=finish_reason, fence=self.fence
             )
             event, state, result = events.reply(self.id, msg, usage), TurnState.COMPLETE, msg
         elif isinstance(error, TurnCancelled) and turn.heard is not None:
-            msg = await self._store.finish_message(pending.id, turn.heard, MessageStatus.INTERRUPTED)
+            msg = await self._store.finish_message(
+                pending.id, turn.heard, MessageStatus.INTERRUPTED, fence=self.fence
+            )
             event, state, result = events.interrupted(self.id, msg), TurnState.CANCELLED, error
         elif isinstance(error, TurnCancelled):
-            msg = await self._store.finish_message(pending.id, text, MessageStatus.CANCELLED)
+            msg = await self._store.finish_message(
+                pending.id, text, MessageStatus.CANCELLED, fence=self.fence
+            )
             event, state, result = events.cancelled(self.id, msg), TurnState.CANCELLED, error
         else:
             if not isinstance(error, ParleyError):
                 log.error("unexpected model error session=%s turn=%s: %r", self.id, turn.id, error)
             perr = error if isinstance(error, ParleyError) else ProviderError(f"model call failed: {error}")
             msg = await self._store.finish_message(
-                pending.id, text, MessageStatus.FAILED, valid_text(perr.message)
+                pending.id, text, MessageStatus.FAILED, valid_text(perr.message), fence=self.fence
             )
             event, state, result = events.turn_failed(self.id, msg, perr.to_dict()), TurnState.FAILED, perr
         turn.reply = msg

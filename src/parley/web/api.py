@@ -67,15 +67,22 @@ async def chat(request: Request) -> Any:
     language = check_language(body.language)
     edit = await edited_message(request, key, body.editOf)
     await spend(request, "chat")
-    session = await live_session(request, key)
-    turn = session.submit(text, source="http", language=language, client_id=body.clientId, replace_from=edit)
+    turn = await svc.directory.submit(
+        key,
+        text,
+        live=lambda: live_session(request, key),
+        source="http",
+        language=language,
+        client_id=body.clientId,
+        replace_from=edit,
+    )
     if _wants_stream(request, body):
         return StreamingResponse(
             _sse(turn.watch()),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Turn-Id": turn.id},
         )
-    return await _reply_json(session.id, turn)
+    return await _reply_json(public_id(key), turn)
 
 
 async def _reply_json(session_id: str, turn: Turn) -> dict[str, Any]:
@@ -183,7 +190,7 @@ async def clear(request: Request) -> dict[str, Any]:
     svc = services(request)
     body = validate(schemas.SessionIn, await read_json(request, limit=4096))
     key = owned_session(request, body.sessionId)
-    removed = await svc.sessions.get(key).clear()
+    removed = await svc.directory.clear(key)
     return {"success": True, "removed": removed}
 
 
@@ -198,10 +205,8 @@ async def stop(request: Request) -> dict[str, Any]:
     svc = services(request)
     body = validate(schemas.StopIn, await read_json(request, limit=4096))
     key = owned_session(request, body.sessionId)
-    # A session that is not live has no turn to stop: making one would let any stream of new ids
-    # hold a live session each until it idles out.
-    turn = svc.sessions.get(key).stop(body.turnId) if key in svc.sessions else None
-    return {"stopped": turn is not None, "turnId": turn.id if turn else None}
+    stopped = await svc.directory.stop(key, body.turnId)
+    return {"stopped": stopped is not None, "turnId": stopped}
 
 
 @router.get("/healthz", summary="Liveness and store health")

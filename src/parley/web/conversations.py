@@ -151,9 +151,9 @@ async def delete_session(request: Request, sid: str) -> dict[str, Any]:
     store = _store(request)
     if await store.get_conversation(key) is None and not await svc.store.session_exists(key):
         raise NotFound("no such conversation", field="sessionId")
-    if key in svc.sessions:
-        # stops the running turn and drops queued ones first, so no reply is written afterwards
-        await svc.sessions.get(key).clear()
+    # stops the running turn (on whichever node runs it) and drops queued ones first, so no reply
+    # is written afterwards
+    await svc.directory.clear(key)
     await store.delete_conversation(key)
     titler: Titler | None = getattr(request.app.state, "titler", None)
     if titler is not None:

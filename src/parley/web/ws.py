@@ -107,20 +107,23 @@ async def _serve_socket(websocket: WebSocket, svc: Services, key: SessionKey, af
     # the bus; one joining mid-reply resumes after the reply's user_message, so the bus replays the
     # reply so far and live events follow, with no gap and no duplicate, on any bus.
     mark = session.catch_up_mark() if after is None else None
+    # this node follows the session (several nodes: it takes the session if its owner dies)
+    await svc.directory.watch(key)
     sub = svc.bus.subscribe(key, after=after or mark)
-    # the bus no longer keeps the reply's start (a very long reply): its text so far instead, taken
-    # with no await after subscribing, so what the inbox gets is what came after it
-    caught = session.catch_up() if mark is not None and sub.gap else []
-    await sub.ready()
-    # sent before the writer starts, so before anything in the inbox
-    await websocket.send_text(events.connected(session_id, resumed=not sub.gap if after else None).data)
-    for event in caught:
-        await websocket.send_text(event.data)
-    writer = asyncio.create_task(_write(websocket, sub, session_id), name=f"ws-writer:{key}")
+    writer: asyncio.Task[None] | None = None
     started = time.perf_counter()
     frames = 0
     limit = frame_limit(svc.settings)
     try:
+        # the bus no longer keeps the reply's start (a very long reply): its text so far instead,
+        # taken with no await after subscribing, so what the inbox gets is what came after it
+        caught = session.catch_up() if mark is not None and sub.gap else []
+        await sub.ready()
+        # sent before the writer starts, so before anything in the inbox
+        await websocket.send_text(events.connected(session_id, resumed=not sub.gap if after else None).data)
+        for event in caught:
+            await websocket.send_text(event.data)
+        writer = asyncio.create_task(_write(websocket, sub, session_id), name=f"ws-writer:{key}")
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -143,10 +146,12 @@ async def _serve_socket(websocket: WebSocket, svc: Services, key: SessionKey, af
         log.exception("ws session=%s failed; closing the socket", session_id)
         await _close(websocket, WS_INTERNAL_ERROR, "server error; reconnect")
     finally:
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
         svc.bus.unsubscribe(sub)
+        svc.directory.unwatch(key)
         log.info(
             "ws session=%s frames=%d duration_ms=%.0f overflowed=%s",
             session_id,
@@ -247,14 +252,20 @@ async def _command(
         language = check_language(data.get("language"))
         edit = await edited_message(websocket, key, data.get("editOf"))
         await spend(websocket, "chat")  # refused: an error event, and the socket stays open
-        svc.sessions.get(key).submit(
-            message, source="ws", language=language, client_id=client_id, replace_from=edit
+        await svc.directory.submit(
+            key,
+            message,
+            live=lambda: live_session(websocket, key),
+            source="ws",
+            language=language,
+            client_id=client_id,
+            replace_from=edit,
         )
     elif kind == "stop":
         turn_id = data.get("turnId")
         if turn_id is not None and not isinstance(turn_id, str):
             raise InvalidInput("turnId must be a string", field="turnId")
-        svc.sessions.get(key).stop(turn_id)
+        await svc.directory.stop(key, turn_id)
     else:
         raise InvalidInput(
             f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}",
