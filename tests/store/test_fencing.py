@@ -159,10 +159,24 @@ async def test_fail_pending_session_fails_that_sessions_pending_replies_only(
     assert await here.fail_pending_session(S, "taken over", fence=fence) == []
 
 
+async def test_pending_sessions_names_each_session_with_a_pending_reply_once(store: AnyStore) -> None:
+    assert await store.pending_sessions() == []
+    await store.begin_turn("alice/s1", "t1", "one")
+    await store.begin_turn("alice/s1", "t2", "two")
+    _, done = await store.begin_turn("bob/s1", "t1", "three")
+    await store.begin_turn("carol/s1", "t1", "four")
+    await store.finish_message(done.id, "answered", MessageStatus.COMPLETE)
+    assert sorted(await store.pending_sessions()) == ["alice/s1", "carol/s1"]
+    assert len(await store.pending_sessions(limit=1)) == 1
+    fence = await store.take_session("alice/s1")
+    await store.fail_pending_session("alice/s1", "its node stopped", fence=fence)
+    assert await store.pending_sessions() == ["carol/s1"]
+
+
+@pytest.mark.parametrize("backend", ["postgres"])  # SQLite has one connection: no take in flight
 async def test_a_take_in_flight_fences_the_write_that_waits_for_it(store: AnyStore) -> None:
     """PostgreSQL: a write that meets an uncommitted take waits for it, then sees the new fence."""
-    if not isinstance(store, PostgresStore):
-        pytest.skip("one connection on SQLite: a take cannot be in flight beside a write")
+    assert isinstance(store, PostgresStore)
     _, reply = await a_session_with_a_pending_reply(store)
     taker = await store.pool.acquire()
     watcher = await store.pool.acquire()

@@ -12,9 +12,10 @@
   topic (a shadow `Turn` fed by those events), so an HTTP request streams from any node. A stop or
   a clear gets its answer back on a short-lived list (`BLPOP`).
 - **Failure.** A node that follows a session (a handed-over turn waiting, or a socket open) and sees
-  its lease gone takes the session: the new fence fails what the dead node left `pending`
-  (published as `error` events, so every waiter ends), and the turns it had not begun are sent
-  again, to the new owner, which runs a resent turn only if storage has none of it.
+  its lease gone takes the session, and every node takes the sessions with a reply `pending` that
+  no node holds: the new fence fails what the dead node left `pending` (published as `error`
+  events, so every waiter ends), and the turns it had not begun are sent again, to the new owner,
+  which runs a resent turn only if storage has none of it.
 """
 
 from __future__ import annotations
@@ -300,6 +301,7 @@ class ClusterDirectory(SessionDirectory):
             try:
                 await self._renew_all()
                 await self._check_followed()
+                await self._take_orphans()
                 self._renewed_at = time.monotonic()
             except (RedisError, OSError) as exc:
                 if time.monotonic() - self._renewed_at > self._lease_ms / 1000:
@@ -317,6 +319,19 @@ class ClusterDirectory(SessionDirectory):
                 self._owned.pop(key, None)
             elif not await self._renew(keys=[lease], args=[self.instance, self._lease_ms]):
                 await self._lose(key)
+
+    async def _take_orphans(self) -> None:
+        """Take the sessions whose reply is pending while no node holds them (their owner died):
+        the take fails that reply, so every session's running turn ends even with nobody watching."""
+        orphans = [key for key in await self._store.pending_sessions() if key not in self._owned]
+        if not orphans:
+            return
+        holders = await self._redis.mget([self._lease(key) for key in orphans])
+        for key, holder in zip(orphans, holders, strict=True):
+            if holder is None and await self._redis.set(
+                self._lease(key), self.instance, nx=True, px=self._lease_ms
+            ):
+                await self._adopt(key)  # released again by the next renewal: nothing runs it here
 
     async def _check_followed(self) -> None:
         for key in list(self._follows):

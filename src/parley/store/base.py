@@ -212,5 +212,10 @@ class Store(ABC):
         """
 
     @abstractmethod
+    async def pending_sessions(self, limit: int = 100) -> list[str]:
+        """Sessions with a reply still `pending`, on any node (a cluster node checks each one's
+        owner is alive, and takes over those whose owner died)."""
+
+    @abstractmethod
     async def ping(self) -> None:
         """Raise if the store cannot answer (health checks)."""

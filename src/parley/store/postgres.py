@@ -345,6 +345,12 @@ class PostgresStore(PostgresUsers, PostgresDevices, PostgresConversations, Store
         )
         return int(status.split()[-1])
 
+    async def pending_sessions(self, limit: int = 100) -> list[str]:
+        rows = await self.pool.fetch(
+            "SELECT DISTINCT session_id FROM messages WHERE status = 'pending' LIMIT $1", limit
+        )
+        return [str(row[0]) for row in rows]
+
     async def fail_pending_session(self, session_id: str, reason: str, *, fence: int) -> list[Message]:
         async with self._fenced(session_id, fence) as db:
             rows = await db.fetch(

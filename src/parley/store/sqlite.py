@@ -322,6 +322,12 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
         await self.db.commit()
         return cur.rowcount
 
+    async def pending_sessions(self, limit: int = 100) -> list[str]:
+        rows = await self.db.execute_fetchall(
+            "SELECT DISTINCT session_id FROM messages WHERE status = 'pending' LIMIT ?", (limit,)
+        )
+        return [str(row[0]) for row in rows]
+
     async def fail_pending_session(self, session_id: str, reason: str, *, fence: int) -> list[Message]:
         async with self._fenced(session_id, fence):
             rows = await self.db.execute_fetchall(
