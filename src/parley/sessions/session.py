@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from parley.bus.base import Bus
-from parley.errors import Busy, NotFound, ParleyError, ProviderError, TurnCancelled
+from parley.errors import Busy, Fenced, NotFound, ParleyError, ProviderError, TurnCancelled
 from parley.language import reply_instruction
 from parley.providers.llm import ChatMessage, ChatProvider, ChatRequest, Usage
 from parley.sessions import events
@@ -270,6 +270,10 @@ class ChatSession:
                 if not turn.done.done():
                     self._end_unstored(turn, TurnCancelled("the server stopped while this turn ran"))
                 raise
+            except Fenced as exc:  # another node took the session over: its writes are its own now
+                log.warning("turn=%s session=%s: %s", turn.id, self.id, exc.message)
+                if not turn.done.done():
+                    turn.finish(TurnState.FAILED, exc)
             except Exception:  # a bug must not kill the session's worker
                 log.exception("turn crashed session=%s turn=%s", self.id, turn.id)
                 if not turn.done.done():
