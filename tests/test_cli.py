@@ -292,3 +292,26 @@ def test_chat_without_a_server_says_so(env: dict[str, str], tmp_path: Path) -> N
     result = parley("chat", "--url", url, env=env, cwd=tmp_path, input="hi\n")
     assert result.returncode == 1
     assert f"cannot reach {url}" in result.stderr and "parley serve" in result.stderr
+
+
+def test_serve_with_workers_needs_redis_and_says_so(env: dict[str, str], tmp_path: Path) -> None:
+    result = parley("serve", "--workers", "2", env=env, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "PARLEY_REDIS_URL" in result.stderr and "--workers 2" in result.stderr
+    assert "serving on" not in result.stderr
+
+
+def test_serve_with_workers_refuses_a_node_id_without_room_for_the_pid(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # the Redis URL is only checked for being set: nothing connects before the refusal
+    env = env | {"PARLEY_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "PARLEY_NODE_ID": "n" * 121}
+    result = parley("serve", "--workers", "2", env=env, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "PARLEY_NODE_ID" in result.stderr and "120" in result.stderr
+
+
+def test_serve_workers_must_be_a_positive_count(env: dict[str, str], tmp_path: Path) -> None:
+    result = parley("serve", "--workers", "0", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--workers" in result.stderr and "1 or more" in result.stderr

@@ -188,6 +188,7 @@ def create_app(
                     else None
                 ),
                 on_call_end=user_limits.record_call_seconds if user_limits is not None else None,
+                directory=directory,
             )
             stack.push_async_callback(calls.aclose)
             key = settings.secret_key
@@ -215,7 +216,8 @@ def create_app(
                 user_limits,
             )
             log.info(
-                "ready auth=%s chat=%s model=%s stt=%s tts=%s vad=%s store=%s",
+                "ready node=%s auth=%s chat=%s model=%s stt=%s tts=%s vad=%s store=%s",
+                settings.resolved_node_id,
                 settings.auth,
                 the_chat.name,
                 the_chat.model or "-",
