@@ -19,7 +19,7 @@ import pytest
 from redis.asyncio import Redis
 
 from parley.bus.redis import RedisBus
-from parley.errors import Fenced, TurnCancelled
+from parley.errors import Busy, Fenced, ParleyError, TurnCancelled
 from parley.providers.llm import ChatDelta, ChatProvider, ChatRequest
 from parley.sessions.cluster import ClusterDirectory
 from parley.sessions.registry import SessionRegistry
@@ -218,3 +218,40 @@ async def test_a_released_session_gives_up_its_lease_and_a_live_one_renews_it(
     await a.directory._renew_all()
     assert await admin.get(lease) is None
     await admin.aclose()
+
+
+async def test_a_call_on_another_node_takes_the_session_once_the_owners_turn_is_done(
+    nodes: tuple[Node, Node, str],
+) -> None:
+    a, b, prefix = nodes
+    held = await a.submit("a long one #hold")
+    await a.chat.holding.wait()
+    moving = asyncio.create_task(b.directory.own(KEY))  # a voice call starts on b
+    a.chat.release.set()  # a's turn is not cut short: the hand-over waits for it to end
+    assert (await held.done).content == "You said: a long one #hold"
+    await moving
+    b.directory.pin(KEY)
+    admin = Redis.from_url(REDIS_URL, decode_responses=True)
+    assert await admin.get(f"{prefix}lease:{KEY}") == "node-b"
+    await admin.aclose()
+    assert KEY not in a.registry
+    # from now on the call's node runs the session's turns, wherever they come in
+    assert (await (await a.submit("typed meanwhile")).done).content == "You said: typed meanwhile"
+    assert (a.chat.calls, b.chat.calls) == (1, 1)
+    # and while the call lasts, no other node's call can take it
+    with pytest.raises(Busy):
+        await a.directory.own(KEY)
+    b.directory.unpin(KEY)
+
+
+async def test_a_session_made_live_on_a_node_that_does_not_own_it_cannot_write(
+    nodes: tuple[Node, Node, str],
+) -> None:
+    a, b, _ = nodes
+    assert (await (await a.submit("one")).done).content == "You said: one"
+    # b makes the session live around its directory (as a path that forgot it would): its turn
+    # is refused by the store, and nothing is written
+    stray = b.registry.get(KEY).submit("written around the directory")
+    with pytest.raises(ParleyError):
+        await stray.done
+    assert [m.content for m in await a.store.list_messages(KEY)] == ["one", "You said: one"]

@@ -23,6 +23,7 @@ from parley.providers.stt import STTProvider
 from parley.providers.tts import TTSProvider
 from parley.providers.vad import SpeechModel
 from parley.rtc.ice import IceConfig, IceServer
+from parley.sessions.directory import SessionDirectory
 from parley.sessions.events import Event
 from parley.sessions.keys import owner_of
 from parley.sessions.registry import SessionRegistry
@@ -62,11 +63,16 @@ class CallRegistry:
         realtime: CloudflareRealtimeClient | None = None,
         on_call_end: Callable[[str, float], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        directory: SessionDirectory | None = None,
     ) -> None:
         """`turn`, when given, adds fresh TURN credentials to every call; `realtime` enables
         Cloudflare-mode calls. The registry closes both. `on_call_end(owner, seconds)` is told how
-        long each call lasted (the owner's daily call minutes)."""
+        long each call lasted (the owner's daily call minutes). `directory`: a call runs its
+        session's turns on this node, which holds the session while the call lasts."""
         self._sessions = sessions
+        self._directory = directory
+        #: call id -> its session key, while the call holds the session here
+        self._keys: dict[str, str] = {}
         self._vad = vad
         self._stt = stt
         self._tts = tts
@@ -132,6 +138,8 @@ class CallRegistry:
         from parley.rtc.peer import CallPeer
 
         ice = await self.ice_for_call()
+        # the call's turns run here (several nodes: this node takes the session)
+        await self._pin(session_id)
         # Other offers (or shutdown) may have come in while the TURN API answered.
         self._check_room(client)
         call_id = new_call_id()
@@ -166,6 +174,8 @@ class CallRegistry:
                 field="PARLEY_RTC",
             )
         self._check_can_call()
+        self._check_room(client)
+        await self._pin(session_id)
         self._check_room(client)
         from parley.rtc.sfu_peer import SFUCallPeer
 
@@ -278,7 +288,14 @@ class CallRegistry:
             raise NotFound(f"no call {call_id!r}", field="callId")
         await peer.aclose("hangup")
 
+    async def _pin(self, session_key: str) -> None:
+        if self._directory is not None:
+            await self._directory.own(session_key)
+
     def _opened(self, call_id: str, session_key: str, client: str | None) -> None:
+        if self._directory is not None:
+            self._directory.pin(session_key)  # owned just before
+            self._keys[call_id] = session_key
         if client is not None:
             self._clients[call_id] = client
         self._owners[call_id] = (owner_of(session_key), self._clock())
@@ -287,6 +304,9 @@ class CallRegistry:
         if self._peers.get(peer.id) is peer:
             del self._peers[peer.id]
             self._clients.pop(peer.id, None)
+            key = self._keys.pop(peer.id, None)
+            if key is not None and self._directory is not None:
+                self._directory.unpin(key)
             owned = self._owners.pop(peer.id, None)
             if owned is not None and self._on_call_end is not None:
                 task = asyncio.create_task(self._report(owned[0], self._clock() - owned[1]))

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -34,7 +35,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from parley.bus.base import Bus, Subscription
-from parley.errors import BusUnavailable, NotFound, ParleyError, TurnCancelled
+from parley.errors import BusUnavailable, Busy, NotFound, ParleyError, TurnCancelled
 from parley.providers.llm import Usage
 from parley.sessions import events
 from parley.sessions.directory import MakeLive, SessionDirectory
@@ -72,11 +73,20 @@ def message_from_wire(key: str, wire: dict[str, Any]) -> Message:
     )
 
 
+def _error_classes(base: type[ParleyError] = ParleyError) -> dict[tuple[str, int], type[ParleyError]]:
+    found = {(base.code, base.status): base}
+    for sub in base.__subclasses__():
+        found = {**_error_classes(sub), **found}
+    return found
+
+
 def error_from_wire(body: dict[str, Any]) -> ParleyError:
-    """An error as an event carried it (`ParleyError.to_dict`), with its status and code."""
-    exc = ParleyError(str(body.get("error", "error")), field=body.get("field"), limit=body.get("limit"))
-    exc.status = int(body.get("status", 500))
-    exc.code = str(body.get("code", "internal_error"))
+    """An error as an event or an answer carried it (`ParleyError.to_dict`): the same class where
+    one has its code and status, so the web layer answers it as the owner would have."""
+    code, status = str(body.get("code", "internal_error")), int(body.get("status", 500))
+    kind = _error_classes().get((code, status), ParleyError)
+    exc = kind(str(body.get("error", "error")), field=body.get("field"), limit=body.get("limit"))
+    exc.status, exc.code = status, code
     return exc
 
 
@@ -131,10 +141,15 @@ class ClusterDirectory(SessionDirectory):
         self._taking: dict[str, asyncio.Future[int]] = {}
         self._shadows: dict[str, _Shadow] = {}
         self._follows: dict[str, _Follow] = {}
+        #: sessions a call or a device of this node holds here, however idle
+        self._pins: collections.Counter[str] = collections.Counter()
         self._renewed_at = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[None]] = set()
         self._closed = False
+        # a session made live here writes with this node's fence; one it does not own, with 0,
+        # which the store refuses: no path around the directory can write another node's session
+        registry.fence_of = lambda key: self._owned.get(key, 0)
 
     @classmethod
     def from_url(cls, registry: SessionRegistry, url: str, **options: Any) -> ClusterDirectory:
@@ -220,6 +235,22 @@ class ClusterDirectory(SessionDirectory):
             return await session.clear()
         answer = await self._ask(owner, {"op": "clear", "key": key})
         return int(answer.get("removed", 0))
+
+    async def own(self, key: str) -> None:
+        for _ in range(_MAX_HOPS):
+            owner = await self._owner(key)
+            if owner == self.instance:
+                return
+            await self._ask(owner, {"op": "release", "key": key})
+        raise BusUnavailable("the session is moving between nodes; try again", field="sessionId")
+
+    def pin(self, key: str) -> None:
+        self._pins[key] += 1
+
+    def unpin(self, key: str) -> None:
+        self._pins[key] -= 1
+        if self._pins[key] <= 0:
+            del self._pins[key]
 
     async def watch(self, key: str) -> None:
         """A socket of this node follows `key`: if its owner dies, this node takes the session."""
@@ -314,7 +345,7 @@ class ClusterDirectory(SessionDirectory):
     async def _renew_all(self) -> None:
         for key in list(self._owned):
             lease = self._lease(key)
-            if key not in self.registry:
+            if key not in self.registry and key not in self._pins:
                 await self._release(keys=[lease], args=[self.instance])
                 self._owned.pop(key, None)
             elif not await self._renew(keys=[lease], args=[self.instance, self._lease_ms]):
@@ -490,7 +521,7 @@ class ClusterDirectory(SessionDirectory):
         op = command.get("op")
         if op == "chat":
             await self._run_chat(command)
-        elif op in ("stop", "clear"):
+        elif op in ("stop", "clear", "release"):
             # its own task: a clear waits for the running turn, and the inbox must go on meanwhile
             job = asyncio.create_task(self._run_request(command), name=f"cluster-{op}")
             self._jobs.add(job)
@@ -529,9 +560,10 @@ class ClusterDirectory(SessionDirectory):
     async def _run_request(self, command: dict[str, Any]) -> None:
         key = str(command["key"])
         try:
-            owner = await self._owner(key) if command["op"] == "clear" else await self._holder(key)
+            op = command["op"]
+            owner = await self._owner(key) if op == "clear" else await self._holder(key)
             if owner != self.instance or key not in self._owned:
-                if owner is None:
+                if owner is None:  # nobody holds it: nothing to stop, nothing to hand over
                     await self._answer(command, {"turnId": None})
                     return
                 hops = int(command.get("hops", 0)) + 1
@@ -539,14 +571,29 @@ class ClusterDirectory(SessionDirectory):
                     raise BusUnavailable("the session moved between nodes too often; try again")
                 await self._send(owner, {**command, "hops": hops})
                 return
-            if command["op"] == "stop":
+            if op == "stop":
                 await self._answer(command, {"turnId": self._stop_here(key, command.get("turnId"))})
+            elif op == "release":
+                await self._answer(command, {"released": await self._hand_over(key)})
             else:
                 session = self.registry.get(key)
                 session.fence = self._owned[key]
                 await self._answer(command, {"removed": await session.clear()})
         except ParleyError as exc:
             await self._answer(command, {"error": exc.to_dict()})
+
+    async def _hand_over(self, key: str) -> bool:
+        """Another node's call needs `key`: once its turns here are done, let the session go."""
+        if key in self._pins:
+            raise Busy(
+                "a voice call or device on another node holds this conversation", field="sessionId"
+            )
+        if key in self.registry:
+            await self.registry.get(key).idle()
+            await self.registry.drop(key)
+        self._owned.pop(key, None)
+        await self._release(keys=[self._lease(key)], args=[self.instance])
+        return True
 
     def _stop_here(self, key: str, turn_id: str | None) -> str | None:
         if key not in self.registry:

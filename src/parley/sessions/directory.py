@@ -52,6 +52,16 @@ class SessionDirectory(ABC):
     def unwatch(self, key: str) -> None:
         """That socket is gone."""
 
+    async def own(self, key: str) -> None:
+        """Run `key`'s turns on this node from now on (a voice call or a device here speaks them):
+        in a cluster, take the session, asking the node that owns it to hand it over."""
+
+    def pin(self, key: str) -> None:
+        """Keep `key` on this node while something here (a call) needs it; after `own`."""
+
+    def unpin(self, key: str) -> None:
+        """That call ended."""
+
     def start(self) -> None:
         """Start background work (the cluster's lease renewal and inbox)."""
 

@@ -67,6 +67,9 @@ class SessionRegistry:
         self._sleep = sleep
         self._sessions: dict[str, ChatSession] = {}
         self._reaper: asyncio.Task[None] | None = None
+        #: the fencing token a new live session writes with (sessions/cluster.py sets it: a node's
+        #: own sessions get their lease's token, any other 0, which the store always refuses)
+        self.fence_of: Callable[[str], int | None] = lambda key: None
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -89,6 +92,7 @@ class SessionRegistry:
                 on_usage=self._on_usage,
                 on_turn=self._on_turn,
             )
+            session.fence = self.fence_of(key)
             self._sessions[key] = session
         session.last_active = self._clock()
         return session

@@ -187,6 +187,10 @@ class ChatSession:
                     self._recent[i] = msg
         await self.publish(events.interrupted(self.id, msg))
 
+    async def idle(self) -> None:
+        """Returns once no turn runs or waits."""
+        await self._idle.wait()
+
     def catch_up_mark(self) -> str | None:
         """The bus id a socket joining now resumes after to see the running reply from its start
         (None: no reply is running, or its events are not published yet)."""

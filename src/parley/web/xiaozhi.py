@@ -163,6 +163,7 @@ async def device_socket(websocket: WebSocket) -> None:
         websocket.state.user = user
         await spend(websocket, "calls")
         key = session_key(user.id, device_session_id(device))
+        await svc.directory.own(key)  # the device's turns run here, beside its audio
         await live_session(websocket, key)
     except ParleyError as exc:
         await _deny(websocket, exc)
@@ -182,9 +183,11 @@ async def device_socket(websocket: WebSocket) -> None:
     if earlier is not None:  # the device reconnected (a reboot): its old socket is dead or dying
         await earlier.channel.close(CLOSE_NORMAL, "replaced by a newer connection")
     log.info("xiaozhi device=%s user=%s connected protocol=%d", device.device_id, user.name, version)
+    svc.directory.pin(key)
     try:
         await connection.run()
     finally:
+        svc.directory.unpin(key)
         svc.bus.unsubscribe(sub)
         if live.get(device.device_id) is connection:
             del live[device.device_id]
