@@ -27,6 +27,7 @@ from parley.providers.tts import TTSProvider
 from parley.providers.vad import SpeechModel
 from parley.providers.warmup import WarmUp
 from parley.rtc.cloudflare import CloudflareRealtimeClient
+from parley.rtc.directory import CallDirectory
 from parley.rtc.ice import parse_ice_servers
 from parley.rtc.registry import CallConfig, CallRegistry
 from parley.rtc.tokens import TokenSigner
@@ -191,6 +192,14 @@ def create_app(
                 directory=directory,
             )
             stack.push_async_callback(calls.aclose)
+            call_directory = CallDirectory(calls)
+            if settings.redis_url:
+                from parley.rtc.cluster import ClusterCalls
+                from parley.sessions.cluster import ClusterDirectory
+
+                assert isinstance(directory, ClusterDirectory)
+                call_directory = ClusterCalls(calls, directory)
+            stack.push_async_callback(call_directory.aclose)
             key = settings.secret_key
             tokens = TokenSigner(key.get_secret_value().encode() if key is not None else None)
             warmup = None
@@ -209,6 +218,7 @@ def create_app(
                 calls,
                 tokens,
                 directory,
+                call_directory,
                 warmup,
                 limits,
                 users,

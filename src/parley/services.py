@@ -13,6 +13,7 @@ from parley.providers.llm import ChatProvider
 from parley.providers.stt import STTProvider
 from parley.providers.tts import TTSProvider
 from parley.providers.warmup import WarmUp
+from parley.rtc.directory import CallDirectory
 from parley.rtc.registry import CallRegistry
 from parley.rtc.tokens import TokenSigner
 from parley.sessions.directory import SessionDirectory
@@ -39,6 +40,8 @@ class Services:
     tokens: TokenSigner
     #: where each session's turns run: here, or on the node that owns it (PARLEY_REDIS_URL)
     directory: SessionDirectory
+    #: where each call lives: here, or on the node holding its media (PARLEY_REDIS_URL)
+    call_directory: CallDirectory
     #: the background loading of the local models (None when PARLEY_WARM_UP is off)
     warmup: WarmUp | None = None
     #: per-client-address limits on call signalling (None: unlimited, for embedding and tests)

@@ -40,6 +40,7 @@ from parley.providers.testing import EchoChat
 from parley.providers.testing_voice import FixedLatencySTT, FixedLatencyTTS
 from parley.rtc.ice import parse_ice_servers
 from parley.rtc.jitter import ImmediateJitterBuffer
+from parley.rtc.directory import CallDirectory
 from parley.rtc.registry import CallConfig, CallRegistry
 from parley.rtc.tracks import audio_jitter_buffer, shorten_jitter_buffer
 from parley.sessions.keys import session_key
@@ -189,6 +190,7 @@ async def http_client(
     # Until app.py builds Services with its `calls`, the routes only need these attributes.
     app.state.services = SimpleNamespace(
         calls=calls,
+        call_directory=CallDirectory(calls),
         limits=limits,
         auth=NoAuth(),
         settings=SimpleNamespace(auth="none", metrics_token=None),

@@ -73,6 +73,9 @@ class CallRegistry:
         self._directory = directory
         #: call id -> its session key, while the call holds the session here
         self._keys: dict[str, str] = {}
+        #: told each call's id when it opens and when it ends (rtc/cluster.py records where it is)
+        self.on_open: Callable[[str], None] | None = None
+        self.on_close: Callable[[str], None] | None = None
         self._vad = vad
         self._stt = stt
         self._tts = tts
@@ -296,6 +299,8 @@ class CallRegistry:
         if self._directory is not None:
             self._directory.pin(session_key)  # owned just before
             self._keys[call_id] = session_key
+        if self.on_open is not None:
+            self.on_open(call_id)
         if client is not None:
             self._clients[call_id] = client
         self._owners[call_id] = (owner_of(session_key), self._clock())
@@ -307,6 +312,8 @@ class CallRegistry:
             key = self._keys.pop(peer.id, None)
             if key is not None and self._directory is not None:
                 self._directory.unpin(key)
+            if self.on_close is not None:
+                self.on_close(peer.id)
             owned = self._owners.pop(peer.id, None)
             if owned is not None and self._on_call_end is not None:
                 task = asyncio.create_task(self._report(owned[0], self._clock() - owned[1]))

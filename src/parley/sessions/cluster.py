@@ -27,6 +27,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -147,6 +148,10 @@ class ClusterDirectory(SessionDirectory):
         self._tasks: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[None]] = set()
         self._closed = False
+        #: answers to other ops handed to this node (`ask`), by op name: rtc/cluster.py's calls
+        self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {}
+        #: run with each lease renewal (every third of a lease): rtc/cluster.py renews its calls
+        self.renewals: list[Callable[[], Awaitable[None]]] = []
         # a session made live here writes with this node's fence; one it does not own, with 0,
         # which the store refuses: no path around the directory can write another node's session
         registry.fence_of = lambda key: self._owned.get(key, 0)
@@ -331,6 +336,8 @@ class ClusterDirectory(SessionDirectory):
             await asyncio.sleep(interval)
             try:
                 await self._renew_all()
+                for renew in self.renewals:
+                    await renew()
                 await self._check_followed()
                 await self._take_orphans()
                 self._renewed_at = time.monotonic()
@@ -462,6 +469,18 @@ class ClusterDirectory(SessionDirectory):
         except (RedisError, OSError) as exc:
             raise BusUnavailable(f"Redis does not answer ({type(exc).__name__})") from exc
 
+    @property
+    def redis(self) -> Redis:
+        return self._redis
+
+    @property
+    def lease_ms(self) -> int:
+        return self._lease_ms
+
+    async def ask(self, instance: str, command: dict[str, Any]) -> dict[str, Any]:
+        """Hand `command` (its "op" one of `handlers`) to another node and return its answer."""
+        return await self._ask(instance, command)
+
     async def _ask(self, instance: str, command: dict[str, Any]) -> dict[str, Any]:
         """Send a command and wait for the owner's answer; its error is raised here."""
         reply_key = f"{self._prefix}answer:{uuid.uuid4().hex}"
@@ -523,9 +542,21 @@ class ClusterDirectory(SessionDirectory):
             await self._run_chat(command)
         elif op in ("stop", "clear", "release"):
             # its own task: a clear waits for the running turn, and the inbox must go on meanwhile
-            job = asyncio.create_task(self._run_request(command), name=f"cluster-{op}")
-            self._jobs.add(job)
-            job.add_done_callback(self._jobs.discard)
+            self._spawn(self._run_request(command), f"cluster-{op}")
+        elif op in self.handlers:
+            self._spawn(self._run_handler(command), f"cluster-{op}")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        job = asyncio.create_task(work, name=name)
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    async def _run_handler(self, command: dict[str, Any]) -> None:
+        try:
+            answer = await self.handlers[str(command["op"])](command)
+        except ParleyError as exc:
+            answer = {"error": exc.to_dict()}
+        await self._answer(command, answer)
 
     async def _run_chat(self, command: dict[str, Any]) -> None:
         key, turn_id = str(command["key"]), str(command["turn"])
@@ -585,9 +616,7 @@ class ClusterDirectory(SessionDirectory):
     async def _hand_over(self, key: str) -> bool:
         """Another node's call needs `key`: once its turns here are done, let the session go."""
         if key in self._pins:
-            raise Busy(
-                "a voice call or device on another node holds this conversation", field="sessionId"
-            )
+            raise Busy("a voice call or device on another node holds this conversation", field="sessionId")
         if key in self.registry:
             await self.registry.get(key).idle()
             await self.registry.drop(key)

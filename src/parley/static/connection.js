@@ -25,6 +25,9 @@ let reconnectTimer = 0;
 let pingTimer = 0;
 let pongTimer = 0;
 let openTimer = 0;
+// The id of the last bus event this tab saw of `state.sessionId`: a socket that reconnects asks for
+// what came after it, and the server replays it (no history reload), or says it no longer can.
+let lastEventId = "";
 
 export function socketOpen() {
   return socket !== null && socket.readyState === WebSocket.OPEN;
@@ -36,6 +39,7 @@ function connect() {
   const url = apiUrl("ws");
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   url.searchParams.set("sessionId", state.sessionId);
+  if (lastEventId) url.searchParams.set("after", lastEventId);
   if (!navigator.onLine) setStatus("offline", "This device is offline");
   else setStatus(everConnected ? "reconnecting" : "connecting");
   let ws;
@@ -58,7 +62,8 @@ function connect() {
     } catch {
       return;
     }
-    if (event.type === "connected") onConnected();
+    if (event.eventId) lastEventId = event.eventId;
+    if (event.type === "connected") onConnected(event);
     else {
       handleEvent(event, "ws");
       onSessionEvent(event);
@@ -70,14 +75,15 @@ function connect() {
   });
 }
 
-function onConnected() {
+function onConnected(event) {
   attempts = 0;
   everConnected = true;
   setStatus("connected", "Live: messages from other tabs and devices appear here");
   startKeepalive();
-  // Whatever happened while this socket was away (or before it subscribed) comes from history;
-  // a reply still being written comes from the catch-up events that follow `connected`.
-  loadHistory();
+  // A resumed socket gets what it missed as events. Otherwise whatever happened while it was away
+  // (or before it subscribed) comes from history; a reply still being written comes from the
+  // catch-up events that follow `connected`.
+  if (event.resumed !== true) loadHistory();
 }
 
 /** Forget the current socket (dead or closing) and plan the next attempt. */
@@ -135,6 +141,7 @@ function stopKeepalive() {
 /** Show session `id` from scratch: a new socket, then its history. */
 export function openSession(id) {
   state.sessionId = id;
+  lastEventId = "";
   socketGen++;
   if (socket) socket.close(1000, "session changed");
   socket = null;

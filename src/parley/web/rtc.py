@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from parley import metrics
+from parley.services import Services
 from parley.web import schemas
 from parley.web.body import read_json, validate
 from parley.web.limits import client_address, count
@@ -97,7 +98,9 @@ async def offer(request: Request) -> dict[str, Any]:
 async def hangup(request: Request) -> dict[str, Any]:
     body = validate(HangupIn, await read_json(request, limit=4096))
     # only its owner may hang a call up; anyone else is told there is no such call
-    await calls(request).hangup(body.callId, owner=current_user(request).id)
+    # on whichever node holds the call's media
+    svc: Services = request.app.state.services
+    await svc.call_directory.hangup(body.callId, owner=current_user(request).id)
     return {"callId": body.callId, "closed": True}
 
 

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from parley.errors import Forbidden, InvalidInput, NotFound
 from parley.rtc.cloudflare import SessionDescription, Track, TrackError
 from parley.rtc.tokens import TokenSigner
+from parley.services import Services
 from parley.web import schemas
 from parley.web.body import read_json, validate
 from parley.web.limits import client_address, count
@@ -282,10 +283,10 @@ async def move_mic(call_id: str, request: Request) -> JSONResponse:
     _own(request, body.sfuSessionId)
     from parley.rtc.sfu_peer import TrackRef
 
-    peer = calls(request).sfu_call(call_id)
-    await peer.move_mic(TrackRef(body.sfuSessionId, body.trackName))
-    voice = peer.voice
+    svc: Services = request.app.state.services
+    # on whichever node holds the call
+    voice = await svc.call_directory.move_mic(call_id, TrackRef(body.sfuSessionId, body.trackName))
     out: dict[str, Any] = {"callId": call_id, "sfuSessionId": body.sfuSessionId, "trackName": body.trackName}
-    if voice is not None:
-        out["voice"] = {"sfuSessionId": voice.session_id, "trackName": voice.track_name}
+    if voice:
+        out["voice"] = voice
     return JSONResponse(out)
