@@ -372,10 +372,12 @@ class ClusterDirectory(SessionDirectory):
                 await self._adopt(key)  # released again by the next renewal: nothing runs it here
 
     async def _check_followed(self) -> None:
-        for key in list(self._follows):
-            if key in self._owned:
-                continue
-            holder = await self._holder(key)
+        keys = [key for key in self._follows if key not in self._owned]
+        if not keys:
+            return
+        # one round trip for all of them (decode_responses: names as str)
+        holders = cast("list[str | None]", await self._redis.mget([self._lease(key) for key in keys]))
+        for key, holder in zip(keys, holders, strict=True):
             if holder is None:
                 holder = await self._owner(key)  # the owner is gone: take the session
             follow = self._follows.get(key)
