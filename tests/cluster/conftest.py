@@ -20,7 +20,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,12 @@ from tests.store.conftest import PG_ADMIN_URL, PG_HOST, PG_PORT, _admin
 from tests.test_serve_hardening import _env
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-#: Logical database 7 is these tests' alone (the bus tests use db 0 with a key prefix of their
-#: own; nothing else uses 7), so the cluster may FLUSHDB it before and after.
-REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/7"
+#: Logical databases 7-15 are these tests' alone (the bus tests use db 0 with a key prefix of their
+#: own, bench/cluster.py uses 6). Each cluster reserves one of them (a key in db 0), so test runs
+#: going on at once never share a db, and FLUSHDBs it before and after: the nodes' keys have no
+#: prefix of their own, and a flush by another run would drop this one's leases.
+CLUSTER_DBS = range(7, 16)
+RESERVATION_SECONDS = 1800
 NODES = 3
 #: a node's start: banner, migrations and the first /healthz (a process boundary)
 START_DEADLINE = 60.0
@@ -188,43 +192,66 @@ class Cluster:
         )
 
 
-def _flush_redis() -> None:
-    client = Redis.from_url(REDIS_URL)
+def _flush_redis(url: str) -> None:
+    client = Redis.from_url(url)
     try:
         client.flushdb()
     finally:
         client.close()
 
 
+@contextmanager
+def redis_db() -> Iterator[str]:
+    """The URL of a Redis logical db reserved for this cluster alone, flushed before and after."""
+    admin = Redis.from_url(f"redis://{REDIS_HOST}:{REDIS_PORT}/0")
+    token = secrets.token_hex(8)
+    try:
+        for db in CLUSTER_DBS:
+            key = f"parley-test:cluster-db:{db}"
+            if admin.set(key, token, nx=True, ex=RESERVATION_SECONDS):
+                break
+        else:
+            pytest.fail(f"every Redis db for cluster tests ({CLUSTER_DBS}) is reserved by other runs")
+        url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+        _flush_redis(url)
+        try:
+            yield url
+        finally:
+            _flush_redis(url)
+            if admin.get(key) == token.encode():  # only our own reservation
+                admin.delete(key)
+    finally:
+        admin.close()
+
+
 def start_cluster(root: Path, count: int = NODES) -> Iterator[Cluster]:
-    """`count` nodes on a fresh database and a flushed Redis db 7; everything removed after."""
+    """`count` nodes on a fresh database and a Redis db of their own; everything removed after."""
     require_package("asyncpg", "the PostgreSQL store")
     require_service(PG_HOST, PG_PORT, "PostgreSQL, for the cluster tests")
     require_service(REDIS_HOST, REDIS_PORT, "Redis, for the cluster tests")
     name = "parley_cluster_" + secrets.token_hex(6)
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    _flush_redis()
-    holds = openai_standin.Holds()
-    upstream = BackgroundServer(openai_standin.create_app(holds=holds)).start()
-    database_url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    cluster = Cluster([], upstream, holds, database_url, REDIS_URL, root)
-    try:
-        # all at once, as a deployment starts them: the migrations' lock is exercised too
-        cluster.nodes = [cluster.spawn(index) for index in range(1, count + 1)]
-        deadline = time.monotonic() + START_DEADLINE
-        for node in cluster.nodes:
-            node.wait_ready(deadline)
-        yield cluster
-    finally:
-        holds.release_all()  # no held reply keeps a node's graceful stop waiting
-        for node in cluster.nodes:
-            if node.alive:
-                node.proc.terminate()
-        for node in cluster.nodes:
-            node.stop()
-        upstream.stop()
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        _flush_redis()
+    with redis_db() as redis_url:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+        holds = openai_standin.Holds()
+        upstream = BackgroundServer(openai_standin.create_app(holds=holds)).start()
+        database_url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        cluster = Cluster([], upstream, holds, database_url, redis_url, root)
+        try:
+            # all at once, as a deployment starts them: the migrations' lock is exercised too
+            cluster.nodes = [cluster.spawn(index) for index in range(1, count + 1)]
+            deadline = time.monotonic() + START_DEADLINE
+            for node in cluster.nodes:
+                node.wait_ready(deadline)
+            yield cluster
+        finally:
+            holds.release_all()  # no held reply keeps a node's graceful stop waiting
+            for node in cluster.nodes:
+                if node.alive:
+                    node.proc.terminate()
+            for node in cluster.nodes:
+                node.stop()
+            upstream.stop()
+            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +300,7 @@ async def turn_events(ws: ClientConnection, turn_id: str) -> list[dict[str, Any]
             return seen
 
 
-async def sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+async def sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
     """The events of a `POST /api/chat` stream (`event:` / `data:` pairs), as they come."""
     async for line in response.aiter_lines():
         if line.startswith("data: "):

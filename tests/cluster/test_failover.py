@@ -7,11 +7,9 @@ import time
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.cluster.conftest import Cluster, history, session_id, sse_events
 
-NEEDS_DIRECTORY = pytest.mark.xfail(strict=True, reason="needs the session directory (issue 13)")
 #: issue 13 asks for 5 s; the deadline of this process boundary leaves a loaded 2-core box room
 FAILOVER_DEADLINE = 15.0
 
@@ -30,7 +28,6 @@ async def settled_history(
         await asyncio.sleep(0.1)
 
 
-@NEEDS_DIRECTORY
 async def test_the_owner_killed_mid_reply_leaves_a_failed_reply_and_the_session_served(
     cluster: Cluster,
 ) -> None:

@@ -9,7 +9,6 @@ import asyncio
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.cluster.conftest import (
     Cluster,
@@ -21,7 +20,6 @@ from tests.cluster.conftest import (
     turn_events,
 )
 
-NEEDS_DIRECTORY = pytest.mark.xfail(strict=True, reason="needs the session directory (issue 13)")
 BURST = 40
 
 
@@ -29,7 +27,6 @@ def said(message: str) -> str:
     return "You said: " + message
 
 
-@NEEDS_DIRECTORY
 async def test_turns_sent_at_once_through_every_node_are_stored_once_each_in_turn_order(
     cluster: Cluster,
 ) -> None:
@@ -75,7 +72,6 @@ async def test_turns_sent_at_once_through_every_node_are_stored_once_each_in_tur
             assert sent[user_text] == conversation[: index + 1], f"turn {index // 2} ran beside another"
 
 
-@NEEDS_DIRECTORY
 async def test_a_stop_sent_to_one_node_stops_the_turn_running_on_another(cluster: Cluster) -> None:
     session = session_id("stop")
     hold = "hold-" + session
