@@ -308,17 +308,19 @@ class Throughput:
     seconds: float
     failed: int
     cpu_ms_per_turn: dict[int, float]
+    first_failure: str | None = None
 
 
-async def _streamed_turn(http: httpx.AsyncClient, url: str, session: str, message: str) -> bool:
+async def _streamed_turn(http: httpx.AsyncClient, url: str, session: str, message: str) -> str | None:
+    """None when the turn streamed to its `reply`, else what went wrong."""
     body = {"message": message, "sessionId": session, "stream": True}
     async with http.stream("POST", f"{url}/api/chat", json=body) as response:
-        if response.status_code != 200:
-            return False
         ended = b""
         async for piece in response.aiter_bytes():
             ended = (ended + piece)[-4096:]
-        return b"event: reply" in ended
+    if response.status_code != 200:
+        return f"HTTP {response.status_code}: {ended[:300]!r}"
+    return None if b"event: reply" in ended else f"no reply event; the stream ended with {ended[-300:]!r}"
 
 
 async def throughput(c: Cluster, nodes: int, turns: int) -> Throughput:
@@ -336,7 +338,8 @@ async def throughput(c: Cluster, nodes: int, turns: int) -> Throughput:
     seconds = time.perf_counter() - started
     await c.stamps()  # forget them
     cpu = {n.index: (n.cpu() - before[n.index]) * 1000 / max(served[n.index], 1) for n in targets}
-    return Throughput(nodes, turns, seconds, sum(r is not True for r in results), cpu)
+    failures = [repr(r) if isinstance(r, BaseException) else r for r in results if r is not None]
+    return Throughput(nodes, turns, seconds, len(failures), cpu, failures[0] if failures else None)
 
 
 def throughput_report(rows: list[Throughput]) -> str:
@@ -357,7 +360,10 @@ def throughput_report(rows: list[Throughput]) -> str:
             ]
         )
     headers = ["nodes", "turns", "wall s", "turns/s", "vs 1 node", "failed", "CPU ms/turn by node"]
-    return table(headers, out)
+    notes = [
+        f"\n{row.nodes} nodes, first failed turn: {row.first_failure}" for row in rows if row.first_failure
+    ]
+    return table(headers, out) + "".join(notes)
 
 
 # -- hand-off -------------------------------------------------------------------------------------
