@@ -57,6 +57,7 @@ bench: install
 	$(PY) bench/ttft.py
 	$(PY) bench/store.py
 	$(PY) bench/xiaozhi.py
+	$(PY) bench/cluster.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

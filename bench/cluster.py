@@ -212,29 +212,11 @@ async def cluster(count: int) -> AsyncIterator[Cluster]:
 
 # -- fan-out --------------------------------------------------------------------------------------
 
-#: wsclients.py, with each event's leading `"eventId":"...",` (web/ws.py puts it first) taken off
-#: before its prefix checks; a no-op on events without one
-_CLIENTS = f"""
-import sys
-sys.path.insert(0, {str(BENCH_DIR)!r})
-import wsclients
-
-class Probe(wsclients.Probe):
-    def _on_text(self, now, text):
-        if text.startswith(b'{{"eventId":'):
-            text = b"{{" + text[text.index(b",") + 1 :]
-        super()._on_text(now, text)
-
-wsclients.Probe = Probe
-wsclients.run_loop(wsclients.main())
-"""
-
 
 async def _clients(url: str, count: int, *, deflate: bool) -> ClientProcess:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-c",
-        _CLIENTS,
+        str(BENCH_DIR / "wsclients.py"),
         f"--url={url}",
         f"--count={count}",
         *(["--deflate"] if deflate else []),

@@ -32,6 +32,7 @@ from websockets.uri import parse_uri
 
 from common import raise_nofile, run_loop
 
+EVENT_ID = b'{"eventId":'
 CONNECTED = b'{"type":"connected"'
 CHUNK = b'{"type":"chunk"'
 TURN_END = (b'{"type":"reply"', b'{"type":"cancelled"', b'{"type":"error"')
@@ -88,6 +89,9 @@ class Probe(asyncio.Protocol):
         self._flush()
 
     def _on_text(self, now: float, text: bytes) -> None:
+        if text.startswith(EVENT_ID):
+            # a bus event: its id comes first (web/ws.py), then the event's own fields
+            text = b"{" + text[text.index(b",") + 1 :]
         if text.startswith(CHUNK):
             if self.first_chunk is None:
                 self.first_chunk = (now, text)

@@ -140,6 +140,9 @@ class ClusterDirectory(SessionDirectory):
         #: sessions this node owns: key -> fencing token
         self._owned: dict[str, int] = {}
         self._taking: dict[str, asyncio.Future[int]] = {}
+        #: when each owned session was taken: one not live here yet is kept a lease long, so the
+        #: request that took it has time to make it live (its first await is a store read)
+        self._taken_at: dict[str, float] = {}
         self._shadows: dict[str, _Shadow] = {}
         self._follows: dict[str, _Follow] = {}
         #: sessions a call or a device of this node holds here, however idle
@@ -193,7 +196,7 @@ class ClusterDirectory(SessionDirectory):
         owner = await self._owner(key)
         if owner == self.instance:
             session = await live()
-            session.fence = self._owned[key]
+            session.fence = self._owned.get(key, 0)  # 0: lost meanwhile, the store refuses it
             return session.submit(
                 text, source=source, language=language, client_id=client_id, replace_from=replace_from
             )
@@ -236,7 +239,7 @@ class ClusterDirectory(SessionDirectory):
         owner = await self._owner(key)
         if owner == self.instance:
             session = self.registry.get(key)
-            session.fence = self._owned[key]
+            session.fence = self._owned.get(key, 0)  # 0: lost meanwhile, the store refuses it
             return await session.clear()
         answer = await self._ask(owner, {"op": "clear", "key": key})
         return int(answer.get("removed", 0))
@@ -306,6 +309,7 @@ class ClusterDirectory(SessionDirectory):
             fence = await self._store.take_session(key)
             failed = await self._store.fail_pending_session(key, NODE_LOST, fence=fence)
             self._owned[key] = fence
+            self._taken_at[key] = time.monotonic()
             if key in self.registry:
                 self.registry.get(key).fence = fence
             error = ParleyError(NODE_LOST).to_dict()
@@ -352,9 +356,13 @@ class ClusterDirectory(SessionDirectory):
     async def _renew_all(self) -> None:
         for key in list(self._owned):
             lease = self._lease(key)
-            if key not in self.registry and key not in self._pins:
+            if key in self.registry:
+                self._taken_at.pop(key, None)  # live here: released once it idles out
+            fresh = time.monotonic() - self._taken_at.get(key, 0.0) < self._lease_ms / 1000
+            if key not in self.registry and key not in self._pins and not fresh:
                 await self._release(keys=[lease], args=[self.instance])
                 self._owned.pop(key, None)
+                self._taken_at.pop(key, None)
             elif not await self._renew(keys=[lease], args=[self.instance, self._lease_ms]):
                 await self._lose(key)
 
@@ -573,7 +581,7 @@ class ClusterDirectory(SessionDirectory):
             if command.get("resent") and await self._begun(key, turn_id):
                 return  # the dead owner stored it; taking the session over failed its reply
             session = self.registry.get(key)
-            session.fence = self._owned[key]
+            session.fence = self._owned.get(key, 0)  # 0: lost meanwhile, the store refuses it
             session.submit(
                 str(command["text"]),
                 source=str(command.get("source") or "http"),
@@ -610,7 +618,7 @@ class ClusterDirectory(SessionDirectory):
                 await self._answer(command, {"released": await self._hand_over(key)})
             else:
                 session = self.registry.get(key)
-                session.fence = self._owned[key]
+                session.fence = self._owned.get(key, 0)  # 0: lost meanwhile, the store refuses it
                 await self._answer(command, {"removed": await session.clear()})
         except ParleyError as exc:
             await self._answer(command, {"error": exc.to_dict()})
