@@ -145,3 +145,25 @@ async def test_closing_ends_a_reader_blocked_in_xread_without_waiting_out_the_bl
     tasks = list(bus._tasks)
     await bus.aclose()
     assert tasks and all(task.done() for task in tasks)
+
+
+async def test_a_publish_cancelled_mid_command_ends_its_task_cancelled(redis: tuple[str, BusFactory]) -> None:
+    """redis-py finishes a cancelled command and returns: the cancel must not be lost with it (a
+    stopped turn whose cancel landed in a chunk's publish streamed on)."""
+    _, make = redis
+    bus = make()
+    await bus.publish("alice/s1", "warm")  # the connection is open: each publish is one round trip
+    swallowed = cancelled = 0
+    for n in range(120):
+        task = asyncio.create_task(bus.publish("alice/s1", str(n)))
+        for _ in range(n % 6):  # land the cancel at different points of the command
+            await asyncio.sleep(0)
+        if not task.cancel():
+            await task  # it had already finished: nothing to lose
+            continue
+        try:
+            await task
+            swallowed += 1
+        except asyncio.CancelledError:
+            cancelled += 1
+    assert swallowed == 0 and cancelled > 0

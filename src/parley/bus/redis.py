@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from parley.bus.base import Bus, Subscription, parse_id
+from parley.bus.cancel import uncancelled
 from parley.errors import BusUnavailable
 
 log = logging.getLogger("parley.bus")
@@ -82,7 +83,7 @@ class RedisBus(Bus):
 
     async def ping(self) -> None:
         try:
-            await self._client.ping()
+            await uncancelled(self._client.ping())
         except (RedisError, OSError) as exc:
             raise BusUnavailable(f"Redis does not answer ({type(exc).__name__})") from exc
 
@@ -125,7 +126,7 @@ class RedisBus(Bus):
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.xadd(key, {_FIELD: event}, maxlen=self._maxlen, approximate=True)
                 pipe.expire(key, self._ttl)
-                event_id, _ = await pipe.execute()
+                event_id, _ = await uncancelled(pipe.execute())
         except (RedisError, OSError) as exc:
             raise BusUnavailable(
                 f"the event bus (Redis) did not take the event ({type(exc).__name__})"
@@ -150,7 +151,7 @@ class RedisBus(Bus):
                 async with self._client.pipeline(transaction=False) as pipe:
                     pipe.xadd(self._wake_key, {_FIELD: ""}, maxlen=1)
                     pipe.expire(self._wake_key, 60)
-                    await pipe.execute()
+                    await uncancelled(pipe.execute())
 
     async def _read(self) -> None:
         failures = 0
@@ -161,7 +162,7 @@ class RedisBus(Bus):
                 streams.update(
                     {self._key(t): s.cursor for t, s in self._topics.items() if s.cursor is not None}
                 )
-                raw = await self._client.xread(streams, count=_BATCH, block=self._block_ms)  # type: ignore[arg-type]
+                raw = await uncancelled(self._client.xread(streams, count=_BATCH, block=self._block_ms))  # type: ignore[arg-type]
                 reply = cast("list[tuple[str, _Entries]]", raw or [])
             except (RedisError, OSError) as exc:
                 if self._stopping():
@@ -198,16 +199,21 @@ class RedisBus(Bus):
                 sub = state.pending[0]
                 key = self._key(topic)
                 if state.cursor is None:
-                    head = cast(_Entries, await self._client.xrevrange(key, count=1))
+                    head = cast(_Entries, await uncancelled(self._client.xrevrange(key, count=1)))
                     state.cursor = head[0][0] if head else "0-0"
                 cursor = state.cursor
-                if sub.after is not None and not await self._client.xrange(key, sub.after, sub.after):
+                if sub.after is not None and not await uncancelled(
+                    self._client.xrange(key, sub.after, sub.after)
+                ):
                     sub.gap = True  # trimmed or expired: the caller reloads; live events from here
                     sub.position = None
                 if sub.position is None:
                     sub.position = parse_id(cursor)
                 elif sub.position < parse_id(cursor):
-                    missed = cast(_Entries, await self._client.xrange(key, f"({_fmt(sub.position)}", cursor))
+                    missed = cast(
+                        _Entries,
+                        await uncancelled(self._client.xrange(key, f"({_fmt(sub.position)}", cursor)),
+                    )
                     for event_id, fields in missed:
                         self._deliver(sub, event_id, fields)
                 if state.pending and state.pending[0] is sub:  # not unsubscribed meanwhile

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from parley.bus.cancel import uncancelled
 from parley.errors import BusUnavailable, NotFound
 from parley.rtc.directory import CallDirectory
 from parley.rtc.registry import CallRegistry
@@ -57,7 +58,7 @@ class ClusterCalls(CallDirectory):
     async def _holder(self, call_id: str) -> str:
         """The node holding `call_id`; NotFound when no node does (or only this one, which has not)."""
         try:
-            holder = await self._cluster.redis.get(self._key(call_id))
+            holder = await uncancelled(self._cluster.redis.get(self._key(call_id)))
         except (RedisError, OSError) as exc:
             raise BusUnavailable(f"Redis does not answer ({type(exc).__name__})") from exc
         if holder is None or holder == self._cluster.instance:
@@ -91,15 +92,15 @@ class ClusterCalls(CallDirectory):
 
     async def _record(self, call_id: str) -> None:
         try:
-            await self._cluster.redis.set(
-                self._key(call_id), self._cluster.instance, px=self._cluster.lease_ms
+            await uncancelled(
+                self._cluster.redis.set(self._key(call_id), self._cluster.instance, px=self._cluster.lease_ms)
             )
         except (RedisError, OSError):
             log.warning("could not record call=%s in Redis; the lease renewal retries", call_id)
 
     async def _forget(self, call_id: str) -> None:
         try:
-            await self._cluster.redis.delete(self._key(call_id))
+            await uncancelled(self._cluster.redis.delete(self._key(call_id)))
         except (RedisError, OSError):
             log.warning("could not forget call=%s in Redis; its record expires", call_id)
 
@@ -109,7 +110,7 @@ class ClusterCalls(CallDirectory):
         async with self._cluster.redis.pipeline(transaction=False) as pipe:
             for call_id in self._here:
                 pipe.set(self._key(call_id), self._cluster.instance, px=self._cluster.lease_ms)
-            await pipe.execute()
+            await uncancelled(pipe.execute())
 
     async def aclose(self) -> None:
         await asyncio.gather(*self._jobs, return_exceptions=True)

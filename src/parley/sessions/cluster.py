@@ -36,6 +36,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from parley.bus.base import Bus, Subscription
+from parley.bus.cancel import uncancelled
 from parley.errors import BusUnavailable, Busy, NotFound, ParleyError, TurnCancelled
 from parley.providers.llm import Usage
 from parley.sessions import events
@@ -274,7 +275,7 @@ class ClusterDirectory(SessionDirectory):
 
     async def _holder(self, key: str) -> str | None:
         try:
-            return cast("str | None", await self._redis.get(self._lease(key)))
+            return cast("str | None", await uncancelled(self._redis.get(self._lease(key))))
         except (RedisError, OSError) as exc:
             raise BusUnavailable(f"Redis does not answer ({type(exc).__name__})") from exc
 
@@ -289,7 +290,9 @@ class ClusterDirectory(SessionDirectory):
             if holder is not None:
                 return holder
             try:
-                took = await self._redis.set(self._lease(key), self.instance, nx=True, px=self._lease_ms)
+                took = await uncancelled(
+                    self._redis.set(self._lease(key), self.instance, nx=True, px=self._lease_ms)
+                )
             except (RedisError, OSError) as exc:
                 raise BusUnavailable(f"Redis does not answer ({type(exc).__name__})") from exc
             if took:
@@ -360,10 +363,10 @@ class ClusterDirectory(SessionDirectory):
                 self._taken_at.pop(key, None)  # live here: released once it idles out
             fresh = time.monotonic() - self._taken_at.get(key, 0.0) < self._lease_ms / 1000
             if key not in self.registry and key not in self._pins and not fresh:
-                await self._release(keys=[lease], args=[self.instance])
+                await uncancelled(self._release(keys=[lease], args=[self.instance]))
                 self._owned.pop(key, None)
                 self._taken_at.pop(key, None)
-            elif not await self._renew(keys=[lease], args=[self.instance, self._lease_ms]):
+            elif not await uncancelled(self._renew(keys=[lease], args=[self.instance, self._lease_ms])):
                 await self._lose(key)
 
     async def _take_orphans(self) -> None:
@@ -372,11 +375,14 @@ class ClusterDirectory(SessionDirectory):
         orphans = [key for key in await self._store.pending_sessions() if key not in self._owned]
         if not orphans:
             return
-        holders = await self._redis.mget([self._lease(key) for key in orphans])
+        holders = await uncancelled(self._redis.mget([self._lease(key) for key in orphans]))
         for key, holder in zip(orphans, holders, strict=True):
-            if holder is None and await self._redis.set(
-                self._lease(key), self.instance, nx=True, px=self._lease_ms
-            ):
+            if holder is not None:
+                continue
+            took = await uncancelled(
+                self._redis.set(self._lease(key), self.instance, nx=True, px=self._lease_ms)
+            )
+            if took:
                 await self._adopt(key)  # released again by the next renewal: nothing runs it here
 
     async def _check_followed(self) -> None:
@@ -384,7 +390,9 @@ class ClusterDirectory(SessionDirectory):
         if not keys:
             return
         # one round trip for all of them (decode_responses: names as str)
-        holders = cast("list[str | None]", await self._redis.mget([self._lease(key) for key in keys]))
+        holders = cast(
+            "list[str | None]", await uncancelled(self._redis.mget([self._lease(key) for key in keys]))
+        )
         for key, holder in zip(keys, holders, strict=True):
             if holder is None:
                 holder = await self._owner(key)  # the owner is gone: take the session
@@ -475,7 +483,9 @@ class ClusterDirectory(SessionDirectory):
 
     async def _send(self, instance: str, command: dict[str, Any]) -> None:
         try:
-            await self._redis.xadd(self._inbox(instance), {"c": json.dumps(command)}, maxlen=10000)
+            await uncancelled(
+                self._redis.xadd(self._inbox(instance), {"c": json.dumps(command)}, maxlen=10000)
+            )
         except (RedisError, OSError) as exc:
             raise BusUnavailable(f"Redis does not answer ({type(exc).__name__})") from exc
 
@@ -496,7 +506,7 @@ class ClusterDirectory(SessionDirectory):
         reply_key = f"{self._prefix}answer:{uuid.uuid4().hex}"
         await self._send(instance, {**command, "answer": reply_key})
         try:
-            got = await self._redis.blpop([reply_key], timeout=self._answer_seconds)
+            got = await uncancelled(self._redis.blpop([reply_key], timeout=self._answer_seconds))
         except (RedisError, OSError) as exc:
             raise BusUnavailable(f"Redis does not answer ({type(exc).__name__})") from exc
         if got is None:
@@ -515,7 +525,7 @@ class ClusterDirectory(SessionDirectory):
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.rpush(reply_key, json.dumps(answer))
             pipe.expire(reply_key, 60)
-            await pipe.execute()
+            await uncancelled(pipe.execute())
 
     async def _read_inbox(self) -> None:
         inbox = self._inbox(self.instance)
@@ -524,9 +534,9 @@ class ClusterDirectory(SessionDirectory):
         while not self._closed:
             try:
                 if last is None:
-                    head = cast(_Entries, await self._redis.xrevrange(inbox, count=1))
+                    head = cast(_Entries, await uncancelled(self._redis.xrevrange(inbox, count=1)))
                     last = head[0][0] if head else "0-0"
-                raw = await self._redis.xread({inbox: last}, count=100, block=self._block_ms)
+                raw = await uncancelled(self._redis.xread({inbox: last}, count=100, block=self._block_ms))
                 reply = cast("list[tuple[str, _Entries]]", raw or [])
                 failures = 0
             except (RedisError, OSError) as exc:
@@ -631,7 +641,7 @@ class ClusterDirectory(SessionDirectory):
             await self.registry.get(key).idle()
             await self.registry.drop(key)
         self._owned.pop(key, None)
-        await self._release(keys=[self._lease(key)], args=[self.instance])
+        await uncancelled(self._release(keys=[self._lease(key)], args=[self.instance]))
         return True
 
     def _stop_here(self, key: str, turn_id: str | None) -> str | None:
@@ -670,7 +680,7 @@ class ClusterDirectory(SessionDirectory):
         # the sessions stop with the registry; their leases go now, so another node takes them at once
         with contextlib.suppress(RedisError, OSError):
             for key in list(self._owned):
-                await self._release(keys=[self._lease(key)], args=[self.instance])
+                await uncancelled(self._release(keys=[self._lease(key)], args=[self.instance]))
             await self._redis.delete(self._inbox(self.instance))
         self._owned.clear()
         await self._redis.aclose()
