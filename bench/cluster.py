@@ -213,20 +213,6 @@ async def cluster(count: int) -> AsyncIterator[Cluster]:
 # -- fan-out --------------------------------------------------------------------------------------
 
 
-async def _clients(url: str, count: int, *, deflate: bool) -> ClientProcess:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(BENCH_DIR / "wsclients.py"),
-        f"--url={url}",
-        f"--count={count}",
-        *(["--deflate"] if deflate else []),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        limit=1 << 22,
-    )
-    return ClientProcess(proc)
-
-
 @dataclass(slots=True)
 class FanoutCase:
     label: str
@@ -241,7 +227,10 @@ async def fanout(c: Cluster, spread: int, rounds: int, deflate: bool = True) -> 
     targets = c.nodes[:spread]
     shares = [FANOUT_SOCKETS // spread + (i < FANOUT_SOCKETS % spread) for i in range(spread)]
     clients = await asyncio.gather(
-        *(_clients(n.ws_url(session), k, deflate=deflate) for n, k in zip(targets, shares, strict=True))
+        *(
+            ClientProcess.start(n.ws_url(session), k, deflate=deflate)
+            for n, k in zip(targets, shares, strict=True)
+        )
     )
     try:
         ready = await asyncio.gather(*(client.answer() for client in clients))
