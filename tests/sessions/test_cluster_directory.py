@@ -127,6 +127,12 @@ async def test_a_turn_sent_to_another_node_runs_on_the_owner_and_streams_back(
     while (event := await feed.get()) is not None:
         kinds.append(event.type)
     assert kinds[0] == "user_message" and kinds[-1] == "reply" and "chunk" in kinds
+    # its events come from the bus, maybe before anyone watches: a late watcher gets them all
+    late = turn.watch()
+    again = []
+    while (event := await late.get()) is not None:
+        again.append(event.type)
+    assert again == kinds
     assert (a.chat.calls, b.chat.calls) == (2, 0)  # both ran on the owner
     assert KEY in a.registry and KEY not in b.registry
     stored = await b.store.list_messages(KEY)

@@ -178,9 +178,6 @@ class ClusterDirectory(SessionDirectory):
     def _inbox(self, instance: str) -> str:
         return f"{self._prefix}inbox:{instance}"
 
-    def owns(self, key: str) -> bool:
-        return key in self._owned
-
     # -- the web layer's calls -------------------------------------------------------------------
 
     async def submit(
@@ -207,6 +204,7 @@ class ClusterDirectory(SessionDirectory):
             language=language,
             client_id=client_id,
             replace_from=replace_from,
+            backlog=[],  # its events come from the bus, maybe before the caller watches
         )
         command = {
             "op": "chat",

@@ -62,14 +62,21 @@ class Turn:
     #: the task streaming from the model; cancelling it is how a turn is stopped
     stream_task: asyncio.Task[None] | None = None
     _watchers: list[asyncio.Queue[Event | None]] = field(default_factory=list)
+    #: every event so far, for a watcher that comes late (a turn followed from another node, whose
+    #: events may arrive before the request that sent it watches); None: not kept
+    backlog: list[Event | None] | None = None
 
     def watch(self) -> asyncio.Queue[Event | None]:
         """A private feed of this turn's events (for the HTTP request that started it); None ends it."""
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        for event in self.backlog or ():
+            queue.put_nowait(event)
         self._watchers.append(queue)
         return queue
 
     def notify(self, event: Event | None) -> None:
+        if self.backlog is not None:
+            self.backlog.append(event)
         for queue in self._watchers:
             queue.put_nowait(event)
 
