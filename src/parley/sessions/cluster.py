@@ -337,6 +337,7 @@ class ClusterDirectory(SessionDirectory):
     async def _keep_leases(self) -> None:
         """Renew the leases of live sessions, drop those of released ones, watch followed owners."""
         interval = self._lease_ms / 3000
+        down = False
         while not self._closed:
             await asyncio.sleep(interval)
             try:
@@ -346,9 +347,15 @@ class ClusterDirectory(SessionDirectory):
                 await self._check_followed()
                 await self._take_orphans()
                 self._renewed_at = time.monotonic()
-            except (RedisError, OSError) as exc:
-                if time.monotonic() - self._renewed_at > self._lease_ms / 1000:
-                    log.warning("Redis gone past the lease (%s): this node stops its sessions", exc)
+                if down:
+                    log.warning("cluster: Redis answers again")
+                    down = False
+            except (RedisError, OSError, BusUnavailable) as exc:
+                if not down:
+                    log.warning("cluster: Redis does not answer (%s); retrying", type(exc).__name__)
+                    down = True
+                if time.monotonic() - self._renewed_at > self._lease_ms / 1000 and self._owned:
+                    log.warning("Redis gone past the lease: this node stops running its sessions")
                     for key in list(self._owned):
                         await self._lose(key)
             except Exception:
