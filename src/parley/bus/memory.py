@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import secrets
 import time
 from collections import OrderedDict, deque
 
@@ -18,7 +19,11 @@ class LocalBus(Bus):
         self._history: OrderedDict[str, tuple[float, deque[tuple[str, str]]]] = OrderedDict()
         self._size = history
         self._keep = keep_seconds
-        self._ids = itertools.count(1)
+        # ids are `<this bus's start, ms>-<count from a random start>`: growing, and not one an
+        # earlier process (or bus) gave out, so a client resuming after a restart is told there is
+        # a gap, not replayed from a stranger's event of the same number
+        self._epoch = time.time_ns() // 1_000_000
+        self._ids = itertools.count(secrets.randbits(40))
 
     def subscribe(self, topic: str, *, maxsize: int = 1024, after: str | None = None) -> Subscription:
         sub = Subscription(topic, maxsize, after=after)
@@ -48,7 +53,7 @@ class LocalBus(Bus):
                 del self._topics[sub.topic]
 
     async def publish(self, topic: str, event: str) -> str:
-        event_id = f"{next(self._ids)}-0"
+        event_id = f"{self._epoch}-{next(self._ids)}"
         self._forget_idle()
         kept = self._history.pop(topic, None)
         events = kept[1] if kept is not None else deque(maxlen=self._size)
