@@ -38,9 +38,9 @@ from parley.errors import ConfigError
 from parley.providers.factory import build_vad
 from parley.providers.testing import EchoChat
 from parley.providers.testing_voice import FixedLatencySTT, FixedLatencyTTS
+from parley.rtc.directory import CallDirectory
 from parley.rtc.ice import parse_ice_servers
 from parley.rtc.jitter import ImmediateJitterBuffer
-from parley.rtc.directory import CallDirectory
 from parley.rtc.registry import CallConfig, CallRegistry
 from parley.rtc.tracks import audio_jitter_buffer, shorten_jitter_buffer
 from parley.sessions.keys import session_key

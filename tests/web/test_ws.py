@@ -195,7 +195,9 @@ async def test_a_socket_joining_mid_reply_gets_the_text_so_far_then_the_rest(ser
             assert len(set(ids)) == len(ids)
 
 
-async def test_a_socket_that_reconnects_after_an_event_id_gets_what_it_missed_once(serve: ServerFactory) -> None:
+async def test_a_socket_that_reconnects_after_an_event_id_gets_what_it_missed_once(
+    serve: ServerFactory,
+) -> None:
     server = serve(chat=EchoChat())
     async with httpx.AsyncClient(base_url=server.url) as client:
         async with websockets.connect(ws_url(server.url)) as first:
@@ -205,7 +207,9 @@ async def test_a_socket_that_reconnects_after_an_event_id_gets_what_it_missed_on
         seen = reply["eventId"]
         # the socket is gone; two more turns happen meanwhile
         for text in ("two", "three"):
-            assert (await client.post("/api/chat", json={"sessionId": SID, "message": text})).status_code == 200
+            assert (
+                await client.post("/api/chat", json={"sessionId": SID, "message": text})
+            ).status_code == 200
         async with websockets.connect(ws_url(server.url) + f"&after={seen}") as again:
             hello = await recv(again)
             assert hello["type"] == "connected" and hello["resumed"] is True
