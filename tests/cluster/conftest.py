@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,18 +224,20 @@ def redis_db() -> Iterator[str]:
         admin.close()
 
 
-def start_cluster(root: Path, count: int = NODES) -> Iterator[Cluster]:
-    """`count` nodes on a fresh database and a Redis db of their own; everything removed after."""
+def start_cluster(root: Path, count: int = NODES, redis_url: str | None = None) -> Iterator[Cluster]:
+    """`count` nodes on a fresh database and a Redis db of their own; everything removed after.
+    `redis_url`: a Redis the caller owns alone (a private server) instead of a reserved db."""
     require_package("asyncpg", "the PostgreSQL store")
     require_service(PG_HOST, PG_PORT, "PostgreSQL, for the cluster tests")
-    require_service(REDIS_HOST, REDIS_PORT, "Redis, for the cluster tests")
+    if redis_url is None:
+        require_service(REDIS_HOST, REDIS_PORT, "Redis, for the cluster tests")
     name = "parley_cluster_" + secrets.token_hex(6)
-    with redis_db() as redis_url:
+    with redis_db() if redis_url is None else nullcontext(redis_url) as url:
         asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
         holds = openai_standin.Holds()
         upstream = BackgroundServer(openai_standin.create_app(holds=holds)).start()
         database_url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-        cluster = Cluster([], upstream, holds, database_url, redis_url, root)
+        cluster = Cluster([], upstream, holds, database_url, url, root)
         try:
             # all at once, as a deployment starts them: the migrations' lock is exercised too
             cluster.nodes = [cluster.spawn(index) for index in range(1, count + 1)]
