@@ -312,7 +312,11 @@ class ClusterDirectory(SessionDirectory):
             self._owned[key] = fence
             self._taken_at[key] = time.monotonic()
             if key in self.registry:
-                self.registry.get(key).fence = fence
+                # live here while another node ran it (a socket made it live): what it holds of
+                # the conversation is stale
+                session = self.registry.get(key)
+                session.fence = fence
+                session.forget_context()
             error = ParleyError(NODE_LOST).to_dict()
             for msg in failed:
                 await self._bus.publish(key, events.turn_failed(public_id(key), msg, error).data)

@@ -286,6 +286,11 @@ class ChatSession:
                 self._current = None
                 self.last_active = self._clock()
 
+    def forget_context(self) -> None:
+        """Read the context from storage again before the next turn: another node may have
+        written turns of this session while this one did not run it (sessions/cluster.py)."""
+        self._recent = None
+
     def starts_empty(self) -> None:
         """The caller knows storage holds nothing of this session yet (it just checked): its first
         turn needs no history read before the model call."""
