@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from parley.bus.base import Bus
-from parley.errors import Busy, Fenced, NotFound, ParleyError, ProviderError, TurnCancelled
+from parley.errors import BusUnavailable, Busy, Fenced, NotFound, ParleyError, ProviderError, TurnCancelled
 from parley.language import reply_instruction
 from parley.providers.llm import ChatMessage, ChatProvider, ChatRequest, Usage
 from parley.sessions import events
@@ -195,7 +195,7 @@ class ChatSession:
         """The bus id a socket joining now resumes after to see the running reply from its start
         (None: no reply is running, or its events are not published yet)."""
         turn = self._current
-        return turn.mark if turn is not None and turn.message_id is not None else None
+        return (turn.mark or None) if turn is not None and turn.message_id is not None else None
 
     def catch_up(self) -> list[Event]:
         """What a socket joining mid-reply needs to show the reply so far (then live chunks follow),
@@ -225,9 +225,18 @@ class ChatSession:
         return removed
 
     async def publish(self, event: Event) -> str:
-        """Send an event to every socket of the session; returns its bus id."""
+        """Send an event to every socket of the session; returns its bus id ("" if the bus is down).
+
+        A bus that does not answer (Redis gone) must not end the turn: it is still stored, and its
+        own request still hears it; sockets that missed events reload the history when they
+        reconnect (their resume finds a gap).
+        """
         self.last_active = self._clock()
-        return await self._bus.publish(self.key, event.data)
+        try:
+            return await self._bus.publish(self.key, event.data)
+        except BusUnavailable as exc:
+            log.warning("session=%s: event %s not sent: %s", self.id, event.type, exc.message)
+            return ""
 
     def close(self) -> None:
         """Refuse new turns from now on.
@@ -277,6 +286,8 @@ class ChatSession:
             except Fenced as exc:  # another node took the session over: its writes are its own now
                 log.warning("turn=%s session=%s: %s", turn.id, self.id, exc.message)
                 if not turn.done.done():
+                    # the request that sent it hears how it ended; the new owner told the sockets
+                    turn.notify(events.turn_dropped(self.id, turn.id, exc.to_dict(), turn.client_id))
                     turn.finish(TurnState.FAILED, exc)
             except Exception:  # a bug must not kill the session's worker
                 log.exception("turn crashed session=%s turn=%s", self.id, turn.id)
