@@ -12,7 +12,7 @@ stemming.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from parley.errors import NotFound
 from parley.store.base import Message
@@ -107,14 +107,12 @@ def _snippet(headline: str, content: str) -> tuple[str, tuple[tuple[int, int], .
 class PostgresConversations(ConversationStore):
     """Mixed into PostgresStore, which owns the pool (`pool`) and the messages."""
 
-    @property
-    def pool(self) -> Any:  # pragma: no cover - PostgresStore provides it
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the PostgresStore this is mixed into
 
-    async def list_messages(
-        self, session_id: str, *, limit: int | None = None
-    ) -> list[Message]:  # pragma: no cover - PostgresStore provides it
-        raise NotImplementedError
+        @property
+        def pool(self) -> Any: ...
+
+        async def list_messages(self, session_id: str, *, limit: int | None = None) -> list[Message]: ...
 
     async def list_conversations(
         self, owner: str, *, limit: int, before: tuple[float, str] | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -32,9 +32,10 @@ MIGRATION = """
 class PostgresDevices(DeviceStore):
     """Mixed into PostgresStore, which owns the pool (`pool`)."""
 
-    @property
-    def pool(self) -> Any:  # pragma: no cover - PostgresStore provides it
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the PostgresStore this is mixed into
+
+        @property
+        def pool(self) -> Any: ...
 
     async def device(self, device_id: str, client_id: str) -> Device | None:
         row = await self.pool.fetchrow(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -29,9 +29,10 @@ def _count(status: str) -> int:
 class PostgresUsers(UserStore):
     """Mixed into PostgresStore, which owns the pool (`pool`)."""
 
-    @property
-    def pool(self) -> Any:  # pragma: no cover - PostgresStore provides it
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the PostgresStore this is mixed into
+
+        @property
+        def pool(self) -> Any: ...
 
     async def add_user(self, name: str, *, admin: bool = False) -> User:
         check_user_name(name)

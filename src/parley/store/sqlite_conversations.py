@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from typing import TYPE_CHECKING
 
 import aiosqlite
 
@@ -94,14 +95,12 @@ def _owner_range(owner: str) -> tuple[str, str]:
 class SQLiteConversations(ConversationStore):
     """Mixed into SQLiteStore, which owns the connection (`db`) and the messages."""
 
-    @property
-    def db(self) -> aiosqlite.Connection:  # pragma: no cover - SQLiteStore provides it
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the SQLiteStore this is mixed into
 
-    async def list_messages(
-        self, session_id: str, *, limit: int | None = None
-    ) -> list[Message]:  # pragma: no cover - SQLiteStore provides it
-        raise NotImplementedError
+        @property
+        def db(self) -> aiosqlite.Connection: ...
+
+        async def list_messages(self, session_id: str, *, limit: int | None = None) -> list[Message]: ...
 
     async def list_conversations(
         self, owner: str, *, limit: int, before: tuple[float, str] | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from typing import TYPE_CHECKING
 
 import aiosqlite
 
@@ -33,9 +34,10 @@ MIGRATION = """
 class SQLiteDevices(DeviceStore):
     """Mixed into SQLiteStore, which owns the connection (`db`)."""
 
-    @property
-    def db(self) -> aiosqlite.Connection:  # pragma: no cover - SQLiteStore provides it
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the SQLiteStore this is mixed into
+
+        @property
+        def db(self) -> aiosqlite.Connection: ...
 
     async def device(self, device_id: str, client_id: str) -> Device | None:
         async with self.db.execute(

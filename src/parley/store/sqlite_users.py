@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from typing import TYPE_CHECKING
 
 import aiosqlite
 
@@ -29,9 +30,10 @@ logging.getLogger("aiosqlite").setLevel(logging.INFO)
 class SQLiteUsers(UserStore):
     """Mixed into SQLiteStore, which owns the connection (`db`)."""
 
-    @property
-    def db(self) -> aiosqlite.Connection:  # pragma: no cover - SQLiteStore provides it
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the SQLiteStore this is mixed into
+
+        @property
+        def db(self) -> aiosqlite.Connection: ...
 
     async def add_user(self, name: str, *, admin: bool = False) -> User:
         check_user_name(name)
