@@ -156,7 +156,7 @@ class ClusterDirectory(SessionDirectory):
         self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {}
         #: run with each lease renewal (every third of a lease): rtc/cluster.py renews its calls
         self.renewals: list[Callable[[], Awaitable[None]]] = []
-        # a session made live here writes with this node's fence; one it does not own, with 0,
+        # a session live here writes with this node's fence while it owns the session, else with 0,
         # which the store refuses: no path around the directory can write another node's session
         registry.fence_of = lambda key: self._owned.get(key, 0)
 
@@ -191,10 +191,11 @@ class ClusterDirectory(SessionDirectory):
         client_id: str | None = None,
         replace_from: int | None = None,
     ) -> Turn:
-        owner = await self._owner(key)
+        # a session held here needs no Redis round trip: the renewal notices a lost lease, and
+        # until it does the fence keeps a turn from being written twice
+        owner = self.instance if key in self._owned else await self._owner(key)
         if owner == self.instance:
             session = await live()
-            session.fence = self._owned.get(key, 0)  # 0: lost meanwhile, the store refuses it
             return session.submit(
                 text, source=source, language=language, client_id=client_id, replace_from=replace_from
             )
@@ -226,19 +227,18 @@ class ClusterDirectory(SessionDirectory):
         return turn
 
     async def stop(self, key: str, turn_id: str | None = None) -> str | None:
-        owner = await self._holder(key)
-        if owner is None:
-            return None  # no node runs the session: nothing to stop
-        if owner == self.instance and key in self._owned:
+        if key in self._owned:
             return self._stop_here(key, turn_id)
+        owner = await self._holder(key)
+        if owner is None or owner == self.instance:
+            return None  # no node runs the session (this one is only taking it): nothing to stop
         answer = await self._ask(owner, {"op": "stop", "key": key, "turnId": turn_id})
         return cast("str | None", answer.get("turnId"))
 
     async def clear(self, key: str) -> int:
-        owner = await self._owner(key)
+        owner = self.instance if key in self._owned else await self._owner(key)
         if owner == self.instance:
             session = self.registry.get(key)
-            session.fence = self._owned.get(key, 0)  # 0: lost meanwhile, the store refuses it
             return await session.clear()
         answer = await self._ask(owner, {"op": "clear", "key": key})
         return int(answer.get("removed", 0))
@@ -314,9 +314,7 @@ class ClusterDirectory(SessionDirectory):
             if key in self.registry:
                 # live here while another node ran it (a socket made it live): what it holds of
                 # the conversation is stale
-                session = self.registry.get(key)
-                session.fence = fence
-                session.forget_context()
+                self.registry.get(key).forget_context()
             error = ParleyError(NODE_LOST).to_dict()
             for msg in failed:
                 await self._bus.publish(key, events.turn_failed(public_id(key), msg, error).data)
@@ -600,7 +598,6 @@ class ClusterDirectory(SessionDirectory):
             if command.get("resent") and await self._begun(key, turn_id):
                 return  # the dead owner stored it; taking the session over failed its reply
             session = self.registry.get(key)
-            session.fence = self._owned.get(key, 0)  # 0: lost meanwhile, the store refuses it
             session.submit(
                 str(command["text"]),
                 source=str(command.get("source") or "http"),
@@ -637,7 +634,6 @@ class ClusterDirectory(SessionDirectory):
                 await self._answer(command, {"released": await self._hand_over(key)})
             else:
                 session = self.registry.get(key)
-                session.fence = self._owned.get(key, 0)  # 0: lost meanwhile, the store refuses it
                 await self._answer(command, {"removed": await session.clear()})
         except ParleyError as exc:
             await self._answer(command, {"error": exc.to_dict()})

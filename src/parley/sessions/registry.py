@@ -91,8 +91,8 @@ class SessionRegistry:
                 sleep=self._sleep,
                 on_usage=self._on_usage,
                 on_turn=self._on_turn,
+                fence_of=lambda key: self.fence_of(key),
             )
-            session.fence = self.fence_of(key)
             self._sessions[key] = session
         session.last_active = self._clock()
         return session

@@ -74,6 +74,7 @@ class ChatSession:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_usage: Callable[[str, Usage], Awaitable[None]] | None = None,
         on_turn: Callable[[str, str], Awaitable[None]] | None = None,
+        fence_of: Callable[[str], int | None] = lambda key: None,
     ) -> None:
         #: the session key (`<owner>/<id>`, sessions/keys.py): what the store and the bus know it by
         self.key = key
@@ -100,11 +101,16 @@ class ChatSession:
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
         self.last_active = clock()
-        #: the fencing token of this node's lease on the session (several nodes: sessions/cluster.py);
-        #: every write carries it, and the store refuses it once another node took the session
-        self.fence: int | None = None
+        self._fence_of = fence_of
 
     # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def fence(self) -> int | None:
+        """The fencing token of this node's lease on the session now (several nodes:
+        sessions/cluster.py; None: one process). Every write carries it, and the store refuses it
+        once another node took the session."""
+        return self._fence_of(self.key)
 
     @property
     def busy(self) -> bool:
