@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from parley.bus.base import Bus, Subscription, parse_id
-from parley.bus.cancel import uncancelled
+from parley.bus.cancel import Backoff, stop_readers, uncancelled
 from parley.errors import BusUnavailable
 
 log = logging.getLogger("parley.bus")
@@ -154,7 +154,7 @@ class RedisBus(Bus):
                     await uncancelled(pipe.execute())
 
     async def _read(self) -> None:
-        failures = 0
+        backoff = Backoff(log, "bus")
         while not self._closed:
             try:
                 await self._admit()
@@ -165,32 +165,15 @@ class RedisBus(Bus):
                 raw = await uncancelled(self._client.xread(streams, count=_BATCH, block=self._block_ms))  # type: ignore[arg-type]
                 reply = cast("list[tuple[str, _Entries]]", raw or [])
             except (RedisError, OSError) as exc:
-                if self._stopping():
-                    return
-                if failures == 0:
-                    log.warning("bus: Redis does not answer (%s); retrying with backoff", type(exc).__name__)
-                failures += 1
-                await asyncio.sleep(min(5.0, 0.05 * 2**failures))
+                await backoff.failed(exc)
                 continue
-            except Exception:
-                if self._stopping():
-                    return
+            except Exception as exc:
                 log.exception("bus: the reader failed; retrying")
-                failures += 1
-                await asyncio.sleep(min(5.0, 0.05 * 2**failures))
+                await backoff.failed(exc)
                 continue
-            if failures:
-                log.warning("bus: Redis answers again after %d failed attempts", failures)
-                failures = 0
+            backoff.answered()
             for key, entries in reply:
                 self._fan_out(key, entries)
-
-    def _stopping(self) -> bool:
-        """Whether this task is being cancelled or the bus closed. redis-py answers a command
-        cancelled mid-read with ConnectionError, which swallows the cancellation; without this the
-        reader would retry forever and `aclose` would wait on it."""
-        task = asyncio.current_task()
-        return self._closed or (task is not None and task.cancelling() > 0)
 
     async def _admit(self) -> None:
         """Give each new subscription its start: the topic's head, or a replay after `after`."""
@@ -244,13 +227,7 @@ class RedisBus(Bus):
 
     async def aclose(self) -> None:
         self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        # redis-py lets a cancelled blocking XREAD run to its end (block_ms); dropping the
-        # connections ends it now.
-        with contextlib.suppress(RedisError, OSError):
-            await self._client.connection_pool.disconnect()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_readers(self._client, self._tasks)
         self._tasks = []
         for state in self._topics.values():
             for sub in state.pending:

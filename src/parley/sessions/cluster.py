@@ -36,7 +36,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from parley.bus.base import Bus, Subscription
-from parley.bus.cancel import uncancelled
+from parley.bus.cancel import Backoff, stop_readers, uncancelled
 from parley.errors import BusUnavailable, Busy, NotFound, ParleyError, TurnCancelled
 from parley.providers.llm import Usage
 from parley.sessions import events
@@ -191,9 +191,9 @@ class ClusterDirectory(SessionDirectory):
         client_id: str | None = None,
         replace_from: int | None = None,
     ) -> Turn:
-        # a session held here needs no Redis round trip: the renewal notices a lost lease, and
-        # until it does the fence keeps a turn from being written twice
-        owner = self.instance if key in self._owned else await self._owner(key)
+        # asked every time, even for a session held here: another node may have taken it since the
+        # last renewal (Redis restarted empty, this node paused), and the turn must go there
+        owner = await self._owner(key)
         if owner == self.instance:
             session = await live()
             return session.submit(
@@ -227,16 +227,16 @@ class ClusterDirectory(SessionDirectory):
         return turn
 
     async def stop(self, key: str, turn_id: str | None = None) -> str | None:
-        if key in self._owned:
-            return self._stop_here(key, turn_id)
         owner = await self._holder(key)
+        if owner == self.instance and key in self._owned:
+            return self._stop_here(key, turn_id)
         if owner is None or owner == self.instance:
             return None  # no node runs the session (this one is only taking it): nothing to stop
         answer = await self._ask(owner, {"op": "stop", "key": key, "turnId": turn_id})
         return cast("str | None", answer.get("turnId"))
 
     async def clear(self, key: str) -> int:
-        owner = self.instance if key in self._owned else await self._owner(key)
+        owner = await self._owner(key)
         if owner == self.instance:
             session = self.registry.get(key)
             return await session.clear()
@@ -537,7 +537,7 @@ class ClusterDirectory(SessionDirectory):
     async def _read_inbox(self) -> None:
         inbox = self._inbox(self.instance)
         last: str | None = None
-        failures = 0
+        backoff = Backoff(log, "cluster inbox")
         while not self._closed:
             try:
                 if last is None:
@@ -545,16 +545,10 @@ class ClusterDirectory(SessionDirectory):
                     last = head[0][0] if head else "0-0"
                 raw = await uncancelled(self._redis.xread({inbox: last}, count=100, block=self._block_ms))
                 reply = cast("list[tuple[str, _Entries]]", raw or [])
-                failures = 0
             except (RedisError, OSError) as exc:
-                task = asyncio.current_task()
-                if self._closed or (task is not None and task.cancelling()):
-                    return
-                if failures == 0:
-                    log.warning("cluster: Redis does not answer (%s); retrying", type(exc).__name__)
-                failures += 1
-                await asyncio.sleep(min(5.0, 0.05 * 2**failures))
+                await backoff.failed(exc)
                 continue
+            backoff.answered()
             for _, entries in reply:
                 for entry_id, fields in entries:
                     last = entry_id
@@ -668,13 +662,9 @@ class ClusterDirectory(SessionDirectory):
 
     async def aclose(self) -> None:
         self._closed = True
-        tasks = [*self._tasks, *self._jobs, *(f.task for f in self._follows.values())]
-        for task in tasks:
-            task.cancel()
-        # a cancelled blocking XREAD would otherwise run to its end (bus/redis.py)
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.connection_pool.disconnect()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_readers(
+            self._redis, [*self._tasks, *self._jobs, *(f.task for f in self._follows.values())]
+        )
         for follow in self._follows.values():
             self._bus.unsubscribe(follow.sub)
         self._follows.clear()
