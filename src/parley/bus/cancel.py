@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from parley.errors import BusUnavailable
+
 T = TypeVar("T")
 
 
@@ -32,6 +34,11 @@ async def uncancelled(command: Awaitable[T]) -> T:
     if task is not None and task.cancelling() > before:
         raise asyncio.CancelledError
     return result
+
+
+def unavailable(exc: BaseException) -> BusUnavailable:
+    """A Redis error as Parley's: 503, retryable, naming only the error's kind (never the URL)."""
+    return BusUnavailable(f"Redis does not answer ({type(exc).__name__})")
 
 
 class Backoff:

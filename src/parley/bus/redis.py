@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from parley.bus.base import Bus, Subscription, parse_id
-from parley.bus.cancel import Backoff, stop_readers, uncancelled
+from parley.bus.cancel import Backoff, stop_readers, unavailable, uncancelled
 from parley.errors import BusUnavailable
 
 log = logging.getLogger("parley.bus")
@@ -85,7 +85,7 @@ class RedisBus(Bus):
         try:
             await uncancelled(self._client.ping())
         except (RedisError, OSError) as exc:
-            raise BusUnavailable(f"Redis does not answer ({type(exc).__name__})") from exc
+            raise unavailable(exc) from exc
 
     def _key(self, topic: str) -> str:
         return f"{self._prefix}t:{topic}"

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from parley.bus.cancel import uncancelled
-from parley.errors import BusUnavailable, NotFound
+from parley.bus.cancel import unavailable, uncancelled
+from parley.errors import NotFound
 from parley.rtc.directory import CallDirectory
 from parley.rtc.registry import CallRegistry
 from parley.sessions.cluster import ClusterDirectory
@@ -60,7 +60,7 @@ class ClusterCalls(CallDirectory):
         try:
             holder = await uncancelled(self._cluster.redis.get(self._key(call_id)))
         except (RedisError, OSError) as exc:
-            raise BusUnavailable(f"Redis does not answer ({type(exc).__name__})") from exc
+            raise unavailable(exc) from exc
         if holder is None or holder == self._cluster.instance:
             raise NotFound(f"no call {call_id!r}", field="callId")
         return str(holder)

@@ -10,7 +10,8 @@
   on the owner's inbox stream (`<prefix>inbox:<instance>`); the owner reads its inbox in order, so
   turns run in the order they reached it. The sender follows its turn through the session's bus
   topic (a shadow `Turn` fed by those events), so an HTTP request streams from any node. A stop or
-  a clear gets its answer back on a short-lived list (`BLPOP`).
+  a clear gets its answer back on a short-lived list (`BLPOP`) (sessions/inbox.py; following a
+  turn: sessions/following.py).
 - **Failure.** A node that follows a session (a handed-over turn waiting, or a socket open) and sees
   its lease gone takes the session, and every node takes the sessions with a reply `pending` that
   no node holds: the new fence fails what the dead node left `pending` (published as `error`
@@ -23,93 +24,34 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from parley.bus.base import Bus, Subscription
-from parley.bus.cancel import Backoff, stop_readers, uncancelled
-from parley.errors import BusUnavailable, Busy, NotFound, ParleyError, TurnCancelled
-from parley.providers.llm import Usage
+from parley.bus.base import Bus
+from parley.bus.cancel import stop_readers, unavailable, uncancelled
+from parley.errors import BusUnavailable, Busy, NotFound, ParleyError
 from parley.sessions import events
 from parley.sessions.directory import MakeLive, SessionDirectory
-from parley.sessions.events import Event
+from parley.sessions.following import Followers, Shadow
+from parley.sessions.inbox import Inbox
 from parley.sessions.keys import public_id
 from parley.sessions.registry import SessionRegistry
-from parley.sessions.turn import Turn, TurnState
-from parley.store.base import Message, MessageStatus, Store
+from parley.sessions.turn import Turn
+from parley.store.base import Store
 from parley.text import valid_text
 
 log = logging.getLogger("parley.cluster")
 
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-#: stream entries as a client with decode_responses=True returns them
-_Entries = list[tuple[str, dict[str, str]]]
-_ENDINGS = ("reply", "cancelled", "interrupted", "error")
 #: a command is handed on at most this often (the owner moved while it travelled)
 _MAX_HOPS = 3
 NODE_LOST = "the server running this reply stopped before it finished; send it again"
-
-
-def message_from_wire(key: str, wire: dict[str, Any]) -> Message:
-    """A stored message as an event carried it (`Message.to_wire`)."""
-    return Message(
-        id=int(wire["id"]),
-        session_id=key,
-        turn_id=str(wire.get("turnId", "")),
-        role=wire["role"],
-        content=str(wire.get("content", "")),
-        status=MessageStatus(wire["status"]),
-        created_at=datetime.fromisoformat(str(wire["created_at"]).replace("Z", "+00:00")).timestamp(),
-        error=wire.get("error"),
-        finish_reason=wire.get("finishReason"),
-    )
-
-
-def _error_classes(base: type[ParleyError] = ParleyError) -> dict[tuple[str, int], type[ParleyError]]:
-    found = {(base.code, base.status): base}
-    for sub in base.__subclasses__():
-        found = {**_error_classes(sub), **found}
-    return found
-
-
-def error_from_wire(body: dict[str, Any]) -> ParleyError:
-    """An error as an event or an answer carried it (`ParleyError.to_dict`): the same class where
-    one has its code and status, so the web layer answers it as the owner would have."""
-    code, status = str(body.get("code", "internal_error")), int(body.get("status", 500))
-    kind = _error_classes().get((code, status), ParleyError)
-    exc = kind(str(body.get("error", "error")), field=body.get("field"), limit=body.get("limit"))
-    exc.status, exc.code = status, code
-    return exc
-
-
-@dataclass(slots=True)
-class _Shadow:
-    """A turn handed to another node, followed from here."""
-
-    key: str
-    turn: Turn
-    command: dict[str, Any]
-    owner: str
-    #: its user_message was seen: storage has it, so it is never sent again
-    started: bool = False
-
-
-@dataclass(slots=True)
-class _Follow:
-    sub: Subscription
-    task: asyncio.Task[None]
-    users: int = 0
-    shadows: set[str] = field(default_factory=set)
 
 
 class ClusterDirectory(SessionDirectory):
@@ -134,8 +76,8 @@ class ClusterDirectory(SessionDirectory):
         self.instance = instance
         self._lease_ms = max(100, int(lease_seconds * 1000))
         self._prefix = prefix
-        self._answer_seconds = answer_seconds
-        self._block_ms = block_ms
+        self._inbox = Inbox(redis, instance, prefix=prefix, answer_seconds=answer_seconds, block_ms=block_ms)
+        self._followers = Followers(bus)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
         #: sessions this node owns: key -> fencing token
@@ -144,8 +86,6 @@ class ClusterDirectory(SessionDirectory):
         #: when each owned session was taken: one not live here yet is kept a lease long, so the
         #: request that took it has time to make it live (its first await is a store read)
         self._taken_at: dict[str, float] = {}
-        self._shadows: dict[str, _Shadow] = {}
-        self._follows: dict[str, _Follow] = {}
         #: sessions a call or a device of this node holds here, however idle
         self._pins: collections.Counter[str] = collections.Counter()
         self._renewed_at = time.monotonic()
@@ -174,9 +114,6 @@ class ClusterDirectory(SessionDirectory):
 
     def _lease(self, key: str) -> str:
         return f"{self._prefix}lease:{key}"
-
-    def _inbox(self, instance: str) -> str:
-        return f"{self._prefix}inbox:{instance}"
 
     # -- the web layer's calls -------------------------------------------------------------------
 
@@ -217,12 +154,11 @@ class ClusterDirectory(SessionDirectory):
             "clientId": client_id,
             "replaceFrom": replace_from,
         }
-        (await self._follow(key)).shadows.add(turn.id)
-        self._shadows[turn.id] = _Shadow(key, turn, command, owner)
+        await self._followers.add(Shadow(key, turn, command, owner))
         try:
-            await self._send(owner, command)
+            await self._inbox.send(owner, command)
         except BaseException:
-            self._end_shadow(turn.id)
+            self._followers.end(turn.id)
             raise
         return turn
 
@@ -232,7 +168,7 @@ class ClusterDirectory(SessionDirectory):
             return self._stop_here(key, turn_id)
         if owner is None or owner == self.instance:
             return None  # no node runs the session (this one is only taking it): nothing to stop
-        answer = await self._ask(owner, {"op": "stop", "key": key, "turnId": turn_id})
+        answer = await self._inbox.ask(owner, {"op": "stop", "key": key, "turnId": turn_id})
         return cast("str | None", answer.get("turnId"))
 
     async def clear(self, key: str) -> int:
@@ -240,7 +176,7 @@ class ClusterDirectory(SessionDirectory):
         if owner == self.instance:
             session = self.registry.get(key)
             return await session.clear()
-        answer = await self._ask(owner, {"op": "clear", "key": key})
+        answer = await self._inbox.ask(owner, {"op": "clear", "key": key})
         return int(answer.get("removed", 0))
 
     async def own(self, key: str) -> None:
@@ -248,7 +184,7 @@ class ClusterDirectory(SessionDirectory):
             owner = await self._owner(key)
             if owner == self.instance:
                 return
-            await self._ask(owner, {"op": "release", "key": key})
+            await self._inbox.ask(owner, {"op": "release", "key": key})
         raise BusUnavailable("the session is moving between nodes; try again", field="sessionId")
 
     def pin(self, key: str) -> None:
@@ -261,13 +197,10 @@ class ClusterDirectory(SessionDirectory):
 
     async def watch(self, key: str) -> None:
         """A socket of this node follows `key`: if its owner dies, this node takes the session."""
-        (await self._follow(key)).users += 1
+        await self._followers.watch(key)
 
     def unwatch(self, key: str) -> None:
-        follow = self._follows.get(key)
-        if follow is not None:
-            follow.users -= 1
-            self._unfollow(key)
+        self._followers.unwatch(key)
 
     # -- ownership -------------------------------------------------------------------------------
 
@@ -275,7 +208,7 @@ class ClusterDirectory(SessionDirectory):
         try:
             return cast("str | None", await uncancelled(self._redis.get(self._lease(key))))
         except (RedisError, OSError) as exc:
-            raise BusUnavailable(f"Redis does not answer ({type(exc).__name__})") from exc
+            raise unavailable(exc) from exc
 
     async def _owner(self, key: str) -> str:
         """The instance that runs `key`, taking the session here when no node does."""
@@ -292,7 +225,7 @@ class ClusterDirectory(SessionDirectory):
                     self._redis.set(self._lease(key), self.instance, nx=True, px=self._lease_ms)
                 )
             except (RedisError, OSError) as exc:
-                raise BusUnavailable(f"Redis does not answer ({type(exc).__name__})") from exc
+                raise unavailable(exc) from exc
             if took:
                 await self._adopt(key)
                 return self.instance
@@ -393,7 +326,7 @@ class ClusterDirectory(SessionDirectory):
                 await self._adopt(key)  # released again by the next renewal: nothing runs it here
 
     async def _check_followed(self) -> None:
-        keys = [key for key in self._follows if key not in self._owned]
+        keys = [key for key in self._followers.followed() if key not in self._owned]
         if not keys:
             return
         # one round trip for all of them (decode_responses: names as str)
@@ -403,98 +336,14 @@ class ClusterDirectory(SessionDirectory):
         for key, holder in zip(keys, holders, strict=True):
             if holder is None:
                 holder = await self._owner(key)  # the owner is gone: take the session
-            follow = self._follows.get(key)
-            for turn_id in list(follow.shadows if follow is not None else ()):
-                shadow = self._shadows.get(turn_id)
-                if shadow is not None and not shadow.started and shadow.owner != holder:
+            for shadow in self._followers.shadows_of(key):
+                if not shadow.started and shadow.owner != holder:
                     # the node it was sent to is gone before it began: send it again
                     shadow.owner = holder
                     if holder == self.instance:
                         await self._run_chat({**shadow.command, "resent": True})
                     else:
-                        await self._send(holder, {**shadow.command, "resent": True})
-
-    # -- following a session's events from here --------------------------------------------------
-
-    async def _follow(self, key: str) -> _Follow:
-        """Read `key`'s events on this node (its shadow turns are fed from them) while anything here
-        follows it: a socket (`users`) or a handed-over turn (`shadows`)."""
-        follow = self._follows.get(key)
-        if follow is None:
-            sub = await self._bus.join(key)
-            follow = self._follows.get(key)  # another caller joined meanwhile
-            if follow is None:
-                task = asyncio.create_task(self._read_events(key, sub), name=f"cluster-follow:{key}")
-                follow = self._follows[key] = _Follow(sub, task)
-            else:
-                self._bus.unsubscribe(sub)
-        return follow
-
-    def _unfollow(self, key: str) -> None:
-        """Stop reading `key`'s events once nothing here follows it."""
-        follow = self._follows.get(key)
-        if follow is not None and follow.users <= 0 and not follow.shadows:
-            del self._follows[key]
-            follow.task.cancel()
-            self._bus.unsubscribe(follow.sub)
-
-    async def _read_events(self, key: str, sub: Subscription) -> None:
-        while True:
-            data = await sub.get()
-            if not data:  # fell behind: read on after what was seen
-                self._bus.unsubscribe(sub)
-                sub = await self._bus.join(key, after=sub.last_id or None)
-                if key in self._follows:
-                    self._follows[key].sub = sub
-                continue
-            try:
-                self._on_event(key, data)
-            except Exception:
-                log.exception("cluster: could not follow an event of session=%s", public_id(key))
-
-    def _on_event(self, key: str, data: str) -> None:
-        body = json.loads(data)
-        shadow = self._shadows.get(body.get("turnId", ""))
-        if shadow is None:
-            return
-        kind = str(body["type"])
-        turn = shadow.turn
-        if kind == "user_message":
-            shadow.started = True
-        if kind not in _ENDINGS:
-            turn.notify(Event(kind, data))
-            return
-        wire = body.get("message")
-        turn.reply = message_from_wire(key, wire) if isinstance(wire, dict) else None
-        turn.notify(Event(kind, data))
-        if kind == "reply" and turn.reply is not None:
-            usage = body.get("usage")
-            turn.usage = Usage(**usage) if isinstance(usage, dict) else None
-            turn.finish(TurnState.COMPLETE, turn.reply)
-        elif kind in ("cancelled", "interrupted"):
-            turn.finish(TurnState.CANCELLED, TurnCancelled("the turn was stopped"))
-        else:
-            turn.finish(TurnState.FAILED, error_from_wire(body.get("error") or {}))
-        self._end_shadow(turn.id)
-
-    def _end_shadow(self, turn_id: str) -> None:
-        shadow = self._shadows.pop(turn_id, None)
-        if shadow is None:
-            return
-        follow = self._follows.get(shadow.key)
-        if follow is not None:
-            follow.shadows.discard(turn_id)
-            self._unfollow(shadow.key)
-
-    # -- the inbox: commands other nodes hand to this one ----------------------------------------
-
-    async def _send(self, instance: str, command: dict[str, Any]) -> None:
-        try:
-            await uncancelled(
-                self._redis.xadd(self._inbox(instance), {"c": json.dumps(command)}, maxlen=10000)
-            )
-        except (RedisError, OSError) as exc:
-            raise BusUnavailable(f"Redis does not answer ({type(exc).__name__})") from exc
+                        await self._inbox.send(holder, {**shadow.command, "resent": True})
 
     @property
     def redis(self) -> Redis:
@@ -506,56 +355,7 @@ class ClusterDirectory(SessionDirectory):
 
     async def ask(self, instance: str, command: dict[str, Any]) -> dict[str, Any]:
         """Hand `command` (its "op" one of `handlers`) to another node and return its answer."""
-        return await self._ask(instance, command)
-
-    async def _ask(self, instance: str, command: dict[str, Any]) -> dict[str, Any]:
-        """Send a command and wait for the owner's answer; its error is raised here."""
-        reply_key = f"{self._prefix}answer:{uuid.uuid4().hex}"
-        await self._send(instance, {**command, "answer": reply_key})
-        try:
-            got = await uncancelled(self._redis.blpop([reply_key], timeout=self._answer_seconds))
-        except (RedisError, OSError) as exc:
-            raise BusUnavailable(f"Redis does not answer ({type(exc).__name__})") from exc
-        if got is None:
-            raise BusUnavailable(
-                f"the node running this session did not answer within {self._answer_seconds:g} s"
-            )
-        answer: dict[str, Any] = json.loads(got[1])
-        if "error" in answer:
-            raise error_from_wire(answer["error"])
-        return answer
-
-    async def _answer(self, command: dict[str, Any], answer: dict[str, Any]) -> None:
-        reply_key = command.get("answer")
-        if not reply_key:
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.rpush(reply_key, json.dumps(answer))
-            pipe.expire(reply_key, 60)
-            await uncancelled(pipe.execute())
-
-    async def _read_inbox(self) -> None:
-        inbox = self._inbox(self.instance)
-        last: str | None = None
-        backoff = Backoff(log, "cluster inbox")
-        while not self._closed:
-            try:
-                if last is None:
-                    head = cast(_Entries, await uncancelled(self._redis.xrevrange(inbox, count=1)))
-                    last = head[0][0] if head else "0-0"
-                raw = await uncancelled(self._redis.xread({inbox: last}, count=100, block=self._block_ms))
-                reply = cast("list[tuple[str, _Entries]]", raw or [])
-            except (RedisError, OSError) as exc:
-                await backoff.failed(exc)
-                continue
-            backoff.answered()
-            for _, entries in reply:
-                for entry_id, fields in entries:
-                    last = entry_id
-                    try:
-                        await self._handle(json.loads(fields["c"]))
-                    except Exception:
-                        log.exception("cluster: a handed-over command failed")
+        return await self._inbox.ask(instance, command)
 
     async def _handle(self, command: dict[str, Any]) -> None:
         op = command.get("op")
@@ -577,7 +377,7 @@ class ClusterDirectory(SessionDirectory):
             answer = await self.handlers[str(command["op"])](command)
         except ParleyError as exc:
             answer = {"error": exc.to_dict()}
-        await self._answer(command, answer)
+        await self._inbox.answer(command, answer)
 
     async def _run_chat(self, command: dict[str, Any]) -> None:
         key, turn_id = str(command["key"]), str(command["turn"])
@@ -587,7 +387,7 @@ class ClusterDirectory(SessionDirectory):
                 hops = int(command.get("hops", 0)) + 1
                 if hops > _MAX_HOPS:
                     raise BusUnavailable("the session moved between nodes too often; send it again")
-                await self._send(owner, {**command, "hops": hops})
+                await self._inbox.send(owner, {**command, "hops": hops})
                 return
             if command.get("resent") and await self._begun(key, turn_id):
                 return  # the dead owner stored it; taking the session over failed its reply
@@ -615,22 +415,22 @@ class ClusterDirectory(SessionDirectory):
             owner = await self._owner(key) if op == "clear" else await self._holder(key)
             if owner != self.instance or key not in self._owned:
                 if owner is None:  # nobody holds it: nothing to stop, nothing to hand over
-                    await self._answer(command, {"turnId": None})
+                    await self._inbox.answer(command, {"turnId": None})
                     return
                 hops = int(command.get("hops", 0)) + 1
                 if hops > _MAX_HOPS:
                     raise BusUnavailable("the session moved between nodes too often; try again")
-                await self._send(owner, {**command, "hops": hops})
+                await self._inbox.send(owner, {**command, "hops": hops})
                 return
             if op == "stop":
-                await self._answer(command, {"turnId": self._stop_here(key, command.get("turnId"))})
+                await self._inbox.answer(command, {"turnId": self._stop_here(key, command.get("turnId"))})
             elif op == "release":
-                await self._answer(command, {"released": await self._hand_over(key)})
+                await self._inbox.answer(command, {"released": await self._hand_over(key)})
             else:
                 session = self.registry.get(key)
-                await self._answer(command, {"removed": await session.clear()})
+                await self._inbox.answer(command, {"removed": await session.clear()})
         except ParleyError as exc:
-            await self._answer(command, {"error": exc.to_dict()})
+            await self._inbox.answer(command, {"error": exc.to_dict()})
 
     async def _hand_over(self, key: str) -> bool:
         """Another node's call needs `key`: once its turns here are done, let the session go."""
@@ -656,26 +456,18 @@ class ClusterDirectory(SessionDirectory):
     def start(self) -> None:
         if not self._tasks:
             self._tasks = [
-                asyncio.create_task(self._read_inbox(), name="cluster-inbox"),
+                asyncio.create_task(self._inbox.run(self._handle), name="cluster-inbox"),
                 asyncio.create_task(self._keep_leases(), name="cluster-leases"),
             ]
 
     async def aclose(self) -> None:
-        self._closed = True
-        await stop_readers(
-            self._redis, [*self._tasks, *self._jobs, *(f.task for f in self._follows.values())]
-        )
-        for follow in self._follows.values():
-            self._bus.unsubscribe(follow.sub)
-        self._follows.clear()
-        for shadow in list(self._shadows.values()):
-            error = TurnCancelled("the server stopped while this turn ran elsewhere")
-            shadow.turn.finish(TurnState.CANCELLED, error)
-        self._shadows.clear()
+        self._closed = self._inbox.closed = True
+        await stop_readers(self._redis, [*self._tasks, *self._jobs, *self._followers.tasks()])
+        self._followers.close()
         # the sessions stop with the registry; their leases go now, so another node takes them at once
         with contextlib.suppress(RedisError, OSError):
             for key in list(self._owned):
                 await uncancelled(self._release(keys=[self._lease(key)], args=[self.instance]))
-            await self._redis.delete(self._inbox(self.instance))
+        await self._inbox.delete()
         self._owned.clear()
         await self._redis.aclose()
