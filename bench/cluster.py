@@ -39,12 +39,9 @@ from typing import Any
 import httpx
 
 from common import (
-    ACCOUNT,
     BENCH_DIR,
     FIRST_TOKEN_DELAY,
     HOST,
-    MODEL,
-    TOKEN,
     TOKEN_INTERVAL,
     UNLIMITED,
     Stamps,
@@ -56,6 +53,7 @@ from common import (
     machine,
     ratio,
     run_loop,
+    server_env,
     table,
 )
 from fanout import ClientProcess
@@ -111,19 +109,15 @@ class Cluster:
         port = free_port(HOST)
         data = self.tmp / f"node-{index}"
         data.mkdir(exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PARLEY_", "CLOUDFLARE_"))}
-        env |= {
-            "CLOUDFLARE_ACCOUNT_ID": ACCOUNT,
-            "CLOUDFLARE_API_TOKEN": TOKEN,
-            "PARLEY_WORKERS_AI_BASE_URL": f"{self.standin_url}/client/v4",
-            "PARLEY_LLM": "workers-ai",
-            "PARLEY_LLM_MODEL": MODEL,
-            "PARLEY_DATA_DIR": str(data),
-            "PARLEY_LOG_LEVEL": "WARNING",
-            "PARLEY_DATABASE_URL": self.database_url,
-            "PARLEY_REDIS_URL": REDIS_URL,
-            "PARLEY_NODE_ID": f"node-{index}",
-        } | CLUSTER_SETTINGS
+        env = (
+            server_env(self.standin_url, data)
+            | {
+                "PARLEY_DATABASE_URL": self.database_url,
+                "PARLEY_REDIS_URL": REDIS_URL,
+                "PARLEY_NODE_ID": f"node-{index}",
+            }
+            | CLUSTER_SETTINGS
+        )
         log = data / "stderr.log"
         with log.open("ab") as sink:
             proc = await asyncio.create_subprocess_exec(

@@ -154,6 +154,22 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
             await proc.wait()
 
 
+def server_env(standin_url: str, data_dir: str | Path) -> dict[str, str]:
+    """The environment of a `parley serve` under measurement: the Workers AI stand-in at
+    `standin_url` as its model, its data in `data_dir`. Nothing from the caller's environment or a
+    stray .env may change what is measured."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PARLEY_", "CLOUDFLARE_"))}
+    return env | {
+        "CLOUDFLARE_ACCOUNT_ID": ACCOUNT,
+        "CLOUDFLARE_API_TOKEN": TOKEN,
+        "PARLEY_WORKERS_AI_BASE_URL": f"{standin_url}/client/v4",
+        "PARLEY_LLM": "workers-ai",
+        "PARLEY_LLM_MODEL": MODEL,
+        "PARLEY_DATA_DIR": str(data_dir),
+        "PARLEY_LOG_LEVEL": "WARNING",
+    }
+
+
 @asynccontextmanager
 async def servers(settings: Mapping[str, str] | None = None) -> AsyncIterator[Servers]:
     """The Workers AI stand-in and `parley serve`, each in its own process, on 127.0.0.1;
@@ -170,18 +186,7 @@ async def servers(settings: Mapping[str, str] | None = None) -> AsyncIterator[Se
         procs = [standin]
         try:
             standin_url = f"http://{HOST}:{standin_port}"
-            # Nothing from the caller's environment or a stray .env may change what is measured.
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("PARLEY_", "CLOUDFLARE_"))}
-            env |= {
-                "CLOUDFLARE_ACCOUNT_ID": ACCOUNT,
-                "CLOUDFLARE_API_TOKEN": TOKEN,
-                "PARLEY_WORKERS_AI_BASE_URL": f"{standin_url}/client/v4",
-                "PARLEY_LLM": "workers-ai",
-                "PARLEY_LLM_MODEL": MODEL,
-                "PARLEY_DATA_DIR": tmp,
-                "PARLEY_LOG_LEVEL": "WARNING",
-            }
-            env |= UNLIMITED | dict(settings or {})
+            env = server_env(standin_url, tmp) | UNLIMITED | dict(settings or {})
             parley = await asyncio.create_subprocess_exec(
                 str(Path(sys.executable).parent / "parley"),
                 "serve",
