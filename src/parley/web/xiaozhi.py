@@ -226,8 +226,13 @@ async def _deny(websocket: WebSocket, exc: ParleyError) -> None:
 class SocketChannel:
     """A Starlette WebSocket as a device session's channel."""
 
+    transport = "websocket"
+
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
+
+    def hello_fields(self, hello: protocol.Hello) -> dict[str, Any]:
+        return {}
 
     async def receive(self) -> str | bytes | None:
         if self.websocket.client_state is not WebSocketState.CONNECTED:

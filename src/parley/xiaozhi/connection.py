@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from parley.errors import InvalidInput, ParleyError, PayloadTooLarge
 from parley.providers.vad import SAMPLE_RATE
@@ -59,10 +59,16 @@ CLOSE_ERROR = 1011
 
 
 class Channel(Protocol):
-    """The transport under a device session (a WebSocket now; MQTT + UDP later)."""
+    """The transport under a device session (a WebSocket, or MQTT for JSON + UDP for audio)."""
+
+    #: what the server hello says the transport is ("websocket", "udp")
+    transport: str
 
     async def receive(self) -> str | bytes | None:
         """The next frame, or None when the device has gone."""
+
+    def hello_fields(self, hello: Hello) -> dict[str, Any]:
+        """Fields the transport adds to the server hello (the UDP block: address, key, nonce)."""
 
     async def send_text(self, text: str) -> None: ...
 
@@ -191,7 +197,16 @@ class DeviceConnection:
             raise Closed(CLOSE_POLICY, "opus only")
         self.hello = message
         self._decoder = OpusDecoder()
-        self._outbox.put_nowait(protocol.server_hello(self.session_id, self.downlink_rate))
+        self._outbox.put_nowait(self._server_hello())
+
+    def _server_hello(self) -> str:
+        assert self.hello is not None
+        return protocol.server_hello(
+            self.session_id,
+            self.downlink_rate,
+            transport=self.channel.transport,
+            **self.channel.hello_fields(self.hello),
+        )
 
     async def _receive(self, timeout: float, why: str) -> str | bytes:
         try:
@@ -239,7 +254,8 @@ class DeviceConnection:
         elif isinstance(message, Abort):
             self._abort()
         elif isinstance(message, Hello):
-            self._outbox.put_nowait(protocol.server_hello(self.session_id, self.downlink_rate))
+            self.hello = message
+            self._outbox.put_nowait(self._server_hello())
         elif isinstance(message, Mcp | Ignored):
             pass  # MCP tool calling is not offered yet
 

@@ -225,11 +225,13 @@ def dumps(message: dict[str, Any]) -> str:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
 
 
-def server_hello(session_id: str, sample_rate: int) -> str:
+def server_hello(session_id: str, sample_rate: int, *, transport: str = "websocket", **extra: Any) -> str:
+    """The answer to a device's hello; `extra` is the transport's own (`udp {server, port, key,
+    nonce}` for MQTT + UDP devices)."""
     return dumps(
         {
             "type": "hello",
-            "transport": "websocket",
+            "transport": transport,
             "session_id": session_id,
             "audio_params": {
                 "format": "opus",
@@ -237,6 +239,7 @@ def server_hello(session_id: str, sample_rate: int) -> str:
                 "channels": 1,
                 "frame_duration": FRAME_MS,
             },
+            **extra,
         }
     )
 
