@@ -1,19 +1,26 @@
 // Parley web app: each tab shows the conversation its address names (/c/<id>), live through the
-// session WebSocket, with the user's other conversations in a sidebar.
+// session WebSocket, with the user's other conversations in a sidebar; or the Devices page
+// (/devices), while the conversation's socket stays open behind it.
 // This module wires the others together: conversation state (state/session.js), which one is open
 // (router.js), server events (conversation.js), the socket and HTTP fallback (connection.js), the
-// message list (render.js), the list of conversations (sidebar.js) and search (search.js), the
-// microphone (recorder.js), spoken replies (speech.js), voice calls (call.js), options
-// (settings.js), chrome (ui.js) and who is signed in (signin.js).
+// message list (render.js), edit and regenerate (edit.js), the list of conversations (sidebar.js),
+// search (search.js) and import (importing.js), the microphone (recorder.js), spoken replies
+// (speech.js), voice calls (call.js), the user's devices (devices.js), options (settings.js),
+// chrome (ui.js) and who is signed in (signin.js).
 
 import { hangUp, initCall } from "./call.js";
 import { openSession, reconnectNow, send, socketOpen, stopTurn } from "./connection.js";
 import { toggleRecording } from "./recorder.js";
-import { onConversationEvent, showMessage } from "./conversation.js";
-import { clearView, initScrolling, refreshMeta, updateChrome } from "./render.js";
-import { initialSession, messageFromUrl, onNavigate, showInUrl } from "./router.js";
+import { onConversationEvent, onListEvent, showMessage } from "./conversation.js";
+import { hideDevices, initDevices, showDevices } from "./devices.js";
+import { regenerate, startEdit } from "./edit.js";
+import { initImport } from "./importing.js";
+import { clearView, initScrolling, refreshMeta, setMessageActions, updateChrome } from "./render.js";
+import { initialSession, messageFromUrl, onNavigate, pageFromUrl, showDevicesInUrl, showInUrl } from "./router.js";
 import { initSearch } from "./search.js";
-import { confirmAction, followEvent, initSidebar, markCurrent, refresh } from "./sidebar.js";
+import {
+  confirmAction, followEvent, followList, initSidebar, markCurrent, markPage, refresh,
+} from "./sidebar.js";
 import { cancel as cancelSpeech, onSpeakingChange, primeOnFirstGesture } from "./speech.js";
 import { forgetDetectedLanguage, followStorage, initSettings } from "./settings.js";
 import { whenSignedIn } from "./signin.js";
@@ -37,8 +44,30 @@ async function clearConversation() {
   }
 }
 
-/** Show conversation `id` (and message `messageId` in it); `url`: "push", "replace" or "keep". */
-function useSession(id, { messageId = null, url = "push" } = {}) {
+let page = "conversation";
+
+/** Show one page: "conversation" (the chat and its composer) or "devices". */
+function showPage(name) {
+  if (name === page) return;
+  page = name;
+  const devices = name === "devices";
+  ui.chat.hidden = devices;
+  ui.composer.hidden = devices;
+  ui.actions.hidden = devices;
+  if (devices) showDevices();
+  else hideDevices();
+  markPage(name);
+}
+
+function openDevices({ url = "push" } = {}) {
+  if (url === "push") showDevicesInUrl();
+  showPage("devices");
+}
+
+/** Show conversation `id` (and message `messageId` in it); `url`: "push", "replace" or "keep".
+ * `show`: false keeps the page on screen (the Devices page) and opens the conversation behind it. */
+function useSession(id, { messageId = null, url = "push", show = true } = {}) {
+  if (show) showPage("conversation");
   if (url !== "keep") showInUrl(id, { replace: url === "replace", messageId });
   if (id === state.sessionId) {
     if (messageId !== null) showMessage(messageId);
@@ -57,8 +86,14 @@ function useSession(id, { messageId = null, url = "push" } = {}) {
 
 function newChat() {
   // An empty conversation on screen is already a new chat; one is stored with its first message.
-  if (state.messages.size > 0 || state.sessionId === null) useSession(newSessionId());
+  if (page !== "conversation" || state.messages.size > 0 || state.sessionId === null) useSession(newSessionId());
   ui.input.focus();
+}
+
+/** The open conversation went (deleted): a new one takes its place, on screen only if it was. */
+function openNew() {
+  if (page === "conversation") useSession(newSessionId());
+  else useSession(newSessionId(), { url: "keep", show: false });
 }
 
 function submitInput() {
@@ -98,10 +133,14 @@ function start() {
   });
   ui.clear.addEventListener("click", clearConversation);
   ui.newChat.addEventListener("click", newChat);
-  initSidebar({ open: (id) => useSession(id), newChat, openNew: () => useSession(newSessionId()) });
+  setMessageActions({ edit: startEdit, regenerate });
+  initSidebar({ open: (id) => useSession(id), newChat, openNew, devices: () => openDevices() });
   initSearch((id, messageId) => useSession(id, { messageId }));
+  initImport(refresh);
+  initDevices({ open: (id) => useSession(id) });
   onConversationEvent(followEvent);
-  onNavigate((id, messageId) => useSession(id, { messageId, url: "keep" }));
+  onListEvent(followList);
+  onNavigate((id, messageId) => useSession(id, { messageId, url: "keep" }), () => openDevices({ url: "keep" }));
 
   // Another tab changed a setting: follow it. (Each tab keeps its own conversation.)
   window.addEventListener("storage", (e) => {
@@ -122,7 +161,12 @@ function start() {
   inputChanged();
   // PARLEY_AUTH=token: the sign-in page comes first when this browser is not signed in.
   whenSignedIn().then(() => {
-    useSession(initialSession(), { messageId: messageFromUrl(), url: "replace" });
+    if (pageFromUrl() === "devices") {
+      useSession(initialSession(), { url: "keep", show: false });
+      openDevices({ url: "keep" });
+    } else {
+      useSession(initialSession(), { messageId: messageFromUrl(), url: "replace" });
+    }
     refresh();
   });
 }

@@ -62,9 +62,12 @@ function connect() {
     } catch {
       return;
     }
-    if (event.eventId) lastEventId = event.eventId;
-    if (event.type === "connected") onConnected(event);
-    else {
+    // The user's list events are not the session's: resuming goes by the session's own ids.
+    if (event.eventId && event.type !== "conversations") lastEventId = event.eventId;
+    if (event.type === "connected") {
+      onConnected(event);
+      handleEvent(event, "ws");
+    } else {
       handleEvent(event, "ws");
       onSessionEvent(event);
     }
@@ -154,7 +157,8 @@ export function openSession(id) {
 
 // -- sending ----------------------------------------------------------------------------------
 
-export async function send(text) {
+/** Send `text` as a turn; with `editOf` (an earlier user message's id) it runs in that one's place. */
+export async function send(text, { editOf = null } = {}) {
   if (!text.trim()) return;
   cancelSpeech(); // a new question: the last answer stops talking at once
   const language = effectiveLanguage();
@@ -163,14 +167,15 @@ export async function send(text) {
   if (socketOpen()) {
     const frame = { type: "chat", message: text, clientId };
     if (language) frame.language = language;
+    if (editOf !== null) frame.editOf = editOf;
     socket.send(JSON.stringify(frame));
     return;
   }
   dropSend(clientId); // over HTTP the answer itself says whose turn it is
-  await sendOverHttp(text, language);
+  await sendOverHttp(text, language, editOf);
 }
 
-async function sendOverHttp(text, language) {
+async function sendOverHttp(text, language, editOf) {
   state.httpTurns++;
   updateChrome();
   let finished = false;
@@ -179,6 +184,7 @@ async function sendOverHttp(text, language) {
     try {
       const body = { message: text, sessionId: state.sessionId, stream: true };
       if (language) body.language = language;
+      if (editOf !== null) body.editOf = editOf;
       response = await postJson("api/chat", body, {
         headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
       });
@@ -200,6 +206,8 @@ async function sendOverHttp(text, language) {
     });
     if (!finished) {
       showError("The connection dropped while the reply was written; it will appear once reconnected.");
+    } else if (editOf !== null) {
+      loadHistory(); // the replaced messages leave the screen (their event goes to sockets)
     }
   } catch {
     if (!finished) showError("The connection dropped while the reply was written.");

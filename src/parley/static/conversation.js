@@ -7,6 +7,9 @@
 // turns arrive the same way (its other events, such as `user_started_speaking`, are for call.js).
 // `title` and `deleted` (and a finished turn) go to the listeners of onConversationEvent (the
 // sidebar), and a search result's message is scrolled to and marked once history has it.
+// `replaced` (an edit, or a regenerated reply) takes the replaced messages off the screen.
+// `conversations` (a change to the user's list, on every socket of the user) and `connected` go
+// to the listeners of onListEvent.
 
 import {
   clearView, createEntry, removeEntry, render, renderLater, scrollToBottom, scrollToMessage, updateChrome,
@@ -17,6 +20,7 @@ import { restoreDraft, showError, ui } from "./ui.js";
 import { apiUrl, errorText } from "./util.js";
 
 const listeners = [];
+const listListeners = [];
 let target = null; // a message id to show once it is on screen
 
 /** Call `listener(event)` on `title`, `deleted`, and the end of a turn in this conversation. */
@@ -26,6 +30,11 @@ export function onConversationEvent(listener) {
 
 function tell(event) {
   for (const listener of listeners) listener(event);
+}
+
+/** Call `listener(event)` on `conversations` events and on each socket's `connected`. */
+export function onListEvent(listener) {
+  listListeners.push(listener);
 }
 
 /** Scroll to message `id` and mark it, now or once history brings it. */
@@ -110,6 +119,20 @@ function onUserMessage(event) {
   upsert(event.message);
 }
 
+function onReplaced(event) {
+  // Message `fromMessageId` and every later one, except the new turn's own (a second feed may
+  // bring this event after them).
+  const from = Number(event.fromMessageId);
+  if (!Number.isFinite(from)) return;
+  for (const entry of [...state.messages.values()]) {
+    if (entry.id >= from && entry.turnId !== event.turnId) removeEntry(entry);
+  }
+  for (const [turnId, id] of state.running) {
+    if (!state.messages.has(id)) state.running.delete(turnId);
+  }
+  updateChrome();
+}
+
 function onError(event) {
   if (event.stage) return; // a voice call's provider failed: the call's own tab reports it
   if (event.message && event.message.id !== undefined) {
@@ -144,6 +167,13 @@ export function handleEvent(event, feed) {
     case "cleared":
       cancelSpeech();
       clearView();
+      break;
+    case "replaced":
+      onReplaced(event);
+      break;
+    case "conversations":
+    case "connected":
+      for (const listener of listListeners) listener(event);
       break;
     case "title":
     case "deleted":

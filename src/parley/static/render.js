@@ -11,8 +11,17 @@ const RENDER_FALLBACK_MS = 100;
 const ICON_SPEAK = "M11 5 6 9H3v6h3l5 4V5zM15.5 8.5a5 5 0 0 1 0 7M18.5 5.5a9 9 0 0 1 0 13";
 const ICON_STOP = "M7 7h10v10H7z";
 const ICON_COPY = "M9 9h11v11H9zM5 15H4V4h11v1";
+const ICON_EDIT = "M4 20h4L19 9l-4-4L4 16v4zM13.5 6.5l4 4";
+const ICON_REGENERATE = "M20 11a8 8 0 1 0-2.3 5.7M20 4v7h-7";
 
 const dirty = new Set();
+// What the Edit and Regenerate buttons do (edit.js, wired by app.js).
+let actions = { edit: () => {}, regenerate: () => {} };
+
+/** `edit(entry)` opens the editor of a user message, `regenerate(entry)` asks a reply's question again. */
+export function setMessageActions(handlers) {
+  actions = handlers;
+}
 let frame = null; // the pending render: {raf, timer}
 
 // -- scrolling --------------------------------------------------------------------------------
@@ -146,6 +155,13 @@ function readAloudButton(entry) {
   return button;
 }
 
+function regenerateButton(entry) {
+  const button = metaButton("Regenerate", ICON_REGENERATE, "regenerate", () => actions.regenerate(entry));
+  button.classList.add("turn-action", "regenerate");
+  button.setAttribute("aria-label", "Regenerate this reply");
+  return button;
+}
+
 function renderMeta(entry) {
   const parts = [h("time", { dateTime: entry.createdAt ?? "" }, formatTime(entry.createdAt))];
   if (entry.status === "cancelled") {
@@ -162,6 +178,13 @@ function renderMeta(entry) {
     const finished = FINAL.has(entry.status) && entry.content;
     if (finished || isSpeaking(entry.id)) parts.push(readAloudButton(entry));
     if (finished && navigator.clipboard) parts.push(copyButton(entry));
+    // Shown on the last message only, and not while a reply is written (app.css).
+    if (FINAL.has(entry.status)) parts.push(regenerateButton(entry));
+  } else if (entry.role === "user" && FINAL.has(entry.status)) {
+    const edit = metaButton("Edit", ICON_EDIT, "edit", () => actions.edit(entry));
+    edit.classList.add("turn-action");
+    edit.setAttribute("aria-label", "Edit and resend this message");
+    parts.push(edit);
   }
   entry.meta.replaceChildren(...parts);
   entry.el.dataset.status = entry.status;

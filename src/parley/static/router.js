@@ -1,6 +1,6 @@
 // Which conversation this tab shows: its address, /c/<id>, is the source of truth, so tabs are
 // independent and a link opens the same conversation on any of the user's devices. localStorage
-// only remembers the last one, for a bare "/".
+// only remembers the last one, for a bare "/". One other page has an address: /devices.
 
 import { SESSION_KEY, isValidSessionId, newSessionId } from "./state/session.js";
 import { APP_ROOT, store, stored } from "./util.js";
@@ -18,6 +18,23 @@ export function sessionFromUrl() {
     return null;
   }
   return isValidSessionId(id) ? id : null;
+}
+
+/** The page this tab's address names: "devices", else "conversation" (/ and /c/<id>). */
+export function pageFromUrl() {
+  const path = location.pathname;
+  if (path.startsWith(APP_ROOT.pathname) && path.slice(APP_ROOT.pathname.length) === "devices") return "devices";
+  return "conversation";
+}
+
+export function devicesUrl() {
+  return new URL("devices", APP_ROOT);
+}
+
+/** Put the Devices page in the address bar (a new history entry). */
+export function showDevicesInUrl() {
+  const url = devicesUrl();
+  if (url.href !== location.href) history.pushState({ page: "devices" }, "", url);
 }
 
 /** A message id the address points at (#m<id>: a search result), or null. */
@@ -50,9 +67,14 @@ export function showInUrl(id, { replace = false, messageId = null } = {}) {
   store(SESSION_KEY, id);
 }
 
-/** Back/forward: `listener(id, messageId)` with the conversation the address now names. */
-export function onNavigate(listener) {
+/** Back/forward: `listener(id, messageId)` with the conversation the address now names, or
+ * `toDevices()` when it names the Devices page. */
+export function onNavigate(listener, toDevices) {
   window.addEventListener("popstate", () => {
+    if (pageFromUrl() === "devices") {
+      toDevices();
+      return;
+    }
     const id = sessionFromUrl();
     if (id) listener(id, messageFromUrl());
   });

@@ -1,11 +1,14 @@
 // The user's conversations: the list (newest activity first, older pages on demand), rename in
 // place, delete with undo, export, the conversation menu, and the drawer it lives in on a phone.
 //
-// The list follows changes: after this tab's own actions, a `title` or finished turn in the open
+// The list follows changes as the server tells them: a `conversations` event on the socket
+// (created, renamed, updated, deleted, from any tab or device of the user) is applied in place, and
+// the list is fetched again only after a socket had a gap. Until a server has sent one (an older
+// server), it is fetched again after this tab's own actions, a `title` or finished turn in the open
 // conversation, this browser's other tabs (a BroadcastChannel), and whenever the tab is shown or
 // focused again (changes made on another device).
 
-import { conversationUrl } from "./router.js";
+import { conversationUrl, devicesUrl } from "./router.js";
 import { state } from "./state/session.js";
 import { showError, ui } from "./ui.js";
 import { apiUrl, errorText, h, svgIcon } from "./util.js";
@@ -29,14 +32,17 @@ const view = {
   confirm: $("confirm"),
   confirmText: $("confirm-text"),
   confirmOk: $("confirm-ok"),
+  devices: $("devices-link"),
 };
 
 let conversations = []; // wire form, in list order
 let next = null; // the cursor of the next (older) page
 const pendingDeletes = new Map(); // sessionId -> {timer, commit}
-let app = { open: () => {}, newChat: () => {}, openNew: () => {} };
+let app = { open: () => {}, newChat: () => {}, openNew: () => {}, devices: () => {} };
 let refreshTimer = 0;
 let refreshSeq = 0;
+let live = false; // this server sends `conversations` events: they bring every change
+let page = "conversation"; // or "devices": then no conversation is the current one
 const channel = "BroadcastChannel" in window ? new BroadcastChannel("parley-conversations") : null;
 
 // -- the list ---------------------------------------------------------------------------------
@@ -72,8 +78,14 @@ export function refreshSoon() {
 
 /** Tell this browser's other tabs their lists are out of date, and refresh this one. */
 function changed() {
+  if (live) return;
   channel?.postMessage("changed");
   refreshSoon();
+}
+
+/** A refresh soon, unless the server's events keep the list current. */
+function refreshUnlessLive() {
+  if (!live) refreshSoon();
 }
 
 async function loadOlder() {
@@ -103,16 +115,28 @@ function draw() {
   nameTab();
 }
 
-/** The tab's title: the open conversation's. */
+/** The tab's title: the open conversation's (or the page's). */
 function nameTab() {
+  if (page === "devices") {
+    document.title = "Devices · Parley";
+    return;
+  }
   const title = conversations.find((c) => c.sessionId === state.sessionId)?.title;
   document.title = title ? `${title} · Parley` : "Parley";
+}
+
+/** Which page the tab shows ("conversation" or "devices"): its link in the sidebar is marked. */
+export function markPage(name) {
+  page = name;
+  if (name === "devices") view.devices.setAttribute("aria-current", "page");
+  else view.devices.removeAttribute("aria-current");
+  markCurrent();
 }
 
 /** Mark the open conversation in the list. */
 export function markCurrent() {
   for (const li of view.list.children) {
-    const current = li.dataset.sessionId === state.sessionId;
+    const current = page === "conversation" && li.dataset.sessionId === state.sessionId;
     li.classList.toggle("current", current);
     const link = li.querySelector("a");
     if (current) link.setAttribute("aria-current", "page");
@@ -154,7 +178,7 @@ function item(c) {
     className: "conversation",
     dataset: { testid: "conversation", sessionId: c.sessionId },
   }, link, more);
-  if (c.sessionId === state.sessionId) {
+  if (page === "conversation" && c.sessionId === state.sessionId) {
     li.classList.add("current");
     link.setAttribute("aria-current", "page");
   }
@@ -387,6 +411,13 @@ export function initSidebar(hooks) {
     else openDrawer();
   });
   view.close.addEventListener("click", closeDrawer);
+  view.devices.href = devicesUrl().href; // from /c/<id> too
+  view.devices.addEventListener("click", (e) => {
+    if (e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return; // a new tab: the browser's
+    e.preventDefault();
+    closeDrawer();
+    app.devices();
+  });
   view.backdrop.addEventListener("click", closeDrawer);
   view.menuButton.addEventListener("click", (e) => {
     e.stopPropagation();
@@ -402,10 +433,10 @@ export function initSidebar(hooks) {
     else closeDrawer();
   });
   DRAWER_QUERY.addEventListener("change", closeDrawer);
-  if (channel) channel.onmessage = refreshSoon;
-  window.addEventListener("focus", refreshSoon);
+  if (channel) channel.onmessage = refreshUnlessLive;
+  window.addEventListener("focus", refreshUnlessLive);
   document.addEventListener("visibilitychange", () => {
-    if (document.visibilityState === "visible") refreshSoon();
+    if (document.visibilityState === "visible") refreshUnlessLive();
   });
 }
 
@@ -413,4 +444,36 @@ export function initSidebar(hooks) {
 export function followEvent(event) {
   if (event.type === "deleted") deletedElsewhere(event.sessionId);
   else changed(); // a new title, or a finished turn: the list's order and titles move
+}
+
+// -- live changes (a `conversations` event) -----------------------------------------------------
+
+/** `conversations` events from the socket, and its `connected` (conversation.js onListEvent). */
+export function followList(event) {
+  if (event.type === "connected") {
+    // A new socket (not a resumed one) missed whatever changed while there was none.
+    if (live && event.resumed !== true) refreshSoon();
+    return;
+  }
+  const session = event.session;
+  if (!session || typeof session.sessionId !== "string") return;
+  live = true;
+  const at = conversations.findIndex((c) => c.sessionId === session.sessionId);
+  const known = at >= 0 ? conversations[at] : null;
+  switch (event.action) {
+    case "deleted":
+      if (known) conversations.splice(at, 1);
+      break;
+    case "renamed": // in place: a new title is no new activity
+      if (known) conversations[at] = { ...known, ...session };
+      break;
+    case "created":
+    case "updated": // the newest activity: to the top (also one from an older page not shown yet)
+      if (known) conversations.splice(at, 1);
+      conversations.unshift({ ...known, ...session });
+      break;
+    default:
+      return; // an action newer than this page
+  }
+  draw();
 }

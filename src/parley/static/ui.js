@@ -26,12 +26,22 @@ export const ui = {
   language: $("language"),
   recording: $("recording"),
   toasts: $("toasts"),
+  composer: document.querySelector(".composer"),
+  actions: document.querySelector(".topbar .actions"),
 };
 
 // -- toasts -----------------------------------------------------------------------------------
 
 export function showError(text) {
-  const message = String(text || "Something went wrong");
+  toast(String(text || "Something went wrong"), { className: "toast", role: "alert", testid: "toast" });
+}
+
+/** A toast that reports something done (an import), not a failure. */
+export function showNotice(text) {
+  toast(String(text), { className: "toast toast-info", role: "status", testid: "notice" });
+}
+
+function toast(message, { className, role, testid }) {
   for (const existing of ui.toasts.children) {
     if (existing.dataset.text === message) existing.remove(); // the newest copy replaces the old
   }
@@ -41,12 +51,12 @@ export function showError(text) {
     "aria-label": "Dismiss",
     title: "Dismiss",
   }, svgIcon("M6 6l12 12M18 6L6 18"));
-  const toast = h("div", { className: "toast", role: "alert", dataset: { testid: "toast", text: message } },
+  const el = h("div", { className, role, dataset: { testid, text: message } },
     h("span", { className: "toast-text" }, message), close);
-  const dismiss = () => toast.remove();
+  const dismiss = () => el.remove();
   close.addEventListener("click", dismiss);
   setTimeout(dismiss, TOAST_MS);
-  ui.toasts.append(toast);
+  ui.toasts.append(el);
   while (ui.toasts.children.length > MAX_TOASTS) ui.toasts.firstElementChild.remove();
 }
 

@@ -1,7 +1,8 @@
 """The web app: plain files from `parley/static`, no build step.
 
-`/` and a conversation's own address, `/c/<id>`, serve the same page; the app reads the id from
-the address. The page holds no data (the API checks whose conversation it is), so both are public.
+`/`, a conversation's own address, `/c/<id>`, and `/devices` serve the same page; the app reads
+the id (or the page) from the address. The page holds no data (the API checks whose conversation
+it is), so `/` and `/c/` are public (web/auth.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ router = APIRouter()
 @router.get("/", include_in_schema=False)
 async def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/devices", include_in_schema=False)
+async def devices_page() -> FileResponse:
+    """The Devices page: the same app, which reads the page from the address."""
+    return FileResponse(
+        STATIC_DIR / "index.html",
+        headers={"Cache-Control": "no-cache", "Content-Security-Policy": APP_CSP, "X-Frame-Options": "DENY"},
+    )
 
 
 @cache
