@@ -3,7 +3,7 @@
 //
 // The list follows changes as the server tells them: a `conversations` event on the socket
 // (created, renamed, updated, deleted, from any tab or device of the user) is applied in place, and
-// the list is fetched again only after a socket had a gap. Until a server has sent one (an older
+// the list is fetched again only when a socket (re)connects. Until a server has sent one (an older
 // server), it is fetched again after this tab's own actions, a `title` or finished turn in the open
 // conversation, this browser's other tabs (a BroadcastChannel), and whenever the tab is shown or
 // focused again (changes made on another device).
@@ -451,8 +451,9 @@ export function followEvent(event) {
 /** `conversations` events from the socket, and its `connected` (conversation.js onListEvent). */
 export function followList(event) {
   if (event.type === "connected") {
-    // A new socket (not a resumed one) missed whatever changed while there was none.
-    if (live && event.resumed !== true) refreshSoon();
+    // A new socket missed whatever changed while there was none (the list's events are not
+    // replayed on a resume).
+    if (live) refreshSoon();
     return;
   }
   const session = event.session;
