@@ -78,6 +78,38 @@ class Settings(BaseSettings):
         "`https://parley.example.com`), given to XiaoZhi devices in the OTA answer; unset uses the "
         "scheme and Host of the device's own request.",
     )
+    mqtt_url: str | None = Field(
+        None,
+        description="MQTT broker Parley connects to for XiaoZhi devices' MQTT + UDP transport "
+        "(`mqtt://user:password@127.0.0.1:1883`); the OTA answer then gives devices an `mqtt` block. "
+        "Unset: devices use the WebSocket only.",
+    )
+    mqtt_endpoint: str | None = Field(
+        None,
+        description="The broker address (`host:port`) XiaoZhi devices are told to connect to; unset "
+        "uses the host of PARLEY_PUBLIC_URL (else of the device's OTA request) and the port of PARLEY_MQTT_URL.",
+    )
+    mqtt_topic_prefix: str = Field(
+        "parley",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="First level of the devices' MQTT topics: `<prefix>/up/<key>` (device to Parley) and "
+        "`<prefix>/down/<key>`.",
+    )
+    mqtt_device_username: str | None = Field(
+        None, description="MQTT username the OTA answer gives XiaoZhi devices (the broker's device account)."
+    )
+    mqtt_device_password: SecretStr | None = Field(
+        None, description="MQTT password the OTA answer gives XiaoZhi devices."
+    )
+    udp_bind: str = Field("0.0.0.0", description="Address the UDP socket of XiaoZhi devices' audio binds.")
+    udp_port: int = Field(
+        8788, ge=0, le=65535, description="UDP port of XiaoZhi devices' audio (0: any free port)."
+    )
+    udp_host: str | None = Field(
+        None,
+        description="The address devices send their UDP audio to, given in the server hello; unset uses "
+        "the host of PARLEY_MQTT_ENDPOINT, else of PARLEY_PUBLIC_URL.",
+    )
     max_header_bytes: int = Field(
         65536,
         ge=1024,
@@ -165,6 +197,17 @@ class Settings(BaseSettings):
     vad_start_secs: float = Field(0.2, ge=0, description="Speech needed before a speech-start event.")
     vad_stop_secs: float = Field(
         0.2, ge=0, description="Silence needed before a speech-end event (hangover)."
+    )
+    voice_backend: Literal["local", "xiaozhi"] = Field(
+        "local",
+        description="Who answers voice calls: `local` (Parley's own VAD, STT, model and TTS) or `xiaozhi` "
+        "(a remote XiaoZhi server at PARLEY_XIAOZHI_OTA_URL; Parley bridges each call to it as a device).",
+    )
+    xiaozhi_ota_url: str | None = Field(
+        None,
+        validate_default=True,
+        description="OTA URL of the XiaoZhi server voice calls go to with PARLEY_VOICE_BACKEND=xiaozhi "
+        "(like `http://xiaozhi.lan:8003/xiaozhi/ota/`).",
     )
     ice_servers: list[dict[str, Any]] = Field(
         default_factory=list,
@@ -360,6 +403,15 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(str(cidr), strict=False)
             except ValueError:
                 raise ValueError(f"{cidr!r} is not an address or CIDR (like 10.0.0.0/8 or ::1)") from None
+        return value
+
+    @field_validator("xiaozhi_ota_url")
+    @classmethod
+    def _bridge_needs_url(cls, value: str | None, info: Any) -> str | None:
+        if info.data.get("voice_backend") == "xiaozhi" and not value:
+            raise ValueError(
+                "PARLEY_VOICE_BACKEND=xiaozhi needs PARLEY_XIAOZHI_OTA_URL, the remote server's OTA URL"
+            )
         return value
 
     @property

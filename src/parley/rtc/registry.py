@@ -27,7 +27,9 @@ from parley.sessions.directory import SessionDirectory
 from parley.sessions.events import Event
 from parley.sessions.keys import owner_of
 from parley.sessions.registry import SessionRegistry
+from parley.voice.call import Call
 from parley.voice.pipeline import VoiceCall, VoiceConfig, new_call_id
+from parley.xiaozhi.upstream import Upstream, UpstreamConfig
 
 if TYPE_CHECKING:
     from parley.rtc.cloudflare import CloudflareRealtimeClient
@@ -48,6 +50,8 @@ class CallConfig:
     voice: VoiceConfig = field(default_factory=VoiceConfig)
     #: Cloudflare mode: how the assistant's SFU participant recovers (None: its defaults)
     recovery: Recovery | None = None
+    #: PARLEY_VOICE_BACKEND=xiaozhi: every call's AI is this remote XiaoZhi server (xiaozhi/bridge.py)
+    bridge: UpstreamConfig | None = None
 
 
 class CallRegistry:
@@ -80,6 +84,7 @@ class CallRegistry:
         self._stt = stt
         self._tts = tts
         self.config = config or CallConfig()
+        self._upstream = Upstream(self.config.bridge) if self.config.bridge is not None else None
         self._turn = turn
         self.realtime = realtime
         self._peers: dict[str, CallPeer | SFUCallPeer] = {}
@@ -157,7 +162,7 @@ class CallRegistry:
         self._opened(call_id, session_id, client)
         call.start()
         try:
-            answer = await peer.answer(call, offer_sdp)
+            answer = await peer.answer(call, offer_sdp)  # type: ignore[arg-type]  # peers: call: Call (voice/call.py)
         except BaseException:
             await peer.aclose("bad offer")
             raise
@@ -197,7 +202,7 @@ class CallRegistry:
         self._opened(call_id, session_id, client)
         call.start()
         try:
-            await peer.start(call)
+            await peer.start(call)  # type: ignore[arg-type]  # peers: call: Call (voice/call.py)
         except BaseException:
             await peer.aclose("sfu setup failed")
             raise
@@ -247,11 +252,23 @@ class CallRegistry:
         on_event: Callable[[Event], None],
         *,
         language: str | None = None,
-    ) -> VoiceCall:
+    ) -> Call:
         assert self._vad is not None
         voice = self.config.voice
         if language is not None:
             voice = replace(voice, stt_language=language)
+        if self._upstream is not None:
+            from parley.xiaozhi.bridge import BridgeCall  # PyAV's Opus: loaded with the first call
+
+            return BridgeCall(
+                session_id,
+                sessions=self._sessions,
+                upstream=self._upstream,
+                model=self._vad.fresh(),
+                config=voice,
+                on_event=on_event,
+                call_id=call_id,
+            )
         return VoiceCall(
             session_id,
             sessions=self._sessions,

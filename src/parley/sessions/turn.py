@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import Enum
 
-from parley.providers.llm import Usage
+from parley.providers.llm import ChatDelta, Usage
 from parley.sessions.events import Event
 from parley.store.base import Message
 
@@ -39,6 +40,9 @@ class Turn:
     client_id: str | None = None
     #: an edit or a regenerated reply: this message and all after it are replaced by this turn
     replace_from: int | None = None
+    #: the reply written elsewhere instead of by the session's model (a XiaoZhi server a voice
+    #: bridge talks to); stored and broadcast like the model's
+    relay: AsyncIterator[ChatDelta] | None = None
     id: str = field(default_factory=new_turn_id)
     state: TurnState = TurnState.QUEUED
     queued_at: float = field(default_factory=time.perf_counter)
