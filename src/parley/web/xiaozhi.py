@@ -12,25 +12,39 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketState
 
-from parley.errors import Busy, ConfigError, InvalidInput, ParleyError, PayloadTooLarge, ProviderNotConfigured
+from parley.config import Settings
+from parley.errors import (
+    Busy,
+    ConfigError,
+    InvalidInput,
+    ParleyError,
+    PayloadTooLarge,
+    ProviderNotConfigured,
+    Unauthenticated,
+)
 from parley.services import Services
 from parley.sessions.events import Event
 from parley.sessions.keys import SessionKey, session_key
 from parley.store.devices import Device, DeviceStore
+from parley.store.users import User
 from parley.voice.pipeline import VoiceCall, new_call_id
 from parley.web.body import parse_json
 from parley.web.errors import error_response
 from parley.web.users import live_session, spend
 from parley.xiaozhi import protocol
-from parley.xiaozhi.connection import CLOSE_NORMAL, DeviceConnection
-from parley.xiaozhi.devices import Devices, check_client_id, check_device_id
+from parley.xiaozhi.connection import CLOSE_NORMAL, Channel, DeviceConnection
+from parley.xiaozhi.devices import NOT_VALID, Devices, check_client_id, check_device_id
 from parley.xiaozhi.firmware import board_of, firmware_file, newer_firmware
-from parley.xiaozhi.ota import WS_PATH, firmware_version, ota_answer, websocket_url
+from parley.xiaozhi.mqtt import INSTALL_HINT, Broker, MqttChannel, MqttGateway
+from parley.xiaozhi.ota import WS_PATH, firmware_version, mqtt_block, mqtt_endpoint, ota_answer, websocket_url
 from parley.xiaozhi.typed import TypedTurns
 
 router = APIRouter(tags=["xiaozhi"])
@@ -40,7 +54,7 @@ log = logging.getLogger("parley.xiaozhi")
 MAX_OTA_BYTES = 64 * 1024
 
 
-def devices_of(request: Request | WebSocket) -> Devices:
+def devices_of(request: HTTPConnection) -> Devices:
     svc: Services = request.app.state.services
     store = svc.store
     if not isinstance(store, DeviceStore):
@@ -48,7 +62,7 @@ def devices_of(request: Request | WebSocket) -> Devices:
     return Devices(store, open_mode=svc.settings.auth == "none")
 
 
-def live_devices(request: Request | WebSocket) -> dict[str, DeviceConnection]:
+def live_devices(request: HTTPConnection) -> dict[str, DeviceConnection]:
     """The open device sockets of this app, by device id (one per device: a newer one wins)."""
     state = request.app.state
     if not hasattr(state, "xiaozhi_devices"):
@@ -93,13 +107,30 @@ async def ota(request: Request) -> JSONResponse:
         host = request.headers.get("host", "")
         url = websocket_url(svc.settings.public_url, request.url.scheme, host)
         newer = newer_firmware(firmware_dir(svc), board_of(info), firmware)
+        mqtt = _mqtt_block(svc.settings, registration.token, host)
     except ParleyError as exc:
         return error_response(exc)
     update = None
     if newer is not None:
         base = url.replace("ws", "http", 1).removesuffix(WS_PATH)
         update = (f"{base}/xiaozhi/ota/download/{newer[0]}", newer[1])
-    return JSONResponse(ota_answer(registration, url, firmware, update=update))
+    return JSONResponse(ota_answer(registration, url, firmware, update=update, mqtt=mqtt))
+
+
+def _mqtt_block(settings: Settings, token: str | None, host: str) -> dict[str, Any] | None:
+    if not settings.mqtt_url or not token:
+        return None
+    password = settings.mqtt_device_password
+    endpoint = mqtt_endpoint(
+        settings.mqtt_endpoint, settings.public_url, host, Broker.from_url(settings.mqtt_url).port
+    )
+    return mqtt_block(
+        token,
+        endpoint=endpoint,
+        prefix=settings.mqtt_topic_prefix,
+        username=settings.mqtt_device_username,
+        password=password.get_secret_value() if password is not None else None,
+    )
 
 
 def firmware_dir(svc: Services) -> Path:
@@ -144,35 +175,50 @@ def _token(websocket: WebSocket) -> str | None:
 @router.websocket("/xiaozhi/v1/")
 @router.websocket("/xiaozhi/v1")
 async def device_socket(websocket: WebSocket) -> None:
-    svc: Services = websocket.app.state.services
     try:
         version = protocol.check_version(
             websocket.headers.get("protocol-version") or websocket.query_params.get("protocol-version")
         )
         device_hint = websocket.headers.get("device-id") or websocket.query_params.get("device-id")
         device, user = await devices_of(websocket).authenticate(_token(websocket), device_hint)
-        if svc.calls.vad is None:
-            raise ProviderNotConfigured(
-                "XiaoZhi devices need voice activity detection (PARLEY_VAD)", field="PARLEY_VAD"
-            )
-        live = live_devices(websocket)
-        if device.device_id not in live and len(live) >= svc.settings.max_calls:
-            raise Busy(
-                f"too many devices at once (limit {svc.settings.max_calls})", limit=svc.settings.max_calls
-            )
-        websocket.state.user = user
-        await spend(websocket, "calls")
-        key = session_key(user.id, device_session_id(device))
-        await svc.directory.own(key)  # the device's turns run here, beside its audio
-        await live_session(websocket, key)
+        key = await admit(websocket, device, user)
     except ParleyError as exc:
         await _deny(websocket, exc)
         return
     await websocket.accept()
+    await serve_device(websocket, device, key, SocketChannel(websocket), version=version)
+
+
+async def admit(conn: HTTPConnection, device: Device, user: User) -> SessionKey:
+    """What a device's session needs before it opens, on any transport: a VAD, room under
+    PARLEY_MAX_CALLS, the user's `calls` rate, and its conversation owned here and live."""
+    svc: Services = conn.app.state.services
+    if svc.calls.vad is None:
+        raise ProviderNotConfigured(
+            "XiaoZhi devices need voice activity detection (PARLEY_VAD)", field="PARLEY_VAD"
+        )
+    live = live_devices(conn)
+    if device.device_id not in live and len(live) >= svc.settings.max_calls:
+        raise Busy(f"too many devices at once (limit {svc.settings.max_calls})", limit=svc.settings.max_calls)
+    conn.state.user = user
+    await spend(conn, "calls")
+    key = session_key(user.id, device_session_id(device))
+    await svc.directory.own(key)  # the device's turns run here, beside its audio
+    await live_session(conn, key)
+    return key
+
+
+async def serve_device(
+    conn: HTTPConnection, device: Device, key: SessionKey, channel: Channel, *, version: int
+) -> None:
+    """Run an admitted device's session on `channel` to its end; a newer one of the device
+    replaces it."""
+    svc: Services = conn.app.state.services
+    live = live_devices(conn)
     sub = svc.bus.subscribe(key)
     voice = svc.calls.config.voice.tts_voice
     connection = DeviceConnection(
-        SocketChannel(websocket),
+        channel,
         _call_maker(svc, key),
         version=version,
         device_id=device.device_id,
@@ -180,9 +226,15 @@ async def device_socket(websocket: WebSocket) -> None:
     )
     earlier = live.get(device.device_id)
     live[device.device_id] = connection
-    if earlier is not None:  # the device reconnected (a reboot): its old socket is dead or dying
+    if earlier is not None:  # the device reconnected (a reboot): its old session is dead or dying
         await earlier.channel.close(CLOSE_NORMAL, "replaced by a newer connection")
-    log.info("xiaozhi device=%s user=%s connected protocol=%d", device.device_id, user.name, version)
+    log.info(
+        "xiaozhi device=%s user=%s connected transport=%s protocol=%d",
+        device.device_id,
+        conn.state.user.name,
+        channel.transport,
+        version,
+    )
     svc.directory.pin(key)
     try:
         await connection.run()
@@ -191,6 +243,67 @@ async def device_socket(websocket: WebSocket) -> None:
         svc.bus.unsubscribe(sub)
         if live.get(device.device_id) is connection:
             del live[device.device_id]
+
+
+# -- MQTT + UDP ---------------------------------------------------------------------------------
+
+
+async def start_mqtt(app: Starlette, settings: Settings) -> MqttGateway:
+    """The MQTT + UDP transport (PARLEY_MQTT_URL): the UDP socket bound and the broker's first
+    answer awaited (a broker that is down is retried in the background). Close it with aclose()."""
+    assert settings.mqtt_url
+    broker = Broker.from_url(settings.mqtt_url)
+    try:
+        import aiomqtt  # noqa: F401  (the gateway's, checked before anything opens)
+
+        from parley.xiaozhi.udp import UdpEndpoint
+    except ImportError as exc:
+        raise ConfigError(INSTALL_HINT, field="PARLEY_MQTT_URL") from exc
+    udp_host = settings.udp_host or _host_of(settings.mqtt_endpoint) or _host_of(settings.public_url)
+    if not udp_host:
+        raise ConfigError(
+            "the MQTT + UDP transport needs the address devices send audio to: set PARLEY_UDP_HOST "
+            "(or PARLEY_MQTT_ENDPOINT or PARLEY_PUBLIC_URL)",
+            field="PARLEY_UDP_HOST",
+        )
+    try:
+        udp = await UdpEndpoint.bind(settings.udp_bind, settings.udp_port, announced_host=udp_host)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot bind UDP {settings.udp_bind}:{settings.udp_port} ({exc.strerror})",
+            field="PARLEY_UDP_PORT",
+        ) from exc
+
+    async def open_session(digest: str, channel: MqttChannel) -> None:
+        conn = HTTPConnection({"type": "websocket", "app": app, "headers": [], "state": {}})
+        device, user = await _device_of_digest(devices_of(conn), digest)
+        key = await admit(conn, device, user)
+        # version 1: what the UDP session hands over is a bare Opus packet, and takes one
+        await serve_device(conn, device, key, channel, version=1)
+
+    gateway = MqttGateway(broker, udp, open_session, prefix=settings.mqtt_topic_prefix)
+    gateway.start()
+    app.state.xiaozhi_mqtt = gateway
+    await gateway.attempted.wait()
+    log.info("xiaozhi mqtt broker=%s:%d udp=%s:%d", broker.host, broker.port, udp_host, udp.port)
+    return gateway
+
+
+async def _device_of_digest(devices: Devices, digest: str) -> tuple[Device, User]:
+    """The device whose current token has this digest (its MQTT key), and its user."""
+    device = await devices.store.token_device(digest)
+    if device is None or device.user_id is None:
+        raise Unauthenticated(NOT_VALID, field="topic")
+    user = await devices.owner(device)
+    if user is None or user.disabled:
+        raise Unauthenticated("the device's user is disabled or gone", field="topic")
+    return device, user
+
+
+def _host_of(url: str | None) -> str | None:
+    if not url:
+        return None
+    return urlsplit(url if "//" in url else f"//{url}").hostname
 
 
 def device_session_id(device: Device) -> str:

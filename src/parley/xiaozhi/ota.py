@@ -3,6 +3,8 @@
 A device POSTs its system info to `/xiaozhi/ota/` at every boot and connects where the answer
 says. The URL is the one devices can reach: PARLEY_PUBLIC_URL when set (behind a proxy or a
 tunnel the request's own Host is not what a device on the LAN dials), else the request's.
+With MQTT configured the answer also has the `mqtt` block, which the firmware prefers to
+`websocket` when both are there (clients that speak only the WebSocket find theirs).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from parley.auth import credentials
 from parley.errors import ConfigError
 from parley.xiaozhi.devices import Registration
+from parley.xiaozhi.mqtt import topics
 
 WS_PATH = "/xiaozhi/v1/"
 #: how long a device shows its code and polls /activate before asking again
@@ -34,6 +38,34 @@ def websocket_url(public_url: str | None, scheme: str, host: str) -> str:
     return f"{'wss' if scheme in ('https', 'wss') else 'ws'}://{host}{WS_PATH}"
 
 
+def mqtt_endpoint(configured: str | None, public_url: str | None, host: str, broker_port: int) -> str:
+    """`host:port` of the broker for devices: PARLEY_MQTT_ENDPOINT, else the host devices reach
+    Parley at (PARLEY_PUBLIC_URL's, else the request's Host) with the broker's port."""
+    if configured:
+        return configured
+    name = urlsplit(public_url).hostname if public_url else None
+    if not name:
+        name = urlsplit(f"//{host}").hostname or host
+    return f"[{name}]:{broker_port}" if ":" in name else f"{name}:{broker_port}"
+
+
+def mqtt_block(
+    token: str, *, endpoint: str, prefix: str, username: str | None, password: str | None
+) -> dict[str, Any]:
+    """The device's broker, account and topics. Its key (client id and topic names) is the digest
+    of its token: Parley finds the device from the topic, and it changes with the token."""
+    key = credentials.digest(token)
+    publish, subscribe = topics(prefix, key)
+    return {
+        "endpoint": endpoint,
+        "client_id": key,
+        "username": username or "",
+        "password": password or "",
+        "publish_topic": publish,
+        "subscribe_topic": subscribe,
+    }
+
+
 def firmware_version(info: Any) -> str | None:
     """The version the device reports (`application.version` of its system info), if any."""
     app = info.get("application") if isinstance(info, dict) else None
@@ -47,11 +79,13 @@ def ota_answer(
     firmware: str | None,
     *,
     update: tuple[str, str] | None = None,
+    mqtt: dict[str, Any] | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
     """The reply body. `update` is (download URL, version) of a newer firmware image. A device that
     must be activated also gets `activation` and an empty token (a client that needs the field
-    finds it; nothing can connect with it)."""
+    finds it; nothing can connect with it). `mqtt` is the device's block (`mqtt_block`), given only
+    to a bound device."""
     ts = time.time() if now is None else now
     offset = -time.altzone if time.daylight and time.localtime(ts).tm_isdst else -time.timezone
     body: dict[str, Any] = {
@@ -64,6 +98,8 @@ def ota_answer(
         ),
         "websocket": {"url": ws_url, "token": registration.token or ""},
     }
+    if mqtt is not None and registration.token:
+        body["mqtt"] = mqtt
     if registration.code is not None:
         code = registration.code
         body["activation"] = {
