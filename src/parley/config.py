@@ -412,6 +412,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "PARLEY_VOICE_BACKEND=xiaozhi needs PARLEY_XIAOZHI_OTA_URL, the remote server's OTA URL"
             )
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(
+                "PARLEY_XIAOZHI_OTA_URL must be an http(s) URL like http://xiaozhi.lan:8003/xiaozhi/ota/"
+            )
         return value
 
     @property

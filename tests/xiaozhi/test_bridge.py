@@ -14,14 +14,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from parley.bus.memory import LocalBus
-from parley.errors import ConfigError
 from parley.providers.factory import build_vad
 from parley.providers.testing import EchoChat
 from parley.providers.testing_voice import FixedLatencySTT, FixedLatencyTTS
@@ -41,6 +40,7 @@ from tests.xiaozhi.conftest import Speech
 from tests.xiaozhi.device import Decoder
 from tests.xiaozhi.tap import Tap
 from tests.xiaozhi.test_bridge_audio import bandwidth_of
+from tests.xiaozhi.test_ota import parley
 
 HEARD = "turn on the lights"
 REPLY = f"You said: {HEARD}"
@@ -63,10 +63,20 @@ class Upstream:
 
 @asynccontextmanager
 async def upstream(
-    serve: ServerFactory, tmp_path: Path, *, secs_per_char: float = 0.05
+    serve: ServerFactory,
+    tmp_path: Path,
+    *,
+    secs_per_char: float = 0.05,
+    data_dir: Path | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Upstream]:
     tap = await Tap().start()
-    settings = make_settings(tmp_path / "upstream", vad="silero", public_url=f"http://127.0.0.1:{tap.port}")
+    settings = make_settings(
+        data_dir or tmp_path / "upstream",
+        vad="silero",
+        public_url=f"http://127.0.0.1:{tap.port}",
+        **overrides,
+    )
     tts = FixedLatencyTTS(first_byte=0.05, secs_per_char=secs_per_char)
     server = serve(
         chat=EchoChat(),
@@ -104,6 +114,8 @@ async def bridging(tmp_path: Path, ota_url: str) -> AsyncIterator[Bridge]:
     settings = make_settings(
         tmp_path / "bridge", vad="silero", voice_backend="xiaozhi", xiaozhi_ota_url=ota_url
     )
+    upstream_config = UpstreamConfig.from_settings(settings)
+    assert upstream_config is not None
     store = SQLiteStore(tmp_path / "bridge.db")
     await store.open()
     sessions = SessionRegistry(
@@ -120,7 +132,7 @@ async def bridging(tmp_path: Path, ota_url: str) -> AsyncIterator[Bridge]:
         config=CallConfig(
             idle_seconds=10.0,
             voice=VoiceConfig.from_settings(settings),
-            bridge=UpstreamConfig.from_settings(settings),
+            bridge=replace(upstream_config, activation_poll_seconds=0.1),
         ),
     )
     try:
@@ -194,6 +206,7 @@ async def test_a_browser_call_is_answered_by_the_remote_xiaozhi_server(
             await bridge.http.post("/api/hangup", json={"callId": client.call_id})
             await client.close()
         assert len(bridge.calls) == 0
+        assert [t.get_name() for t in asyncio.all_tasks() if call.id in t.get_name()] == []
         # the upstream socket is closed with the call
         await wait_for(lambda: not up.tap._open, "the upstream socket to close")
 
@@ -293,9 +306,50 @@ async def test_an_upstream_that_closes_mid_call_is_an_error_and_the_next_words_r
 def test_the_xiaozhi_backend_needs_an_ota_url(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="PARLEY_VOICE_BACKEND=xiaozhi needs PARLEY_XIAOZHI_OTA_URL"):
         make_settings(tmp_path, voice_backend="xiaozhi")
-    with pytest.raises(ConfigError, match="must be an http") as bad:
-        UpstreamConfig.from_settings(
-            make_settings(tmp_path, voice_backend="xiaozhi", xiaozhi_ota_url="ftp://x")
-        )
-    assert bad.value.field == "PARLEY_XIAOZHI_OTA_URL"
+    with pytest.raises(ValueError, match="PARLEY_XIAOZHI_OTA_URL must be an http"):
+        make_settings(tmp_path, voice_backend="xiaozhi", xiaozhi_ota_url="ftp://xiaozhi.lan/")
     assert UpstreamConfig.from_settings(make_settings(tmp_path)) is None
+
+
+async def test_a_server_that_activates_devices_shows_the_code_once_and_then_answers(
+    serve: ServerFactory,
+    tmp_path: Path,
+    speech: Speech,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data_dir = tmp_path / "upstream"
+    monkeypatch.setenv("PARLEY_DATA_DIR", str(data_dir))  # what `parley devices bind` opens
+    monkeypatch.delenv("PARLEY_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    async with upstream(serve, tmp_path, data_dir=data_dir, auth="token") as up:
+        assert parley(capsys, "users", "add", "alice")[0] == 0
+        async with bridging(tmp_path, up.ota_url) as bridge:
+            client = await dial(bridge.http, SID)
+            try:
+                await client.until("error", timeout=20)
+                error = next(m for m in client.messages if m["type"] == "error")["error"]
+                assert error["field"] == "PARLEY_XIAOZHI_OTA_URL" and "enter the code" in error["error"]
+                code = error["error"].split("enter the code ")[1].split()[0]
+                bound = parley(capsys, "devices", "bind", code, "--user", "alice")
+                assert bound[0] == 0, bound[1]
+                await bridge.call(client).connected.wait()  # the poll saw it bound, OTA gave a token
+                await client.mic.flowing.wait()
+                client.mic.say(speech(SAYING))
+                await client.until("reply", timeout=30)
+                assert await bridge.history() == [
+                    ("user", HEARD, "complete"),
+                    ("assistant", REPLY, "complete"),
+                ]
+            finally:
+                await bridge.http.post("/api/hangup", json={"callId": client.call_id})
+                await client.close()
+        # another process of the bridging Parley (same data dir) is the same, bound, device
+        async with bridging(tmp_path, up.ota_url) as bridge:
+            client = await dial(bridge.http, "second")
+            try:
+                await bridge.call(client).connected.wait()
+                assert "error" not in client.types()
+            finally:
+                await bridge.http.post("/api/hangup", json={"callId": client.call_id})
+                await client.close()
