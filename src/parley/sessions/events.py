@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from parley.providers.llm import Usage
-from parley.store.base import Message
+from parley.sessions.keys import public_id
+from parley.store.base import Message, _iso
+from parley.store.conversations import Conversation
 from parley.text import valid_text
 
 
@@ -131,3 +133,34 @@ def title(session_id: str, text: str) -> Event:
 def deleted(session_id: str) -> Event:
     """The conversation and its messages are gone; the server closes the socket after this event."""
     return Event.make("deleted", sessionId=session_id)
+
+
+#: what happened to a conversation of the user's list (the `action` of a `conversations` event)
+ConversationAction = Literal["created", "renamed", "deleted", "updated"]
+
+
+def user_topic(owner: str) -> str:
+    """The bus topic every socket of `owner` hears, whatever conversation it is on: `<owner>/`.
+
+    No session's topic is one: a session key always has an id after its slash (sessions/keys.py).
+    """
+    return f"{owner}/"
+
+
+def conversation_wire(c: Conversation) -> dict[str, Any]:
+    """A conversation as GET /api/sessions lists it."""
+    return {
+        "sessionId": public_id(c.key),
+        "title": c.title,
+        "created_at": _iso(c.created_at),
+        "updated_at": _iso(c.updated_at),
+        "messageCount": c.message_count,
+    }
+
+
+def conversations(action: ConversationAction, session: dict[str, Any]) -> Event:
+    """One of the user's conversations was created, renamed, deleted or updated (a turn ended, a
+    clear): sent on `user_topic`, to every socket of the user. `session` is the conversation as
+    the list shows it, only `sessionId` when deleted. It carries no eventId: a reconnecting
+    client reloads the list, which is what it would replay."""
+    return Event.make("conversations", action=action, session=session)

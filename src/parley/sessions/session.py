@@ -22,9 +22,10 @@ from parley.language import reply_instruction
 from parley.providers.llm import ChatMessage, ChatProvider, ChatRequest, Usage
 from parley.sessions import events
 from parley.sessions.events import Event
-from parley.sessions.keys import public_id
+from parley.sessions.keys import owner_of, public_id
 from parley.sessions.turn import Turn, TurnState
 from parley.store.base import Message, MessageStatus, Store
+from parley.store.conversations import ConversationStore
 from parley.text import valid_text
 
 log = logging.getLogger("parley.turn")
@@ -102,6 +103,11 @@ class ChatSession:
         self._closed = False
         self.last_active = clock()
         self._fence_of = fence_of
+        #: the title last told to the owner's sockets (`_announce`), to tell a rename from an update
+        self._told_title: str | None = None
+        #: announcements under way, each after the one before it (cancelled by aclose)
+        self._announcing: set[asyncio.Task[None]] = set()
+        self._last_announcement: asyncio.Task[None] | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -228,6 +234,8 @@ class ChatSession:
         if self._recent is not None:
             self._recent.clear()
         await self.publish(events.cleared(self.id))
+        # awaited: a delete clears first, and its `deleted` must be the last word
+        await self._announce(after=self._last_announcement)
         return removed
 
     async def publish(self, event: Event) -> str:
@@ -261,6 +269,9 @@ class ChatSession:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
+        for task in tuple(self._announcing):
+            task.cancel()
+        await asyncio.gather(*self._announcing, return_exceptions=True)
         self._idle.set()  # a clear() waiting for the worker must not wait for ever
         # Every waiter hears first; then the sockets, so a failing bus cannot leave a turn open.
         told = [
@@ -382,6 +393,7 @@ class ChatSession:
             except Exception as exc:
                 await self._write_failed(turn, exc)
                 return
+            first = not recent and turn.replace_from is None
             recent.append(user)
             turn.state = TurnState.RUNNING
             turn.message_id = pending.id
@@ -390,6 +402,8 @@ class ChatSession:
             turn.mark = await self._emit(turn, events.user_message(self.id, user, turn.client_id))
             await self._emit(turn, events.turn_started(self.id, turn.id, pending.id))
             released.set()
+            if first:  # maybe this turn made the conversation: the owner's other tabs list it now
+                self._announce_soon(made_at=user.created_at)
 
             if turn.stream_task is not None:
                 await self._stream(turn, pending)
@@ -430,6 +444,49 @@ class ChatSession:
                 await self._on_turn(self.key, turn.text)
             except Exception:
                 log.exception("after-turn hook failed turn=%s session=%s", turn.id, self.key)
+        self._announce_soon()
+
+    def _announce_soon(self, made_at: float | None = None) -> None:
+        """`_announce` beside the worker, after the announcement before it: the session is idle
+        once its turn is done, and the owner's sockets hear of the conversation in order."""
+        task = asyncio.create_task(
+            self._announce(made_at, after=self._last_announcement), name=f"announce:{self.key}"
+        )
+        self._last_announcement = task
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
+
+    async def _announce(
+        self, made_at: float | None = None, *, after: asyncio.Task[None] | None = None
+    ) -> None:
+        """Tell every socket of the owner, whatever conversation it is on, how this one stands:
+        `created` when its row is no older than `made_at` (the first message of the turn that
+        made it), else `renamed` when its title is not the one last told, else `updated`; nothing
+        for a conversation that was already there when `made_at` is given. One read of its row;
+        a failure costs only the event."""
+        if after is not None:
+            await asyncio.wait([after])
+        if not isinstance(self._store, ConversationStore):
+            return
+        try:
+            found = await self._store.get_conversation(self.key)
+            if found is None:
+                return
+            action: events.ConversationAction = "updated"
+            if made_at is not None:
+                if found.created_at < made_at:
+                    self._told_title = found.title
+                    return
+                action = "created"
+            elif self._told_title is not None and found.title != self._told_title:
+                action = "renamed"
+            self._told_title = found.title
+            event = events.conversations(action, events.conversation_wire(found))
+            await self._bus.publish(events.user_topic(owner_of(self.key)), event.data)
+        except BusUnavailable as exc:
+            log.warning("session=%s: the owner's list not told: %s", self.id, exc.message)
+        except Exception:
+            log.exception("session=%s: could not tell the owner's list", self.id)
 
     async def _write_failed(self, turn: Turn, exc: Exception) -> None:
         """The turn's writes failed: end the model call and the turn; no event of it was sent."""

@@ -6,6 +6,7 @@ Every route works on the requesting user's own conversations only (keys `<user>/
 from __future__ import annotations
 
 import json
+import logging
 import math
 import secrets
 from typing import Any
@@ -13,10 +14,10 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from parley.errors import ConfigError, InvalidInput, NotFound, QuotaExceeded
+from parley.errors import BusUnavailable, ConfigError, InvalidInput, NotFound, QuotaExceeded
 from parley.services import Services
 from parley.sessions import events
-from parley.sessions.keys import public_id, session_key
+from parley.sessions.keys import owner_of, public_id, session_key
 from parley.sessions.registry import check_session_id
 from parley.sessions.titles import Titler
 from parley.store.base import _iso
@@ -27,6 +28,7 @@ from parley.web.importing import IMPORT_MAX_BYTES, read_import
 from parley.web.users import current_user, owned_session
 
 router = APIRouter()
+log = logging.getLogger("parley.conversations")
 
 PAGE_MAX = 200
 SEARCH_MAX = 50
@@ -46,14 +48,22 @@ def _store(request: Request) -> ConversationStore:
     return store
 
 
-def _wire(c: Conversation) -> dict[str, Any]:
-    return {
-        "sessionId": public_id(c.key),
-        "title": c.title,
-        "created_at": _iso(c.created_at),
-        "updated_at": _iso(c.updated_at),
-        "messageCount": c.message_count,
-    }
+_wire = events.conversation_wire
+
+
+async def _tell(
+    request: Request, owner: str, action: events.ConversationAction, session: dict[str, Any]
+) -> None:
+    """Every socket of the owner hears of the change, whatever conversation it is on.
+
+    The change is stored already: a bus that does not answer costs the event, not the request
+    (the owner's other tabs see it when they reload the list).
+    """
+    event = events.conversations(action, session)
+    try:
+        await _services(request).bus.publish(events.user_topic(owner), event.data)
+    except BusUnavailable as exc:
+        log.warning("conversations: %s of %s not told: %s", action, session["sessionId"], exc.message)
 
 
 def _cursor(value: str) -> tuple[float, str]:
@@ -120,7 +130,9 @@ async def create_session(request: Request) -> dict[str, Any]:
     owner = current_user(request).id
     store = _store(request)
     await _room_for(request, store, owner, 1)
-    return _wire(await store.create_conversation(session_key(owner, new_session_id()), title))
+    made = _wire(await store.create_conversation(session_key(owner, new_session_id()), title))
+    await _tell(request, owner, "created", made)
+    return made
 
 
 @router.patch(
@@ -134,9 +146,10 @@ async def rename_session(request: Request, sid: str) -> dict[str, Any]:
     key = owned_session(request, sid)
     body = validate(schemas.RenameIn, await read_json(request, limit=4096))
     title = check_title(body.title if body.title is not None else None)
-    renamed = await _store(request).rename_conversation(key, title)
+    renamed = _wire(await _store(request).rename_conversation(key, title))
     await _services(request).bus.publish(key, events.title(public_id(key), title).data)
-    return _wire(renamed)
+    await _tell(request, owner_of(key), "renamed", renamed)
+    return renamed
 
 
 @router.delete(
@@ -159,6 +172,7 @@ async def delete_session(request: Request, sid: str) -> dict[str, Any]:
     if titler is not None:
         titler.forget(key)
     await svc.bus.publish(key, events.deleted(public_id(key)).data)
+    await _tell(request, owner_of(key), "deleted", {"sessionId": public_id(key)})
     return {"deleted": True, "sessionId": public_id(key)}
 
 
@@ -257,5 +271,12 @@ async def import_sessions(request: Request) -> dict[str, Any]:
     conversations = await read_import(request)
     store = _store(request)
     await _room_for(request, store, owner, len(conversations))
-    made = await store.import_conversations(owner, conversations, [new_session_id() for _ in conversations])
-    return {"sessions": [_wire(c) for c in made]}
+    made = [
+        _wire(c)
+        for c in await store.import_conversations(
+            owner, conversations, [new_session_id() for _ in conversations]
+        )
+    ]
+    for session in made:  # at most IMPORT_MAX_SESSIONS (1,000): within a socket's inbox (1,024)
+        await _tell(request, owner, "created", session)
+    return {"sessions": made}

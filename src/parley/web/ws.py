@@ -5,7 +5,11 @@ Client -> server: `{"type":"ping"}`, `{"type":"chat","message":...,"language"?,"
 event that answers the frame, so a client can tell which of its sends an error is about.
 Server -> client: `connected`, `pong`, and the session events of `sessions/events.py`, each
 with its bus `eventId`; a client reconnecting with `?after=<eventId>` gets what it missed (its
-`connected` says `resumed`, false when the bus no longer keeps that event: reload the history). A bad frame
+`connected` says `resumed`, false when the bus no longer keeps that event: reload the history).
+Beside them every socket of a user hears the user's `conversations` events (a conversation
+created, renamed, deleted or updated, whichever conversation the socket is on), from its
+`connected` on and without an `eventId`: they are not part of the session's resume, and a client
+that reconnects reloads the list instead. A bad frame
 gets an `error` event naming the field; only an oversized frame, a socket too slow to keep up, or
 one the server cannot write to (1011) closes the connection.
 """
@@ -110,7 +114,10 @@ async def _serve_socket(websocket: WebSocket, svc: Services, key: SessionKey, af
     # this node follows the session (several nodes: it takes the session if its owner dies)
     await svc.directory.watch(key)
     sub = svc.bus.subscribe(key, after=after or mark)
+    # the user's channel: one subscription per socket, so the user's socket limit bounds them too
+    user_sub = svc.bus.subscribe(events.user_topic(owner_of(key)))
     writer: asyncio.Task[None] | None = None
+    user_writer: asyncio.Task[None] | None = None
     started = time.perf_counter()
     frames = 0
     limit = frame_limit(svc.settings)
@@ -119,11 +126,15 @@ async def _serve_socket(websocket: WebSocket, svc: Services, key: SessionKey, af
         # taken with no await after subscribing, so what the inbox gets is what came after it
         caught = session.catch_up() if mark is not None and sub.gap else []
         await sub.ready()
-        # sent before the writer starts, so before anything in the inbox
+        await user_sub.ready()
+        # sent before the writers start, so before anything in the inboxes
         await websocket.send_text(events.connected(session_id, resumed=not sub.gap if after else None).data)
         for event in caught:
             await websocket.send_text(event.data)
         writer = asyncio.create_task(_write(websocket, sub, session_id), name=f"ws-writer:{key}")
+        user_writer = asyncio.create_task(
+            _write(websocket, user_sub, session_id, with_ids=False), name=f"ws-user-writer:{key}"
+        )
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -146,11 +157,13 @@ async def _serve_socket(websocket: WebSocket, svc: Services, key: SessionKey, af
         log.exception("ws session=%s failed; closing the socket", session_id)
         await _close(websocket, WS_INTERNAL_ERROR, "server error; reconnect")
     finally:
-        if writer is not None:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+        for task in (writer, user_writer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         svc.bus.unsubscribe(sub)
+        svc.bus.unsubscribe(user_sub)
         svc.directory.unwatch(key)
         log.info(
             "ws session=%s frames=%d duration_ms=%.0f overflowed=%s",
@@ -183,8 +196,9 @@ async def _deny(websocket: WebSocket, exc: ParleyError) -> None:
         await websocket.close(WS_POLICY_VIOLATION, exc.message[:120])
 
 
-async def _write(websocket: WebSocket, sub: Subscription, session_id: str) -> None:
-    """This socket's writer: drains its own inbox so a slow socket only delays itself.
+async def _write(websocket: WebSocket, sub: Subscription, session_id: str, *, with_ids: bool = True) -> None:
+    """A writer of this socket: drains one inbox (the session's, or the user's `with_ids=False`:
+    its ids are another topic's, which a resume must not see) so a slow socket only delays itself.
 
     It never ends silently: an event it cannot send closes the socket (1011), so the client
     reconnects instead of waiting on an open socket that no longer receives anything.
@@ -196,7 +210,7 @@ async def _write(websocket: WebSocket, sub: Subscription, session_id: str) -> No
             if not event:
                 await websocket.close(WS_TRY_AGAIN_LATER, "client too slow; reconnect")
                 return
-            if sub.last_id != seen:
+            if with_ids and sub.last_id != seen:
                 # a bus event: its id rides along, so a client that reconnects resumes after it
                 seen = sub.last_id
                 await websocket.send_text(f'{{"eventId":"{seen}",{event[1:]}')
