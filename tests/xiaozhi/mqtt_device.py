@@ -80,7 +80,9 @@ class MqttDevice:
     async def publish(self, payload: str | bytes) -> None:
         await self.client.publish(self.block["publish_topic"], payload)
 
-    async def open_audio(self, features: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def open_audio(
+        self, features: dict[str, Any] | None = None, timeout: float = 10.0
+    ) -> dict[str, Any]:
         """hello with transport udp; the server's hello gives the UDP address, key and nonce."""
         await self.send(
             {
@@ -91,7 +93,7 @@ class MqttDevice:
                 "audio_params": {"format": "opus", "sample_rate": 16000, "channels": 1, "frame_duration": 60},
             }
         )
-        self.hello = await self.until_json("hello", timeout=10)
+        self.hello = await self.until_json("hello", timeout=timeout)
         udp = self.hello["udp"]
         self.key, self.nonce = bytes.fromhex(udp["key"]), bytes.fromhex(udp["nonce"])
         assert len(self.key) == 16 and len(self.nonce) == 16

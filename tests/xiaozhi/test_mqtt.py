@@ -7,21 +7,28 @@ has its own topic prefix, so runs in parallel never see each other's messages.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import httpx
+import numpy as np
 import pytest
 
 from parley.config import Settings
 from parley.providers.factory import build_vad
 from parley.providers.testing import EchoChat
 from parley.providers.testing_voice import FixedLatencySTT, FixedLatencyTTS
-from parley.standins.server import BackgroundServer
+from parley.standins.server import BackgroundServer, free_port
 from parley.xiaozhi.mqtt import MqttGateway
-from tests.conftest import ServerFactory, make_settings, require_service
+from parley.xiaozhi.udp import opus_duration_ms
+from tests.conftest import ServerFactory, make_settings, require_service, require_tool
 from tests.xiaozhi.conftest import Speech
 from tests.xiaozhi.device import Decoder, history, opus_packets, ota
 from tests.xiaozhi.mqtt_device import MqttDevice
@@ -268,3 +275,115 @@ async def test_goodbye_ends_the_session_both_ways(server: BackgroundServer, devi
         assert removed.status_code == 200, removed.text
     goodbye = await device.until_json("goodbye")
     assert goodbye["session_id"] == hello["session_id"]
+
+
+class Broker:
+    """A Mosquitto of the test's own on a free port, to stop and start again."""
+
+    def __init__(self, path: Path) -> None:
+        self.port = free_port()
+        self.config = path / "mosquitto.conf"
+        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["mosquitto", "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Broker]:
+    require_tool("mosquitto", "a broker of the test's own, stopped and started again")
+    broker = Broker(tmp_path)
+    yield broker
+    broker.stop()
+
+
+async def answered_hello(block: dict[str, Any], deadline: float) -> MqttDevice:
+    """Say hello until Parley (reconnecting to the broker at its own pace) answers: a poll, with a
+    deadline, of two other processes."""
+    while True:
+        device: MqttDevice | None = None
+        try:
+            device = await MqttDevice.connect(block)
+            await device.open_audio(timeout=1.0)
+            return device
+        except (TimeoutError, OSError, aiomqtt.MqttError) as exc:  # the broker is not up, or Parley not back
+            if device is not None:
+                await device.close()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Parley did not answer a hello through the broker: {exc!r}") from exc
+            await asyncio.sleep(0.2)
+
+
+async def test_parley_connects_again_when_the_broker_comes_back(
+    serve: ServerFactory, tmp_path: Path, own_broker: Broker
+) -> None:
+    settings = make_settings(
+        tmp_path / "data",
+        vad="silero",
+        mqtt_url=f"mqtt://127.0.0.1:{own_broker.port}",
+        mqtt_topic_prefix="test-" + secrets.token_hex(6),
+        udp_bind="127.0.0.1",
+        udp_port=0,
+        udp_host="127.0.0.1",
+    )
+    # the broker is down when Parley starts: it starts anyway, and keeps trying
+    server = serve(
+        chat=EchoChat(),
+        stt=FixedLatencySTT(),
+        tts=FixedLatencyTTS(),
+        vad=build_vad(settings),
+        settings=settings,
+    )
+    block = (await ota(server.url, MAC, "c-1")).json()["mqtt"]
+    assert block["endpoint"] == f"127.0.0.1:{own_broker.port}"  # the request's host, the broker's port
+    own_broker.start()
+    device = await answered_hello(block, time.monotonic() + 30)
+    await device.send({"type": "listen", "state": "detect", "text": "first"})
+    assert (await device.until_json("stt"))["text"] == "first"
+    await device.close()
+    own_broker.stop()
+    own_broker.start()
+    device = await answered_hello(block, time.monotonic() + 30)
+    await device.send({"type": "listen", "state": "detect", "text": "second"})
+    assert (await device.until_json("stt"))["text"] == "second"
+    await device.close()
+    # the session the broker's loss ended is gone: one session, the newest
+    assert len(gateway_of(server).channels) == 1
+
+
+def test_the_opus_length_check_knows_real_packets_and_refuses_most_noise() -> None:
+    rng = np.random.default_rng(5)
+    speech = rng.normal(0, 3000, 16000).astype("<i2").tobytes()
+    assert {opus_duration_ms(p) for p in opus_packets(speech)} == {60.0}
+    assert opus_duration_ms(bytes([11 << 3])) == 60.0  # SILK wideband, one 60 ms frame
+    assert opus_duration_ms(bytes([(31 << 3) | 3, 3])) == 60.0  # CELT, three 20 ms frames
+    assert opus_duration_ms(bytes([(31 << 3) | 1, 0])) is None  # two equal frames, odd payload
+    assert opus_duration_ms(b"") is None
+    noise = [rng.bytes(80) for _ in range(4000)]
+    passed = sum(opus_duration_ms(n) == 60.0 for n in noise)
+    assert passed < len(noise) * 0.05, f"{passed} of {len(noise)} noise packets pass as 60 ms Opus"
+
+
+async def test_a_flood_of_bad_messages_ends_the_session_with_goodbye(
+    server: BackgroundServer, devices: Connect
+) -> None:
+    device = await devices()
+    hello = await device.open_audio()
+    for _ in range(50):  # connection.MAX_BAD_FRAMES in a row
+        await device.publish("{not json")
+    alerts = [await device.until_json("alert"), await device.until_json("alert")]
+    assert [a["session_id"] for a in alerts] == [hello["session_id"]] * 2  # the first and the last
+    goodbye = await device.until_json("goodbye")
+    assert goodbye["session_id"] == hello["session_id"]
+    # the device may open a new session at once
+    again = await device.open_audio()
+    assert again["session_id"] != hello["session_id"]
