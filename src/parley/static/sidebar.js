@@ -108,7 +108,14 @@ function titleOf(c) {
   return c.title || "New conversation";
 }
 
+let renaming = false; // a title is being edited in place: redrawing would take its field away
+let drawLater = false;
+
 function draw() {
+  if (renaming) {
+    drawLater = true; // once the rename is done
+    return;
+  }
   const items = conversations.filter((c) => !pendingDeletes.has(c.sessionId)).map(item);
   view.list.replaceChildren(...items);
   view.more.hidden = !next;
@@ -263,6 +270,7 @@ function startRename(c, li) {
   li.prepend(input);
   input.focus();
   input.select();
+  renaming = true;
   let done = false;
   const finish = async (save) => {
     if (done) return;
@@ -276,6 +284,11 @@ function startRename(c, li) {
     }
     input.remove();
     link.hidden = false;
+    renaming = false;
+    if (drawLater) {
+      drawLater = false;
+      draw();
+    }
   };
   input.addEventListener("keydown", (e) => {
     if (e.key === "Enter") {
