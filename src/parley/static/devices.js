@@ -23,9 +23,13 @@ const view = {
   empty: $("devices-empty"),
 };
 
+// Whether a device is online changes without an event to the page: look again now and then.
+const POLL_MS = 15_000;
+
 let app = { open: () => {} };
 let devices = [];
 let loadSeq = 0;
+let pollTimer = 0;
 
 /** A device's conversation: the session id its talk is stored under. */
 export function deviceSession(deviceId) {
@@ -270,11 +274,19 @@ export function showDevices() {
   say("");
   showBindError("");
   load();
+  clearInterval(pollTimer);
+  pollTimer = setInterval(() => document.visibilityState === "visible" && !editingAny() && load(), POLL_MS);
   view.title.focus();
 }
 
 export function hideDevices() {
   view.page.hidden = true;
+  clearInterval(pollTimer);
+}
+
+/** A name is being edited in place: a redraw would take the field away. */
+function editingAny() {
+  return view.list.querySelector(".device-rename") !== null;
 }
 
 /** `open(sessionId)` shows a conversation (a device's). */
@@ -283,6 +295,6 @@ export function initDevices(hooks) {
   view.form.addEventListener("submit", bind);
   // Online state changes while the page is away: look again when it is shown.
   document.addEventListener("visibilitychange", () => {
-    if (document.visibilityState === "visible" && !view.page.hidden) load();
+    if (document.visibilityState === "visible" && !view.page.hidden && !editingAny()) load();
   });
 }
