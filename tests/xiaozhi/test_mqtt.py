@@ -20,12 +20,15 @@ import aiomqtt
 import httpx
 import numpy as np
 import pytest
+from starlette.applications import Starlette
 
 from parley.config import Settings
+from parley.errors import ConfigError
 from parley.providers.factory import build_vad
 from parley.providers.testing import EchoChat
 from parley.providers.testing_voice import FixedLatencySTT, FixedLatencyTTS
 from parley.standins.server import BackgroundServer, free_port
+from parley.web.xiaozhi import start_mqtt
 from parley.xiaozhi.mqtt import MqttGateway
 from parley.xiaozhi.udp import opus_duration_ms
 from tests.conftest import ServerFactory, make_settings, require_service, require_tool
@@ -387,3 +390,19 @@ async def test_a_flood_of_bad_messages_ends_the_session_with_goodbye(
     # the device may open a new session at once
     again = await device.open_audio()
     assert again["session_id"] != hello["session_id"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"mqtt_url": "http://127.0.0.1:1883"}, "PARLEY_MQTT_URL"),
+        ({"mqtt_url": "mqtt://127.0.0.1:1883"}, "PARLEY_UDP_HOST"),  # nowhere to tell devices to send audio
+    ],
+)
+async def test_settings_that_cannot_work_are_refused_at_start(
+    tmp_path: Path, overrides: dict[str, Any], field: str
+) -> None:
+    settings = make_settings(tmp_path / "data", **overrides)
+    with pytest.raises(ConfigError) as refused:
+        await start_mqtt(Starlette(), settings)
+    assert refused.value.field == field

@@ -168,8 +168,6 @@ class MqttGateway:
         self.open_session = open_session
         self.client_id = client_id
         self.channels: dict[str, MqttChannel] = {}
-        #: set while subscribed to the devices' topics
-        self.ready = asyncio.Event()
         #: set once the first connection has been tried (start-up waits for it)
         self.attempted = asyncio.Event()
         self.dropped = 0
@@ -190,10 +188,15 @@ class MqttGateway:
         self.udp.close()
 
     async def publish(self, topic: str, text: str) -> None:
+        import aiomqtt
+
         client = self._client
         if client is None:
             raise ConnectionError("not connected to the MQTT broker")
-        await client.publish(topic, text.encode("utf-8"))
+        try:
+            await client.publish(topic, text.encode("utf-8"))
+        except aiomqtt.MqttError as exc:
+            raise ConnectionError(f"the MQTT broker refused a message ({exc})") from exc
 
     async def _run(self) -> None:
         import aiomqtt
@@ -211,7 +214,6 @@ class MqttGateway:
                 ) as client:
                     await client.subscribe(f"{self.prefix}/up/+")
                     self._client = client
-                    self.ready.set()
                     self.attempted.set()
                     if failures:
                         log.warning("MQTT broker answers again after %d failed attempts", failures)
@@ -229,7 +231,6 @@ class MqttGateway:
             finally:
                 self.attempted.set()
                 self._client = None
-                self.ready.clear()
                 for channel in list(self.channels.values()):
                     channel.gone()
             failures += 1
