@@ -17,8 +17,8 @@ from typing import Any
 
 from parley.errors import ProviderUnavailable
 from parley.providers.http import UpstreamResponse
-from parley.providers.llm import ChatDelta, Usage
-from parley.providers.wire import finish_reason_of, usage_of
+from parley.providers.llm import TOOL_CALLS, ChatDelta, Usage
+from parley.providers.wire import ToolCallPieces, finish_reason_of, usage_of
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
@@ -105,13 +105,16 @@ async def chat_deltas(
     decode: Callable[[str], dict[str, Any]],
     text_of: Callable[[dict[str, Any]], str],
     source: str,
+    tools: bool = False,
 ) -> AsyncGenerator[ChatDelta, None]:
     """The deltas of an OpenAI-style chat stream: text as it comes, then the usage and the
     finish reason (`choices[0].finish_reason`: "length" when max_tokens cut the reply) if sent.
 
     `decode` turns one `data:` payload into an event (raising on an error event), `text_of`
-    picks its text. A stream that ends before `[DONE]` was cut off: `ProviderUnavailable`.
+    picks its text. With `tools` the calls the model made come whole on the last delta. A stream
+    that ends before `[DONE]` was cut off: `ProviderUnavailable`.
     """
+    calls = ToolCallPieces(source) if tools else None
     usage: Usage | None = None
     reason: str | None = None
     finished = False
@@ -127,7 +130,12 @@ async def chat_deltas(
                 yield ChatDelta(text=text)
             usage = usage_of(event) or usage
             reason = finish_reason_of(event) or reason
+            if calls is not None:
+                calls.feed(event)
     if not finished:
         raise ProviderUnavailable(f"{source} stream ended before the reply was complete")
-    if usage is not None or reason is not None:
-        yield ChatDelta(usage=usage, finish_reason=reason)
+    called = calls.calls() if calls is not None else ()
+    if called and reason is None:
+        reason = TOOL_CALLS  # Workers AI's own stream does not say why it stopped
+    if usage is not None or reason is not None or called:
+        yield ChatDelta(usage=usage, finish_reason=reason, tool_calls=called)

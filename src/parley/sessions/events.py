@@ -99,6 +99,22 @@ def turn_failed(session_id: str, msg: Message, error: dict[str, Any]) -> Event:
     return Event.make("error", sessionId=session_id, turnId=msg.turn_id, error=error, message=msg.to_wire())
 
 
+def tool_call(
+    session_id: str, turn_id: str, message_id: int, name: str, arguments: str, result: str, is_error: bool
+) -> Event:
+    """A tool the model called while writing reply `messageId`, and what it answered."""
+    return Event.make(
+        "tool_call",
+        sessionId=session_id,
+        turnId=turn_id,
+        messageId=message_id,
+        name=name,
+        arguments=arguments,
+        result=result,
+        isError=is_error,
+    )
+
+
 def turn_dropped(session_id: str, turn_id: str, error: dict[str, Any], client_id: str | None = None) -> Event:
     """A turn that ended before its reply was stored (the server stopped while it waited or began).
 

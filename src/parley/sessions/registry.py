@@ -16,6 +16,7 @@ from parley.bus.base import Bus
 from parley.errors import InvalidInput
 from parley.providers.llm import ChatProvider, Usage
 from parley.sessions.session import ChatSession, SessionConfig
+from parley.sessions.tools import Toolbox
 from parley.store.base import Store
 
 log = logging.getLogger("parley.sessions")
@@ -70,6 +71,8 @@ class SessionRegistry:
         #: the fencing token a new live session writes with (sessions/cluster.py sets it: a node's
         #: own sessions get their lease's token, any other 0, which the store always refuses)
         self.fence_of: Callable[[str], int | None] = lambda key: None
+        #: tools lent to sessions by key for a while (a connected device's MCP tools)
+        self._toolboxes: dict[str, Toolbox] = {}
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -92,10 +95,20 @@ class SessionRegistry:
                 on_usage=self._on_usage,
                 on_turn=self._on_turn,
                 fence_of=lambda key: self.fence_of(key),
+                toolbox_of=self._toolboxes.get,
             )
             self._sessions[key] = session
         session.last_active = self._clock()
         return session
+
+    def lend_tools(self, key: str, toolbox: Toolbox) -> None:
+        """From now on the turns of `key` offer these tools (replacing any lent before)."""
+        self._toolboxes[key] = toolbox
+
+    def withdraw_tools(self, key: str, toolbox: Toolbox) -> None:
+        """The tools are gone (their device disconnected); a newer lender's stay."""
+        if self._toolboxes.get(key) is toolbox:
+            del self._toolboxes[key]
 
     def start(self) -> None:
         if self._reaper is None:

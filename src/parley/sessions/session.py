@@ -13,16 +13,17 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 
 from parley.bus.base import Bus
 from parley.errors import BusUnavailable, Busy, Fenced, NotFound, ParleyError, ProviderError, TurnCancelled
 from parley.language import reply_instruction
-from parley.providers.llm import ChatMessage, ChatProvider, ChatRequest, Usage
+from parley.providers.llm import ChatDelta, ChatMessage, ChatProvider, ChatRequest, ToolCall, Usage
 from parley.sessions import events
 from parley.sessions.events import Event
 from parley.sessions.keys import owner_of, public_id
+from parley.sessions.tools import MAX_TOOL_ROUNDS, Toolbox, use_tool
 from parley.sessions.turn import Turn, TurnState
 from parley.store.base import Message, MessageStatus, Store
 from parley.store.conversations import ConversationStore
@@ -76,6 +77,7 @@ class ChatSession:
         on_usage: Callable[[str, Usage], Awaitable[None]] | None = None,
         on_turn: Callable[[str, str], Awaitable[None]] | None = None,
         fence_of: Callable[[str], int | None] = lambda key: None,
+        toolbox_of: Callable[[str], Toolbox | None] = lambda key: None,
     ) -> None:
         #: the session key (`<owner>/<id>`, sessions/keys.py): what the store and the bus know it by
         self.key = key
@@ -108,6 +110,7 @@ class ChatSession:
         #: announcements under way, each after the one before it (cancelled by aclose)
         self._announcing: set[asyncio.Task[None]] = set()
         self._last_announcement: asyncio.Task[None] | None = None
+        self._toolbox_of = toolbox_of
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -117,6 +120,12 @@ class ChatSession:
         sessions/cluster.py; None: one process). Every write carries it, and the store refuses it
         once another node took the session."""
         return self._fence_of(self.key)
+
+    @property
+    def toolbox(self) -> Toolbox | None:
+        """The tools this session's turns offer the model now (a connected device's: the registry
+        lends them, `SessionRegistry.lend_tools`), or None."""
+        return self._toolbox_of(self.key)
 
     @property
     def busy(self) -> bool:
@@ -131,11 +140,13 @@ class ChatSession:
         client_id: str | None = None,
         replace_from: int | None = None,
         turn_id: str | None = None,
+        relay: AsyncIterator[ChatDelta] | None = None,
     ) -> Turn:
         """Queue a turn and return at once; await `turn.done` for the stored reply.
 
         `replace_from`: the id of an earlier user message this turn edits (or re-asks, to
         regenerate its reply); it and every later message become `replaced` when the turn is stored.
+        `relay`: the reply's text comes from it, not from the session's model (a voice bridge).
         """
         if self._closed:
             raise ParleyError("session is closing")
@@ -152,6 +163,7 @@ class ChatSession:
             language=language,
             client_id=client_id,
             replace_from=replace_from,
+            relay=relay,
         )
         if turn_id is not None:
             turn.id = turn_id  # chosen by the node that handed the turn over (sessions/cluster.py)
@@ -170,8 +182,8 @@ class ChatSession:
             turn = next((t for t in self._queue if t.id == turn_id), None)
             if turn is None:
                 raise NotFound(f"no running or queued turn {turn_id!r} in this session", field="turnId")
-        if turn is None:
-            return None
+        if turn is None or turn.done.done():
+            return None  # a turn that has ended (its reply stored) is past stopping
         turn.stop_requested = True
         if turn.stream_task is not None:
             turn.stream_task.cancel()
@@ -562,9 +574,64 @@ class ChatSession:
         """Stream the model's reply into `turn.parts` and `chunk` events, once `released`.
 
         Runs from before the turn's writes commit: a delta that comes sooner waits at the gate
-        (and the upstream with it, for the moment the commit takes).
+        (and the upstream with it, for the moment the commit takes). When the session has a
+        toolbox and the model calls its tools, each call is made (sessions/tools.py) and the model
+        goes on with their results: one reply, several model calls.
         """
-        stream = self._chat.stream(request)
+        toolbox = self.toolbox if self._chat.supports_tools and turn.relay is None else None
+        offered = list(toolbox.tools()) if toolbox is not None else []
+        messages = list(request.messages)
+        spent: list[Usage] = []
+        for round_ in range(MAX_TOOL_ROUNDS + 1):
+            # the last round offers no tools: the model must answer in words
+            tools = offered if round_ < MAX_TOOL_ROUNDS else []
+            start = len(turn.parts)
+            calls = await self._stream_once(
+                turn, replace(request, messages=messages, tools=tools), spent, reasons, released
+            )
+            if not calls or toolbox is None:
+                break
+            await released.wait()
+            assert turn.message_id is not None
+            messages.append(ChatMessage("assistant", "".join(turn.parts[start:]), tool_calls=calls))
+            for call in calls:
+                result = await use_tool(toolbox, call)
+                await self._emit(
+                    turn,
+                    events.tool_call(
+                        self.id,
+                        turn.id,
+                        turn.message_id,
+                        call.name,
+                        call.arguments,
+                        result.text,
+                        result.is_error,
+                    ),
+                )
+                messages.append(ChatMessage("tool", result.text, tool_call_id=call.id, name=call.name))
+        if len(spent) > 1:  # the turn's usage is every model call's
+            usage.append(
+                Usage(
+                    sum(u.prompt_tokens for u in spent),
+                    sum(u.completion_tokens for u in spent),
+                    sum(u.total_tokens for u in spent),
+                )
+            )
+        else:
+            usage.extend(spent)
+
+    async def _stream_once(
+        self,
+        turn: Turn,
+        request: ChatRequest,
+        usage: list[Usage],
+        reasons: list[str],
+        released: asyncio.Event,
+    ) -> tuple[ToolCall, ...]:
+        """One model call of the reply; returns the tools it called (none: the reply is written)."""
+        calls: tuple[ToolCall, ...] = ()
+        # a relayed reply (a voice bridge's) is written elsewhere: no model call, no tools
+        stream = turn.relay if turn.relay is not None else self._chat.stream(request)
         try:
             async for delta in stream:
                 if delta.text and turn.first_token_at is None:
@@ -583,12 +650,14 @@ class ChatSession:
                     usage.append(delta.usage)
                 if delta.finish_reason is not None:
                     reasons.append(delta.finish_reason)
+                calls += delta.tool_calls
         finally:
             # Close the provider's generator now, not at garbage collection: a stop that lands
             # between two deltas must end the upstream call (or the local model's thread) at once.
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
+        return calls
 
     async def _finish(
         self,

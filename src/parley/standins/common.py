@@ -6,7 +6,11 @@ audio bytes), so the provider under test sends exactly what it would send in pro
     #error:NNNN       answer with that error code instead of a reply
     #sleep:SECONDS    wait before the first token (or before the transcript)
     #fail-midstream   drop the connection after two tokens
+    #tool:NAME{json}  call tool NAME with those arguments, when the request offers a tool of that
+                      name (in a tool's result too: the model calls again)
     SAY:<text>        (audio only) the transcript to return
+
+A request whose last message is a tool's result is answered "The tool said: <result>".
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ _ERROR = re.compile(r"#error:(\w+)")
 _SLEEP = re.compile(r"#sleep:(\d+(?:\.\d+)?)")
 _SAY = re.compile(rb"SAY:([\x20-\x7e]+)")
 _TOKEN = re.compile(r"\s*\S+")
+_TOOL = re.compile(r"#tool:([\w.-]+)([\[{].*[\]}])?")
 
 
 @dataclass(slots=True, frozen=True)
@@ -74,6 +79,42 @@ def last_user_text(messages: Any) -> str:
                 content = message.get("content")
                 return content if isinstance(content, str) else json.dumps(content)
     return ""
+
+
+def tool_call_in(payload: dict[str, Any]) -> tuple[str, str] | None:
+    """(name, arguments JSON) of the `#tool:` trigger in the last user message (or in the tool
+    result the request ends with: a model that calls again), if the request offers a tool of that
+    name (OpenAI's `tools` shape, or Workers AI's bare `{name, ...}`)."""
+    messages = payload.get("messages")
+    if not isinstance(messages, list):
+        return None
+    result = tool_result_in(messages)
+    match = _TOOL.search(result if result is not None else last_user_text(messages))
+    if match is None:
+        return None
+    offered = set()
+    for tool in payload.get("tools") or ():
+        if isinstance(tool, dict):
+            nested = tool.get("function")
+            offered.add((nested if isinstance(nested, dict) else tool).get("name"))
+    if match.group(1) not in offered:
+        return None
+    return match.group(1), match.group(2) or "{}"
+
+
+def tool_result_in(messages: Any) -> str | None:
+    """The content of the last message when it is a tool's result."""
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        last = messages[-1]
+        if last.get("role") == "tool":
+            return str(last.get("content") or "")
+    return None
+
+
+def reply_text(messages: Any) -> str:
+    """What the stand-ins answer: the user's words said back, or the result of the tool called."""
+    result = tool_result_in(messages)
+    return f"The tool said: {result}" if result is not None else "You said: " + last_user_text(messages)
 
 
 def sse(payload: Any) -> bytes:

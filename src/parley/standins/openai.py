@@ -45,8 +45,10 @@ from parley.standins.common import (
     pause,
     quiet_aborts,
     record,
+    reply_text,
     sse,
     tokens_of,
+    tool_call_in,
     transcript_of,
     triggers_in,
     triggers_in_audio,
@@ -240,7 +242,7 @@ def create_app(
         if triggers.error is not None:
             return triggered_error(triggers.error, presented_key(request) if echo_key else None)
         limit = payload.get("max_completion_tokens") or payload.get("max_tokens")
-        tokens = tokens_of("You said: " + said)
+        tokens = tokens_of(reply_text(payload["messages"]))
         truncated = isinstance(limit, int) and len(tokens) > limit
         tokens = tokens[:limit] if isinstance(limit, int) else tokens
         prompt = sum(
@@ -257,6 +259,8 @@ def create_app(
             "model": payload["model"],
         }
         finish = "length" if truncated else "stop"
+        if (called := tool_call_in(payload)) is not None:
+            return await tool_reply(request, head, called, payload, first_token_delay + triggers.sleep)
         if not payload.get("stream"):
             await pause(request, first_token_delay + triggers.sleep)
             message = {"role": "assistant", "content": "".join(tokens)}
@@ -300,6 +304,46 @@ def create_app(
         if usage is not None:
             yield sse(head | {"object": "chat.completion.chunk", "choices": [], "usage": usage})
         yield sse("[DONE]")
+
+    async def tool_reply(
+        request: Request, head: dict[str, Any], called: tuple[str, str], payload: dict[str, Any], delay: float
+    ) -> Response:
+        """A reply that calls a tool: whole in a completion, or streamed as OpenAI streams one (the
+        id and name first, then the arguments in pieces, then finish_reason "tool_calls")."""
+        name, arguments = called
+        call_id = f"call_{secrets.token_hex(8)}"
+        function = {"name": name, "arguments": arguments}
+        usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+        await pause(request, delay)
+        if not payload.get("stream"):
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": call_id, "type": "function", "function": function}],
+            }
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+            return JSONResponse(head | {"object": "chat.completion", "choices": [choice], "usage": usage})
+
+        async def chunks() -> AsyncGenerator[bytes, None]:
+            def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+                choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+                return sse(head | {"object": "chat.completion.chunk", "choices": [choice]})
+
+            first = {
+                "index": 0,
+                "id": call_id,
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+            yield chunk({"role": "assistant", "content": None, "tool_calls": [first]})
+            half = len(arguments) // 2
+            for piece in (arguments[:half], arguments[half:]):
+                yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+            yield chunk({}, "tool_calls")
+            yield sse(head | {"object": "chat.completion.chunk", "choices": [], "usage": usage})
+            yield sse("[DONE]")
+
+        return TrackedStream(request.app.state, chunks())
 
     async def transcriptions(request: Request) -> Response:
         form = await request.form()

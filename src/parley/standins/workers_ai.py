@@ -15,6 +15,7 @@ import asyncio
 import base64
 import binascii
 import hmac
+import json
 import random
 import string
 import time
@@ -36,8 +37,10 @@ from parley.standins.common import (
     pause,
     quiet_aborts,
     record,
+    reply_text,
     sse,
     tokens_of,
+    tool_call_in,
     transcript_of,
     triggers_in,
     triggers_in_audio,
@@ -140,8 +143,23 @@ def create_app(
         triggers = triggers_in(said)
         if triggers.error is not None:
             return envelope_error(_code(triggers.error))
+        if (called := tool_call_in(payload)) is not None:
+            # the documented result: no text, the calls in `tool_calls` (arguments an object)
+            await pause(request, first_token_delay + triggers.sleep)
+            name, arguments = called
+            calls = [{"name": name, "arguments": json.loads(arguments)}]
+            usage0 = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+            if not payload.get("stream"):
+                return envelope({"response": None, "tool_calls": calls, "usage": usage0})
+
+            async def called_stream() -> AsyncGenerator[bytes, None]:
+                yield sse({"response": "", "tool_calls": calls})
+                yield sse({"response": "", "usage": usage0})
+                yield sse("[DONE]")
+
+            return TrackedStream(request.app.state, called_stream())
         max_tokens = payload.get("max_tokens", 256)
-        tokens = tokens_of("You said: " + said)[: max_tokens if isinstance(max_tokens, int) else 256]
+        tokens = tokens_of(reply_text(messages))[: max_tokens if isinstance(max_tokens, int) else 256]
         prompt_tokens = sum(
             len(tokens_of(str(m.get("content", "")))) for m in messages if isinstance(m, dict)
         )

@@ -13,7 +13,14 @@ from parley.providers.http import UpstreamResponse
 from parley.providers.llm import ChatDelta, ChatProvider, ChatRequest
 from parley.providers.openai.client import OpenAIClient, upstream_error
 from parley.providers.sse import chat_deltas
-from parley.providers.wire import content_of, finish_reason_of, usage_of
+from parley.providers.wire import (
+    ToolCallPieces,
+    content_of,
+    finish_reason_of,
+    message_json,
+    tool_json,
+    usage_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +32,7 @@ class OpenAIChat(ChatProvider):
     """Streams `/chat/completions`. Owns `client`; cancelling the consumer closes the connection."""
 
     name = "openai"
+    supports_tools = True
 
     def __init__(self, client: OpenAIClient, *, model: str = DEFAULT_CHAT_MODEL) -> None:
         self.client = client
@@ -33,12 +41,14 @@ class OpenAIChat(ChatProvider):
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [message_json(m) for m in request.messages],
             "max_tokens": request.max_tokens,
             "stream": True,
             # Without this the usage is never sent on a streamed reply.
             "stream_options": {"include_usage": True},
         }
+        if request.tools:
+            body["tools"] = [tool_json(t) for t in request.tools]
         if request.temperature is not None:
             body["temperature"] = request.temperature
         if request.stop:
@@ -56,7 +66,11 @@ class OpenAIChat(ChatProvider):
                 return
             source = f"{self.client.where} ({self.model})"
             deltas = chat_deltas(
-                resp, decode=self._decode, text_of=lambda chunk: content_of(chunk, "delta"), source=source
+                resp,
+                decode=self._decode,
+                text_of=lambda chunk: content_of(chunk, "delta"),
+                source=source,
+                tools=bool(request.tools),
             )
             async with aclosing(deltas):
                 async for delta in deltas:
@@ -88,9 +102,11 @@ class OpenAIChat(ChatProvider):
         text = content_of(completion, "message")
         if text:
             yield ChatDelta(text=text)
+        calls = ToolCallPieces(self.client.where)
+        calls.feed(completion)
         usage, reason = usage_of(completion), finish_reason_of(completion)
-        if usage is not None or reason is not None:
-            yield ChatDelta(usage=usage, finish_reason=reason)
+        if usage is not None or reason is not None or calls.calls():
+            yield ChatDelta(usage=usage, finish_reason=reason, tool_calls=calls.calls())
 
     async def aclose(self) -> None:
         await self.client.aclose()

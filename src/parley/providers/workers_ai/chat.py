@@ -10,9 +10,9 @@ from typing import Any
 
 from parley.errors import ProviderError
 from parley.providers.http import UpstreamResponse
-from parley.providers.llm import LENGTH, ChatDelta, ChatProvider, ChatRequest
+from parley.providers.llm import LENGTH, TOOL_CALLS, ChatDelta, ChatProvider, ChatRequest
 from parley.providers.sse import chat_deltas
-from parley.providers.wire import content_of, usage_of
+from parley.providers.wire import ToolCallPieces, content_of, message_json, tool_json, usage_of
 from parley.providers.workers_ai.client import WorkersAIClient, map_error, upstream_error
 from parley.redact import redact
 
@@ -30,6 +30,7 @@ class WorkersAIChat(ChatProvider):
     """
 
     name = "workers-ai"
+    supports_tools = True
 
     def __init__(self, client: WorkersAIClient, *, model: str = DEFAULT_CHAT_MODEL) -> None:
         self.client = client
@@ -38,10 +39,12 @@ class WorkersAIChat(ChatProvider):
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         # `stop` is not part of the Workers AI text-generation input, so it is not sent.
         body: dict[str, Any] = {
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [message_json(m, tool_names=True) for m in request.messages],
             "max_tokens": request.max_tokens,
             "stream": True,
         }
+        if request.tools:
+            body["tools"] = [tool_json(t) for t in request.tools]
         if request.temperature is not None:
             body["temperature"] = request.temperature
         return body
@@ -56,7 +59,11 @@ class WorkersAIChat(ChatProvider):
                     yield delta
                 return
             deltas = chat_deltas(
-                resp, decode=self._decode, text_of=token_of, source=f"Workers AI ({self.model})"
+                resp,
+                decode=self._decode,
+                text_of=token_of,
+                source=f"Workers AI ({self.model})",
+                tools=bool(request.tools),
             )
             async with aclosing(deltas):
                 async for delta in deltas:
@@ -90,6 +97,11 @@ class WorkersAIChat(ChatProvider):
         text = token_of(result)
         if text:
             yield ChatDelta(text=text)
+        calls = ToolCallPieces(f"Workers AI ({self.model})")
+        calls.feed(result)
+        if calls.calls():
+            yield ChatDelta(usage=usage_of(result), finish_reason=TOOL_CALLS, tool_calls=calls.calls())
+            return
         usage = usage_of(result)
         if usage is not None:
             yield with_finish_reason(ChatDelta(usage=usage), request)
