@@ -26,7 +26,10 @@ class Tap:
         self.up: list[str | bytes] = []
         self.down: list[str | bytes] = []
         self.connections = 0
-        self._open: set[ServerConnection] = set()
+        #: the Device-Id of each socket, in the order they opened
+        self.devices: list[str] = []
+        #: open sockets of the bridge, with their Device-Id
+        self._open: dict[ServerConnection, str] = {}
         self._server: Server | None = None
         self.aborted = asyncio.Event()
 
@@ -51,15 +54,19 @@ class Tap:
     def up_audio(self) -> list[bytes]:
         return [m for m in self.up if isinstance(m, bytes)]
 
-    async def drop(self, code: int = 1011, reason: str = "upstream restarting") -> None:
-        """Close every socket of the bridge, as the upstream going away would."""
-        for ws in list(self._open):
-            await ws.close(code, reason)
+    async def drop(
+        self, code: int = 1011, reason: str = "upstream restarting", *, device: str | None = None
+    ) -> None:
+        """Close every socket of the bridge (or `device`'s), as the upstream going away would."""
+        for ws, device_id in list(self._open.items()):
+            if device in (None, device_id):
+                await ws.close(code, reason)
 
     async def _relay(self, ws: ServerConnection) -> None:
         self.connections += 1
-        self._open.add(ws)
         assert ws.request is not None
+        self._open[ws] = ws.request.headers.get("Device-Id", "")
+        self.devices.append(self._open[ws])
         headers = {name: ws.request.headers[name] for name in FORWARDED if name in ws.request.headers}
         try:
             async with websockets.connect(
@@ -74,7 +81,7 @@ class Tap:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
-            self._open.discard(ws)
+            self._open.pop(ws, None)
 
     async def _pump(self, source: Any, sink: Any, record: list[str | bytes]) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):

@@ -45,7 +45,7 @@ from parley.sessions import events as session_events
 from parley.sessions.events import Event
 from parley.sessions.keys import public_id
 from parley.sessions.registry import SessionRegistry
-from parley.sessions.turn import Turn
+from parley.sessions.turn import Turn, TurnState
 from parley.voice import events
 from parley.voice.pipeline import CallStage, CallState, VoiceConfig, new_call_id
 from parley.voice.playout import FRAME_BYTES, OUT_RATE, Playout, Segment
@@ -421,7 +421,8 @@ class BridgeCall:
 
     def _speech(self, message: Speech) -> None:
         if message.state == "start":
-            self._discarding = False
+            if self._discarding:
+                return  # the aborted reply's own start, sent before the abort landed
             if self._reply is None or self._reply.stopped:
                 self._begin(_Reply(turn=None))  # a reply to nothing heard here: spoken, not stored
         elif message.state == "sentence_start":
@@ -493,6 +494,8 @@ class BridgeCall:
                 feed = turn.watch()
                 while (event := await feed.get()) is not None:
                     self._emit(event, False)  # the session published it on the bus already
+                if turn.state is TurnState.COMPLETE:
+                    metrics.turns_total.labels("complete").inc()
                 if not reply.stopped and self._reply is reply:
                     # stopped elsewhere (another tab's stop): the server goes quiet too
                     self._reply = None
