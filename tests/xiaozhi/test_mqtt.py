@@ -8,6 +8,7 @@ has its own topic prefix, so runs in parallel never see each other's messages.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import secrets
 import subprocess
@@ -40,6 +41,7 @@ HEARD = "turn on the lights"
 SAYING = "Please turn on the kitchen lights."
 MAC = "aa:bb:cc:00:01:01"
 OTHER_MAC = "aa:bb:cc:00:01:02"
+THIRD_MAC = "aa:bb:cc:00:01:03"
 
 
 @pytest.fixture
@@ -284,10 +286,25 @@ class Broker:
     """A Mosquitto of the test's own on a free port, to stop and start again."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.port = free_port()
         self.config = path / "mosquitto.conf"
         self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
         self.process: subprocess.Popen[bytes] | None = None
+
+    def lock(self, acl: str, accounts: dict[str, str]) -> None:
+        """Accounts with passwords only, and `acl` as the ACL file."""
+        passwords, acl_file = self.path / "passwords", self.path / "acl"
+        passwords.touch()
+        for user, password in accounts.items():
+            subprocess.run(["mosquitto_passwd", "-b", str(passwords), user, password], check=True)
+        acl_file.write_text(acl)
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous false\n"
+            f"password_file {passwords}\nacl_file {acl_file}\n"
+            # as root it would become `mosquitto`, who cannot read the test's private directory
+            f"user {getpass.getuser()}\n"
+        )
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -406,3 +423,75 @@ async def test_settings_that_cannot_work_are_refused_at_start(
     with pytest.raises(ConfigError) as refused:
         await start_mqtt(Starlette(), settings)
     assert refused.value.field == field
+
+
+def readme_acl() -> str:
+    """The Mosquitto ACL file the README tells operators to use."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    return readme.split("its ACL file:\n\n```\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_readme_acl_keeps_each_device_to_its_own_topics(
+    serve: ServerFactory, tmp_path: Path, own_broker: Broker
+) -> None:
+    require_tool("mosquitto_passwd", "the accounts of the locked broker")
+    own_broker.lock(readme_acl(), {"parley": "parley-secret", "device": "device-secret"})
+    own_broker.start()
+    settings = make_settings(
+        tmp_path / "data",
+        vad="silero",
+        mqtt_url=f"mqtt://parley:parley-secret@127.0.0.1:{own_broker.port}",
+        mqtt_device_username="device",
+        mqtt_device_password="device-secret",
+        udp_bind="127.0.0.1",
+        udp_port=0,
+        udp_host="127.0.0.1",
+    )
+    server = serve(
+        chat=EchoChat(),
+        stt=FixedLatencySTT(),
+        tts=FixedLatencyTTS(),
+        vad=build_vad(settings),
+        settings=settings,
+    )
+    mine, other_block, snoop_block = [
+        (await ota(server.url, mac, "c-" + mac[-2:])).json()["mqtt"] for mac in (MAC, OTHER_MAC, THIRD_MAC)
+    ]
+    assert (mine["username"], mine["password"]) == ("device", "device-secret")
+    intruder = await answered_hello(mine, time.monotonic() + 30)
+    other = await MqttDevice.connect(other_block)
+    host, _, port = snoop_block["endpoint"].rpartition(":")
+    async with aiomqtt.Client(
+        host, int(port), identifier=snoop_block["client_id"], username="device", password="device-secret"
+    ) as snoop:
+        try:
+            for topic in (
+                "parley/#",
+                "parley/down/+",
+                other_block["subscribe_topic"],
+                snoop_block["subscribe_topic"],
+            ):
+                await snoop.subscribe(topic)
+            await other.open_audio()
+            # a device speaking for another: the broker drops it (acknowledged, so handled before what follows)
+            await intruder.client.publish(
+                other_block["publish_topic"],
+                json.dumps({"type": "listen", "state": "detect", "text": "forged"}),
+                qos=1,
+            )
+            await other.send({"type": "listen", "state": "detect", "text": "mine"})
+            assert (await other.until_json("stt"))["text"] == "mine"
+            await intruder.send({"type": "listen", "state": "detect", "text": "my own"})
+            assert (await intruder.until_json("stt"))["text"] == "my own"
+            # the snoop hears only its own topic: Parley's answer to it comes after all of the above
+            await snoop.publish(snoop_block["publish_topic"], "{not json")
+            heard: list[str] = []
+            async with asyncio.timeout(20):
+                async for message in snoop.messages:
+                    heard.append(str(message.topic))
+                    if json.loads(message.payload).get("type") == "alert":
+                        break
+            assert set(heard) == {snoop_block["subscribe_topic"]}
+        finally:
+            await intruder.close()
+            await other.close()
