@@ -97,6 +97,7 @@ class Bridge:
     calls: CallRegistry
     store: SQLiteStore
     http: Any
+    sessions: SessionRegistry
 
     def call(self, client: Client) -> BridgeCall:
         call = self.calls._peers[client.call_id]._call
@@ -137,7 +138,7 @@ async def bridging(tmp_path: Path, ota_url: str) -> AsyncIterator[Bridge]:
     )
     try:
         async with http_client(calls) as http:
-            yield Bridge(calls, store, http)
+            yield Bridge(calls, store, http, sessions)
     finally:
         await calls.aclose()
         await sessions.aclose()
@@ -253,6 +254,27 @@ async def test_speaking_over_the_reply_sends_abort_upstream_and_keeps_what_was_h
                 f"\nbridged barge-in: decided -> silent {(barge_in.flushed_at - barge_in.decided_at) * 1000:.2f} ms, "
                 f"abort sent -> the upstream's tts stop {upstream_ms}"
             )
+        finally:
+            await bridge.http.post("/api/hangup", json={"callId": client.call_id})
+            await client.close()
+
+
+async def test_a_reply_stopped_from_another_tab_silences_the_upstream_too(
+    serve: ServerFactory, tmp_path: Path, speech: Speech
+) -> None:
+    async with upstream(serve, tmp_path, secs_per_char=0.25) as up, bridging(tmp_path, up.ota_url) as bridge:
+        client = await dial(bridge.http, SID)
+        try:
+            await bridge.call(client).connected.wait()
+            await client.mic.flowing.wait()
+            client.mic.say(speech(SAYING))
+            await client.until("assistant_started_speaking", timeout=30)
+            assert bridge.sessions.get(session_key(LOCAL_USER.id, SID)).stop() is not None  # /api/stop
+            async with asyncio.timeout(20):
+                await up.tap.aborted.wait()
+            await client.until("cancelled", timeout=20)
+            history = await bridge.history()
+            assert history[0] == ("user", HEARD, "complete") and history[1][2] == "cancelled"
         finally:
             await bridge.http.post("/api/hangup", json={"callId": client.call_id})
             await client.close()

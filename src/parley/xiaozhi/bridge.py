@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parley import metrics
+from parley.audio.pcm import SAMPLE_WIDTH
 from parley.errors import ParleyError, ProviderError, ProviderUnavailable
 from parley.providers.llm import ChatDelta
 from parley.providers.vad import SpeechModel
@@ -47,7 +48,7 @@ from parley.sessions.keys import public_id
 from parley.sessions.registry import SessionRegistry
 from parley.sessions.turn import Turn, TurnState
 from parley.voice import events
-from parley.voice.pipeline import CallStage, CallState, VoiceConfig, new_call_id
+from parley.voice.pipeline import MAX_INBOX_SECONDS, CallStage, CallState, VoiceConfig, new_call_id
 from parley.voice.playout import FRAME_BYTES, OUT_RATE, Playout, Segment
 from parley.voice.vad_stream import VADStream
 from parley.xiaozhi.identity import Identity
@@ -103,6 +104,13 @@ class _Reply:
             self.relay.put_nowait(error)
             self.ended.set()
 
+    def cut(self) -> None:
+        """A barge-in: the relay is not ended (that would store the whole reply as complete); the
+        session stops the turn, keeping what was heard."""
+        self.stopped = True
+        self.interrupted = True
+        self.ended.set()
+
 
 def uplink_encoder() -> OpusEncoder:
     """The call's 16 kHz input (what the transport pushes) -> 16 kHz Opus packets of exactly 60 ms."""
@@ -153,6 +161,7 @@ class BridgeCall:
         self._encoder = uplink_encoder()
         self._decoder = downlink_decoder()
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._inbox_bytes = 0
         self._uplink: deque[bytes] = deque(maxlen=PENDING_PACKETS)
         self._uplink_ready = asyncio.Event()
         self._outbox: asyncio.Queue[tuple[Event, bool]] = asyncio.Queue()
@@ -187,8 +196,14 @@ class BridgeCall:
 
     def push(self, pcm: bytes) -> None:
         """16 kHz mono s16le input as it arrives (any size); never blocks."""
-        if self.state is CallState.OPEN and pcm:
-            self._inbox.put_nowait(pcm)
+        if self.state is not CallState.OPEN or not pcm:
+            return
+        self._inbox.put_nowait(pcm)
+        self._inbox_bytes += len(pcm)
+        while self._inbox_bytes > MAX_INBOX_SECONDS * UPLINK_RATE * SAMPLE_WIDTH:
+            dropped = self._inbox.get_nowait()
+            self._inbox_bytes -= len(dropped)
+            log.warning("bridge call=%s is behind its input; dropped %d bytes", self.id, len(dropped))
 
     def read_frame(self) -> bytes | None:
         return self.playout.read_frame()
@@ -259,6 +274,7 @@ class BridgeCall:
             while not self._inbox.empty():
                 pieces.append(self._inbox.get_nowait())
             pcm = b"".join(pieces)
+            self._inbox_bytes -= len(pcm)
             for packet in self._encoder.encode(pcm):
                 self._uplink.append(packet)
                 self._uplink_ready.set()
@@ -287,7 +303,7 @@ class BridgeCall:
         metrics.barge_in_seconds.observe(flushed - decided)
         metrics.turns_total.labels("interrupted").inc()
         if reply is not None:
-            reply.interrupted = True
+            reply.cut()
             if reply.speaking:
                 turn_id = reply.turn.id if reply.turn is not None else ""
                 self._emit(
@@ -297,7 +313,6 @@ class BridgeCall:
             if reply.turn is not None:
                 log.info("bridge barge-in call=%s turn=%s heard=%d chars", self.id, reply.turn.id, len(heard))
                 self._spawn(self._interrupt(reply.turn, heard), "bridge-interrupt")
-            reply.end_relay()
         self._update_stage()
 
     def _silence_upstream(self) -> float | None:
@@ -499,7 +514,7 @@ class BridgeCall:
                 if not reply.stopped and self._reply is reply:
                     # stopped elsewhere (another tab's stop): the server goes quiet too
                     self._reply = None
-                    reply.interrupted = True
+                    reply.cut()
                     self.playout.flush()
                     self._silence_upstream()
             else:
