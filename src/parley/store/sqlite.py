@@ -26,7 +26,7 @@ from parley.store.base import (
     message_from_row,
 )
 from parley.store.sqlite_conversations import MIGRATION as CONVERSATIONS_MIGRATION
-from parley.store.sqlite_conversations import SQLiteConversations
+from parley.store.sqlite_conversations import SEARCH_MIGRATION, SQLiteConversations
 from parley.store.sqlite_devices import MIGRATION as DEVICES_MIGRATION
 from parley.store.sqlite_devices import SQLiteDevices
 from parley.store.sqlite_users import SQLiteUsers
@@ -96,6 +96,9 @@ MIGRATIONS: list[str] = [
         fence       INTEGER NOT NULL
     );
     """,
+    # 8: the search index keyed by owner, its new entries written in batches
+    # (store/sqlite_conversations.py)
+    SEARCH_MIGRATION,
 ]
 
 
@@ -120,6 +123,7 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute("PRAGMA foreign_keys=ON")
         await self._migrate()
+        await self.index_queued()  # what a crash left queued
 
     async def _migrate(self) -> None:
         async with self.db.execute("PRAGMA user_version") as cur:
@@ -207,6 +211,7 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
                 (session_id, turn_id, role, content, status.value, now, self.node),
             )
             await self.db.commit()
+        await self.queued_for_index(1)
         assert cur.lastrowid is not None
         return Message(cur.lastrowid, session_id, turn_id, role, content, status, now)
 
@@ -248,6 +253,7 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
                 ),
             )
             await self.db.commit()
+        await self.queued_for_index(1)
         # RETURNING's row order is unspecified; AUTOINCREMENT ids follow the VALUES order.
         user_id, reply_id = sorted(int(row[0]) for row in rows)
         return (
@@ -271,6 +277,7 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
                 (content, status.value, error, finish_reason, message_id),
             )
             await self.db.commit()
+        await self.queued_for_index(1)
         async with self.db.execute(
             f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
         ) as cur:
