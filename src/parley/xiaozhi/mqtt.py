@@ -278,18 +278,21 @@ class MqttGateway:
         task.add_done_callback(self._sessions.discard)
 
     async def _session(self, channel: MqttChannel) -> None:
+        refused: ParleyError | None = None
         try:
             await self.open_session(channel.key, channel)
         except ParleyError as exc:
-            log.info("xiaozhi mqtt device refused: %s", exc.message)
-            with contextlib.suppress(Exception):
-                await self.publish(channel.down_topic, protocol.alert("", exc.to_dict()))
+            refused = exc
         except Exception:
             log.exception("xiaozhi mqtt session failed")
         finally:
             channel.release()
             if self.channels.get(channel.key) is channel:
                 del self.channels[channel.key]
+        if refused is not None:  # said once the session is gone: what the device sends next finds none
+            log.info("xiaozhi mqtt device refused: %s", refused.message)
+            with contextlib.suppress(Exception):
+                await self.publish(channel.down_topic, protocol.alert("", refused.to_dict()))
 
     def _alert(self, key: str, exc: ParleyError, channel: MqttChannel | None) -> None:
         text = protocol.alert(channel.session_id if channel else "", exc.to_dict())
