@@ -223,6 +223,7 @@ async def serve_device(
         version=version,
         device_id=device.device_id,
         typed=lambda call: TypedTurns(sub, call, svc.tts, voice=voice),
+        sessions=svc.sessions,
     )
     earlier = live.get(device.device_id)
     live[device.device_id] = connection

@@ -11,6 +11,8 @@ mode: `manual` and `auto` devices also send `listen stop`, which closes an open 
 the reply plays, the device's audio is dropped (its microphone hears the speaker) unless it is in
 realtime mode with `features.aec`, where speech barges in like in a browser call. `abort` stops
 the reply at once; `listen detect` with text (a wake word, or typed text) is a turn of that text.
+A device whose hello says `features.mcp` has its tools listed (xiaozhi/mcp.py) and lent to its
+session while it is connected, so the model can call them.
 
 Downlink audio goes out paced on an absolute 60 ms schedule, the first packet of a reply at once;
 every packet is exactly 60 ms (the end of a reply is padded with silence). Everything sent goes
@@ -34,10 +36,12 @@ from typing import Any, Protocol
 from parley.errors import InvalidInput, ParleyError, PayloadTooLarge
 from parley.providers.vad import SAMPLE_RATE
 from parley.sessions.events import Event
+from parley.sessions.registry import SessionRegistry
 from parley.voice.pipeline import VoiceCall
 from parley.voice.playout import SILENCE
 from parley.xiaozhi import protocol
 from parley.xiaozhi.emotion import EMOJI_OF, emotion_of
+from parley.xiaozhi.mcp import DeviceTools
 from parley.xiaozhi.opus import OpusDecoder, OpusEncoder
 from parley.xiaozhi.protocol import FRAME_MS, Abort, Hello, Ignored, Listen, ListenMode, ListenState, Mcp
 from parley.xiaozhi.typed import TypedTurns
@@ -110,6 +114,7 @@ class DeviceConnection:
         limits: Limits | None = None,
         downlink_rate: int = DOWNLINK_RATE,
         typed: Callable[[VoiceCall], TypedTurns] | None = None,
+        sessions: SessionRegistry | None = None,
     ) -> None:
         self.channel = channel
         self.version = version
@@ -120,6 +125,9 @@ class DeviceConnection:
         self.session_id = self.call.id
         #: turns typed into the conversation elsewhere, spoken here (None: not listened for)
         self.typed = typed(self.call) if typed is not None else None
+        #: where the device's MCP tools are lent to its session (None: they are not offered)
+        self.sessions = sessions
+        self.tools: DeviceTools | None = None
         self.hello: Hello | None = None
         self.mode = ListenMode.AUTO
         self.listening = False
@@ -165,6 +173,10 @@ class DeviceConnection:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.tools is not None:
+                if self.sessions is not None:
+                    self.sessions.withdraw_tools(self.call.session_key, self.tools)
+                self.tools.close()
             await self.call.aclose()
             self._outbox.put_nowait(None)
             with contextlib.suppress(Exception):
@@ -198,6 +210,21 @@ class DeviceConnection:
         self.hello = message
         self._decoder = OpusDecoder()
         self._outbox.put_nowait(self._server_hello())
+        if message.features.mcp:
+            self.tools = DeviceTools(self._send_mcp, device_id=self.device_id)
+            self._spawn(self._offer_tools(self.tools), "xiaozhi-mcp")
+
+    def _send_mcp(self, payload: dict[str, Any]) -> None:
+        self._outbox.put_nowait(protocol.mcp(self.session_id, payload))
+
+    async def _offer_tools(self, tools: DeviceTools) -> None:
+        try:
+            count = await tools.start()
+        except ParleyError as exc:  # a device that says mcp but does not answer it: no tools
+            log.info("xiaozhi device=%s offers no tools: %s", self.device_id, exc.message)
+            return
+        if count and self.sessions is not None:
+            self.sessions.lend_tools(self.call.session_key, tools)
 
     def _server_hello(self) -> str:
         assert self.hello is not None
@@ -256,8 +283,11 @@ class DeviceConnection:
         elif isinstance(message, Hello):
             self.hello = message
             self._outbox.put_nowait(self._server_hello())
-        elif isinstance(message, Mcp | Ignored):
-            pass  # MCP tool calling is not offered yet
+        elif isinstance(message, Mcp):
+            if self.tools is not None:
+                self.tools.receive(message.payload)
+        elif isinstance(message, Ignored):
+            pass
 
     def _listen(self, message: Listen) -> None:
         if message.mode is not None:

@@ -259,6 +259,11 @@ def tts(session_id: str, state: Literal["start", "stop", "sentence_start"], text
     return dumps(message)
 
 
+def mcp(session_id: str, payload: dict[str, Any]) -> str:
+    """A JSON-RPC 2.0 message of Parley's MCP client to the device's tools (xiaozhi/mcp.py)."""
+    return dumps({"session_id": session_id, "type": "mcp", "payload": payload})
+
+
 def alert(session_id: str, error: dict[str, Any]) -> str:
     """A refused frame or a failed stage, in the one error shape under `error` (the device shows
     `message`; the connection stays open unless it was closed after this)."""
