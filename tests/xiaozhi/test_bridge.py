@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from parley.bus.memory import LocalBus
@@ -29,13 +30,17 @@ from parley.sessions.keys import session_key
 from parley.sessions.registry import SessionRegistry
 from parley.sessions.session import SessionConfig
 from parley.standins.server import BackgroundServer
+from parley.standins.sfu.app import create_app as create_sfu
 from parley.store.sqlite import SQLiteStore
 from parley.store.users import LOCAL_USER
 from parley.voice.pipeline import VoiceConfig
 from parley.xiaozhi.bridge import BridgeCall
 from parley.xiaozhi.upstream import UpstreamConfig
 from tests.conftest import ServerFactory, make_settings
-from tests.rtc.test_loopback import Client, dial, http_client
+from tests.rtc.test_loopback import Client, MicTrack, dial, http_client
+from tests.rtc.test_sfu_call import APP_ID, APP_SECRET
+from tests.rtc.test_sfu_call import SID as SFU_SID
+from tests.rtc.test_sfu_call import call as sfu_call
 from tests.xiaozhi.conftest import Speech
 from tests.xiaozhi.device import Decoder
 from tests.xiaozhi.tap import Tap
@@ -354,6 +359,52 @@ async def test_two_calls_at_once_are_two_devices_and_one_losing_its_upstream_lea
             for client in (first, second):
                 await bridge.http.post("/api/hangup", json={"callId": client.call_id})
                 await client.close()
+
+
+@pytest.fixture
+def sfu() -> Iterator[BackgroundServer]:
+    with BackgroundServer(create_sfu(app_id=APP_ID, app_secret=APP_SECRET)) as server:
+        yield server
+
+
+async def test_a_call_through_the_cloudflare_sfu_is_bridged_too(
+    serve: ServerFactory, sfu: BackgroundServer, tmp_path: Path, speech: Speech
+) -> None:
+    async with upstream(serve, tmp_path) as up:
+        settings = make_settings(
+            tmp_path / "bridge",
+            vad="silero",
+            rtc="cloudflare",
+            cloudflare_realtime_app_id=APP_ID,
+            cloudflare_realtime_app_secret=APP_SECRET,
+            realtime_base_url=f"{sfu.url}/v1",
+            voice_backend="xiaozhi",
+            xiaozhi_ota_url=up.ota_url,
+        )
+        server = serve(
+            settings=settings, chat=EchoChat(), stt=FixedLatencySTT(text=LOCAL), tts=FixedLatencyTTS()
+        )
+        calls = server.app.state.services.calls
+        # create_app does not pass the bridge to the call registry yet (app.py): given here as it would
+        calls.config = replace(calls.config, bridge=UpstreamConfig.from_settings(settings))
+        async with sfu_call(server) as (caller, listener, events):
+            bridged = calls._peers[caller.call_id]._call
+            assert isinstance(bridged, BridgeCall)
+            await wait_for(bridged.connected.is_set, "the upstream socket")  # another thread's loop
+            mic = caller.mic
+            assert isinstance(mic, MicTrack)
+            await mic.flowing.wait()
+            started = time.monotonic()
+            mic.say(speech(SAYING))
+            reply = await events.until("reply", timeout=30)
+            assert reply["response"] == REPLY
+            await wait_for(
+                lambda: len(listener.loud_since(started)) * 0.02 > 1.0, "the reply through the SFU"
+            )
+            assert up.tap.connections == 1
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            history = (await http.get("/api/history", params={"sessionId": SFU_SID})).json()["messages"]
+        assert [(m["role"], m["content"]) for m in history] == [("user", HEARD), ("assistant", REPLY)]
 
 
 def test_the_xiaozhi_backend_needs_an_ota_url(tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ class CallRegistry:
         self._stt = stt
         self._tts = tts
         self.config = config or CallConfig()
-        self._upstream = Upstream(self.config.bridge) if self.config.bridge is not None else None
+        self._upstream: Upstream | None = None
         self._turn = turn
         self.realtime = realtime
         self._peers: dict[str, CallPeer | SFUCallPeer] = {}
@@ -257,13 +257,13 @@ class CallRegistry:
         voice = self.config.voice
         if language is not None:
             voice = replace(voice, stt_language=language)
-        if self._upstream is not None:
+        if (upstream := self._bridge()) is not None:
             from parley.xiaozhi.bridge import BridgeCall  # PyAV's Opus: loaded with the first call
 
             return BridgeCall(
                 session_id,
                 sessions=self._sessions,
-                upstream=self._upstream,
+                upstream=upstream,
                 model=self._vad.fresh(),
                 config=voice,
                 on_event=on_event,
@@ -279,6 +279,16 @@ class CallRegistry:
             on_event=on_event,
             call_id=call_id,
         )
+
+    def _bridge(self) -> Upstream | None:
+        """The remote XiaoZhi server calls go to (None: Parley answers them), one for all calls:
+        its device identities are shared (xiaozhi/identity.py)."""
+        bridge = self.config.bridge
+        if bridge is None:
+            return None
+        if self._upstream is None or self._upstream.config != bridge:
+            self._upstream = Upstream(bridge)
+        return self._upstream
 
     def _check_room(self, client: str | None = None) -> None:
         if self._closed:
