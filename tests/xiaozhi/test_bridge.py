@@ -203,6 +203,10 @@ async def test_a_browser_call_is_answered_by_the_remote_xiaozhi_server(
             assert "assistant_started_speaking" in kinds
             await client.until("assistant_stopped_speaking")
             assert await bridge.history() == [("user", HEARD, "complete"), ("assistant", REPLY, "complete")]
+            # the reply played through without holes (a busy loop may cost a frame or two)
+            heard = [rms > 2000 for _, rms in client.heard]
+            spoken = heard[heard.index(True) : len(heard) - heard[::-1].index(True)]
+            assert len(spoken) > 50 and spoken.count(False) <= 3, f"{spoken.count(False)} silent frames"
             metrics = next(m for m in client.messages if m["type"] == "metrics")
             print(
                 f"\nbridged: end of speech -> stt {metrics['ms']['transcript']} ms, "

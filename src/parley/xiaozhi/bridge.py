@@ -63,8 +63,10 @@ PENDING_SECONDS = 2.0
 PENDING_PACKETS = int(PENDING_SECONDS * 1000 / FRAME_MS)
 #: the least time between two connection attempts
 RECONNECT_SECONDS = 2.0
-#: downlink audio held before a reply starts to play: the server paces packets in real time,
-#: so without a packet in hand every late one would be a gap
+#: downlink audio held before a reply starts to play: the server paces its packets in real time,
+#: so without one in hand every late packet is a gap. On loopback none is late (0 silent frames
+#: in a reply with 0, 1 or 2); the second packet is margin for a remote server's network jitter,
+#: and costs at most 60 ms before the first frame.
 PREBUFFER_PACKETS = 2
 STAGE = "upstream"
 
