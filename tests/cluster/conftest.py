@@ -142,6 +142,8 @@ class Cluster:
     database_url: str
     redis_url: str
     root: Path
+    #: settings every node gets besides the harness's own
+    extra: dict[str, str] = field(default_factory=dict)
 
     def __getitem__(self, index: int) -> Node:
         return self.nodes[index]
@@ -165,6 +167,7 @@ class Cluster:
                 "PARLEY_LOG_LEVEL": "INFO",
                 **UNLIMITED,
                 **WHOLE_HISTORY,
+                **self.extra,
             },
         )
 
@@ -224,9 +227,12 @@ def redis_db() -> Iterator[str]:
         admin.close()
 
 
-def start_cluster(root: Path, count: int = NODES, redis_url: str | None = None) -> Iterator[Cluster]:
+def start_cluster(
+    root: Path, count: int = NODES, redis_url: str | None = None, extra: dict[str, str] | None = None
+) -> Iterator[Cluster]:
     """`count` nodes on a fresh database and a Redis db of their own; everything removed after.
-    `redis_url`: a Redis the caller owns alone (a private server) instead of a reserved db."""
+    `redis_url`: a Redis the caller owns alone (a private server) instead of a reserved db;
+    `extra`: more settings for every node."""
     require_package("asyncpg", "the PostgreSQL store")
     require_service(PG_HOST, PG_PORT, "PostgreSQL, for the cluster tests")
     if redis_url is None:
@@ -237,7 +243,7 @@ def start_cluster(root: Path, count: int = NODES, redis_url: str | None = None) 
         holds = openai_standin.Holds()
         upstream = BackgroundServer(openai_standin.create_app(holds=holds)).start()
         database_url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-        cluster = Cluster([], upstream, holds, database_url, url, root)
+        cluster = Cluster([], upstream, holds, database_url, url, root, dict(extra or {}))
         try:
             # all at once, as a deployment starts them: the migrations' lock is exercised too
             cluster.nodes = [cluster.spawn(index) for index in range(1, count + 1)]

@@ -1,8 +1,13 @@
-"""ClusterCalls: each call's node recorded in Redis, so its hang-up and mic move work from any node.
+"""ClusterCalls: each call's node recorded in Redis, so its hang-up, mic move and voice pull work
+from any node.
 
 `<prefix>call:<id>` names the node holding the call (set when it opens, renewed with the session
 leases, deleted when it ends); a node asked about a call it does not hold hands the request to
-that node through the session directory's inbox (`ClusterDirectory.ask`).
+that node through the session directory's inbox (`ClusterDirectory.ask`). In Cloudflare mode
+`<prefix>voice:<assistant's SFU session>` names the browser SFU session that may pull that voice
+(written before the call's start is answered and after each mic move, renewed with the leases),
+so the browser's `tracks/new` is checked by whichever node it reaches without a round trip to
+the call's node.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ class ClusterCalls(CallDirectory):
         self._cluster = cluster
         self._prefix = prefix
         self._here: set[str] = set()
+        #: call id -> the assistant SFU session whose voice record this node keeps
+        self._voices: dict[str, str] = {}
         self._jobs: set[asyncio.Task[None]] = set()
         cluster.handlers["hangup"] = self._hangup_here
         cluster.handlers["mic"] = self._mic_here
@@ -41,9 +48,47 @@ class ClusterCalls(CallDirectory):
     def _key(self, call_id: str) -> str:
         return f"{self._prefix}call:{call_id}"
 
+    def _voice_key(self, voice_session_id: str) -> str:
+        return f"{self._prefix}voice:{voice_session_id}"
+
+    async def may_pull(self, sfu_session_id: str, voice_session_id: str) -> bool:
+        if await super().may_pull(sfu_session_id, voice_session_id):
+            return True
+        try:
+            allowed = await uncancelled(self._cluster.redis.get(self._voice_key(voice_session_id)))
+        except (RedisError, OSError) as exc:
+            raise unavailable(exc) from exc
+        return allowed == sfu_session_id
+
+    async def voice_ready(self, call_id: str) -> None:
+        record = self._voice_record(call_id)
+        if record is None:
+            return
+        voice, mic = record
+        earlier = self._voices.get(call_id)
+        self._voices[call_id] = voice
+        try:
+            async with self._cluster.redis.pipeline(transaction=False) as pipe:
+                if earlier is not None and earlier != voice:  # the call's SFU session was replaced
+                    pipe.delete(self._voice_key(earlier))
+                pipe.set(self._voice_key(voice), mic, px=self._cluster.lease_ms)
+                await uncancelled(pipe.execute())
+        except (RedisError, OSError) as exc:
+            raise unavailable(exc) from exc
+
+    def _voice_record(self, call_id: str) -> tuple[str, str] | None:
+        """(assistant's SFU session, the browser's mic session) of a Cloudflare-mode call here."""
+        try:
+            peer = self.calls.sfu_call(call_id)
+        except NotFound:
+            return None
+        voice = peer.voice
+        return (voice.session_id, peer.mic.session_id) if voice is not None else None
+
     async def hangup(self, call_id: str, *, owner: str) -> None:
         if call_id in self.calls:
             await super().hangup(call_id, owner=owner)
+            await self._settled()  # answered once no node would let its voice be pulled
             return
         await self._cluster.ask(
             await self._holder(call_id), {"op": "hangup", "call": call_id, "owner": owner}
@@ -51,7 +96,9 @@ class ClusterCalls(CallDirectory):
 
     async def move_mic(self, call_id: str, mic: TrackRef) -> dict[str, Any]:
         if call_id in self.calls:
-            return await super().move_mic(call_id, mic)
+            voice = await super().move_mic(call_id, mic)
+            await self.voice_ready(call_id)  # the new mic session may pull, the old one no more
+            return voice
         command = {"op": "mic", "call": call_id, "session": mic.session_id, "track": mic.track_name}
         return await self._cluster.ask(await self._holder(call_id), command)
 
@@ -67,13 +114,20 @@ class ClusterCalls(CallDirectory):
 
     async def _hangup_here(self, command: dict[str, Any]) -> dict[str, Any]:
         await self.calls.hangup(str(command["call"]), owner=str(command["owner"]))
+        await self._settled()
         return {}
+
+    async def _settled(self) -> None:
+        """Until the records of calls that ended are gone from Redis."""
+        await asyncio.gather(*self._jobs, return_exceptions=True)
 
     async def _mic_here(self, command: dict[str, Any]) -> dict[str, Any]:
         from parley.rtc.sfu_peer import TrackRef
 
         mic = TrackRef(str(command["session"]), str(command["track"]))
-        return await super().move_mic(str(command["call"]), mic)
+        voice = await super().move_mic(str(command["call"]), mic)
+        await self.voice_ready(str(command["call"]))
+        return voice
 
     # -- the records ----------------------------------------------------------------------------
 
@@ -99,8 +153,11 @@ class ClusterCalls(CallDirectory):
             log.warning("could not record call=%s in Redis; the lease renewal retries", call_id)
 
     async def _forget(self, call_id: str) -> None:
+        keys = [self._key(call_id)]
+        if (voice := self._voices.pop(call_id, None)) is not None:
+            keys.append(self._voice_key(voice))
         try:
-            await uncancelled(self._cluster.redis.delete(self._key(call_id)))
+            await uncancelled(self._cluster.redis.delete(*keys))
         except (RedisError, OSError):
             log.warning("could not forget call=%s in Redis; its record expires", call_id)
 
@@ -110,7 +167,10 @@ class ClusterCalls(CallDirectory):
         async with self._cluster.redis.pipeline(transaction=False) as pipe:
             for call_id in self._here:
                 pipe.set(self._key(call_id), self._cluster.instance, px=self._cluster.lease_ms)
+                if call_id in self._voices and (record := self._voice_record(call_id)) is not None:
+                    self._voices[call_id] = record[0]
+                    pipe.set(self._voice_key(record[0]), record[1], px=self._cluster.lease_ms)
             await uncancelled(pipe.execute())
 
     async def aclose(self) -> None:
-        await asyncio.gather(*self._jobs, return_exceptions=True)
+        await self._settled()

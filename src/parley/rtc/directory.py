@@ -1,8 +1,9 @@
 """The call directory seam: which node holds a call's media, and how a request for it gets there.
 
 A call lives where its peer connection (or its SFU tracks' puller) is: the node that answered its
-offer. A hang-up or a mic move may arrive at any node behind a load balancer; the directory
-brings it to that node. One process (`LocalCalls`) holds every call; several
+offer. A hang-up, a mic move or (Cloudflare mode) the browser's pull of the assistant's voice may
+arrive at any node behind a load balancer; the directory brings it to that node, or answers from
+what the call's node recorded. One process (`LocalCalls`) holds every call; several
 (`rtc/cluster.py`) record each call's node in Redis and hand the request over.
 """
 
@@ -33,6 +34,15 @@ class CallDirectory:
         await peer.move_mic(mic)
         voice = peer.voice
         return {"sfuSessionId": voice.session_id, "trackName": voice.track_name} if voice else {}
+
+    async def may_pull(self, sfu_session_id: str, voice_session_id: str) -> bool:
+        """Whether the browser's SFU session `sfu_session_id` may pull the tracks of
+        `voice_session_id`: only the assistant's voice of a call that browser speaks into."""
+        return voice_session_id in self.calls.pullable_by(sfu_session_id)
+
+    async def voice_ready(self, call_id: str) -> None:
+        """The call's voice can be pulled now, by the browser session its mic is in (a cluster
+        records that for the other nodes)."""
 
     def start(self) -> None:
         """Start background work (a cluster's call records)."""

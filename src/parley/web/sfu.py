@@ -166,7 +166,7 @@ async def new_tracks(sid: str, request: Request) -> JSONResponse:
     body = validate(TracksNewIn, await read_json(request, limit=_BODY_LIMIT))
     if body.autoDiscover:
         raise Forbidden("autoDiscover would pull every track of the app", field="autoDiscover")
-    pullable: set[str] | None = None
+    svc: Services = request.app.state.services
     for i, track in enumerate(body.tracks):
         if track.location == "local":
             if body.sessionDescription is None:
@@ -178,9 +178,8 @@ async def new_tracks(sid: str, request: Request) -> JSONResponse:
             continue
         if not track.sessionId or not track.trackName:
             raise InvalidInput("a remote track needs sessionId and trackName", field=f"tracks.{i}")
-        if pullable is None:
-            pullable = calls(request).pullable_by(sid)
-        if track.sessionId not in pullable:
+        # on any node: the call's node recorded which browser session may pull its voice
+        if not await svc.call_directory.may_pull(sid, track.sessionId):
             raise Forbidden(
                 "this session may pull only the assistant's voice of its own calls",
                 field=f"tracks.{i}.sessionId",
@@ -258,6 +257,8 @@ async def start_call(request: Request) -> JSONResponse:
     voice = peer.voice
     if voice is None:  # closed again before we could answer (shutdown, hang-up)
         raise NotFound("the call ended while it was starting", field="callId")
+    # recorded before the browser hears of the voice: its pull may reach any node
+    await request.app.state.services.call_directory.voice_ready(peer.id)
     return JSONResponse(
         {
             "callId": peer.id,
