@@ -54,7 +54,7 @@ from parley.voice.vad_stream import VADStream
 from parley.xiaozhi.identity import Identity
 from parley.xiaozhi.opus import UPLINK_RATE, OpusDecoder, OpusEncoder
 from parley.xiaozhi.protocol import FRAME_MS
-from parley.xiaozhi.upstream import Alert, Emotion, Said, Speech, Upstream, UpstreamSocket
+from parley.xiaozhi.upstream import FIELD, Alert, Emotion, Said, Speech, Upstream, UpstreamSocket
 
 log = logging.getLogger("parley.xiaozhi")
 
@@ -359,6 +359,9 @@ class BridgeCall:
                     await self._run(socket)
                 except ParleyError as exc:
                     self._upstream_failed(exc)
+                except Exception as exc:  # a bug here must not leave the call without its server
+                    log.exception("xiaozhi bridge call=%s: the upstream session failed", self.id)
+                    self._upstream_failed(self.upstream.unavailable(f"session failed ({type(exc).__name__})"))
                 finally:
                     self._socket = None
                     self.connected.clear()
@@ -370,7 +373,7 @@ class BridgeCall:
         error = ProviderUnavailable(
             f"the XiaoZhi server at {self.upstream.name} must bind this Parley first: enter the code "
             f"{code} in its console",
-            field="PARLEY_XIAOZHI_OTA_URL",
+            field=FIELD,
         )
         self._emit(events.error(self.session_id, self.id, STAGE, error.to_dict()), True)
 
@@ -397,7 +400,9 @@ class BridgeCall:
                 elif isinstance(message, Speech):
                     self._speech(message)
                 elif isinstance(message, Alert):
-                    error = ProviderError(f"the XiaoZhi server says: {message.message}", field=STAGE)
+                    error = ProviderError(
+                        f"the XiaoZhi server at {self.upstream.name} says: {message.message}"
+                    )
                     self._emit(events.error(self.session_id, self.id, STAGE, error.to_dict()), True)
                 elif isinstance(message, Emotion):
                     pass  # a face for a device's screen; not text of the reply
