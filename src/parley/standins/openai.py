@@ -8,8 +8,9 @@ error JSON, so `OpenAIChat` and `OpenAISTT` run unchanged against it:
     with BackgroundServer(app) as server:
         client = OpenAIClient(base_url=server.url + "/v1", api_key="k")
 
-With `holds=Holds()`, a streamed reply to a message containing `#hold:NAME` sends its first
-tokens, then waits until the test calls `holds.release("NAME")`; `await holds.started("NAME")`
+With `holds=Holds()`, a streamed reply to a message containing `#hold:NAME` (or the next streamed
+reply at all, after `holds.hold_next("NAME")`) sends its first tokens, then waits until the test
+calls `holds.release("NAME")`; `await holds.started("NAME")`
 returns once those first tokens were handed to the client, `await holds.abandoned("NAME")` once the
 client went away from the held reply. The test may run in another thread and
 event loop than the stand-in (a `BackgroundServer`), so no test needs a sleep to catch a reply
@@ -98,6 +99,7 @@ class Holds:
         self._released: dict[str, _Signal] = {}
         self._abandoned: dict[str, _Signal] = {}
         self._all_released = False
+        self._next: list[str] = []
 
     def _signal(self, table: dict[str, _Signal], name: str) -> _Signal:
         with self._lock:
@@ -112,6 +114,16 @@ class Holds:
 
     def has_started(self, name: str) -> bool:
         return self._signal(self._started, name).is_set()
+
+    def hold_next(self, name: str) -> None:
+        """Hold the next streamed reply as `name`, whatever its message says (a voice turn's text
+        is a transcript, which carries no `#hold:`)."""
+        with self._lock:
+            self._next.append(name)
+
+    def take_next(self) -> str | None:
+        with self._lock:
+            return self._next.pop(0) if self._next else None
 
     def release(self, name: str) -> None:
         """Let the reply held as `name` (now or later) stream the rest of its tokens."""
@@ -269,7 +281,7 @@ def create_app(
         options = payload.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         held = _HOLD.search(said) if holds is not None else None
-        hold = held.group(1) if held is not None else None
+        hold = held.group(1) if held is not None else holds.take_next() if holds is not None else None
         chunks = stream(request, head, tokens, finish, usage if include_usage else None, triggers, hold)
         return TrackedStream(request.app.state, chunks)
 
