@@ -49,6 +49,7 @@ from parley.web.conversations import router as conversations_router
 from parley.web.headers import SecurityHeaders
 from parley.web.limits import ClientLimits
 from parley.web.origins import BrowserGuard
+from parley.xiaozhi.upstream import UpstreamConfig
 
 log = logging.getLogger("parley")
 
@@ -88,6 +89,7 @@ def create_app(
     ice_servers = parse_ice_servers(settings.ice_servers)
     limits = ClientLimits.from_settings(settings)
     realtime = _realtime_credentials(settings)
+    bridge = UpstreamConfig.from_settings(settings)  # PARLEY_VOICE_BACKEND=xiaozhi
     check_auth_settings(settings)
 
     @asynccontextmanager
@@ -181,6 +183,7 @@ def create_app(
                     max_calls=settings.max_calls,
                     max_calls_per_client=settings.max_calls_per_client,
                     voice=VoiceConfig.from_settings(settings),
+                    bridge=bridge,
                 ),
                 turn=CloudflareTURN.from_settings(settings),
                 realtime=(

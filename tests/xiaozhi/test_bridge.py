@@ -461,3 +461,29 @@ async def test_a_server_that_activates_devices_shows_the_code_once_and_then_answ
             finally:
                 await bridge.http.post("/api/hangup", json={"callId": client.call_id})
                 await client.close()
+
+
+async def test_parley_serve_settings_bridge_its_calls(
+    serve: ServerFactory, tmp_path: Path, speech: Speech
+) -> None:
+    """The settings alone (PARLEY_VOICE_BACKEND, PARLEY_XIAOZHI_OTA_URL) make the app's calls bridged."""
+    async with upstream(serve, tmp_path) as up:
+        settings = make_settings(
+            tmp_path / "bridging", vad="silero", voice_backend="xiaozhi", xiaozhi_ota_url=up.ota_url
+        )
+        bridging = serve(
+            settings=settings, chat=EchoChat(), stt=FixedLatencySTT(text=LOCAL), tts=FixedLatencyTTS()
+        )
+        async with httpx.AsyncClient(base_url=bridging.url, timeout=30) as http:
+            client = await dial(http, SID)
+            try:
+                await client.mic.flowing.wait()
+                client.mic.say(speech(SAYING))
+                await client.until("reply", timeout=30)
+                transcript = next(m for m in client.messages if m["type"] == "transcript")
+                assert transcript["text"] == HEARD  # the upstream's ears, not the local LOCAL
+                assert up.tap.up_json()[0]["type"] == "hello"
+            finally:
+                await client.close()
+            stored = (await http.get("/api/history", params={"sessionId": SID})).json()["messages"]
+        assert [(m["role"], m["content"]) for m in stored][:2] == [("user", HEARD), ("assistant", REPLY)]

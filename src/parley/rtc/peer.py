@@ -33,7 +33,7 @@ from parley.errors import InvalidInput
 from parley.rtc.ice import IceServer
 from parley.rtc.tracks import PlayoutTrack, pump_inbound, shorten_jitter_buffer
 from parley.sessions.events import Event
-from parley.voice.pipeline import VoiceCall
+from parley.voice.call import Call
 
 log = logging.getLogger("parley.rtc")
 
@@ -69,7 +69,7 @@ class CallPeer:
         self._idle_seconds = idle_seconds
         self._on_closed = on_closed
         self._clock = clock
-        self._call: VoiceCall | None = None
+        self._call: Call | None = None
         self._pc: RTCPeerConnection | None = None
         self._track: PlayoutTrack | None = None
         self._channel: RTCDataChannel | None = None
@@ -81,7 +81,7 @@ class CallPeer:
 
     # -- signalling ---------------------------------------------------------------------------
 
-    async def answer(self, call: VoiceCall, offer_sdp: str) -> str:
+    async def answer(self, call: Call, offer_sdp: str) -> str:
         """Connect `call` (started) to a new peer from the browser's offer; returns the answer SDP."""
         if self.state is not PeerState.NEW:
             raise RuntimeError(f"peer {self.id} already answered")

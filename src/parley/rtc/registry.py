@@ -162,7 +162,7 @@ class CallRegistry:
         self._opened(call_id, session_id, client)
         call.start()
         try:
-            answer = await peer.answer(call, offer_sdp)  # type: ignore[arg-type]  # peers: call: Call (voice/call.py)
+            answer = await peer.answer(call, offer_sdp)
         except BaseException:
             await peer.aclose("bad offer")
             raise
@@ -202,7 +202,7 @@ class CallRegistry:
         self._opened(call_id, session_id, client)
         call.start()
         try:
-            await peer.start(call)  # type: ignore[arg-type]  # peers: call: Call (voice/call.py)
+            await peer.start(call)
         except BaseException:
             await peer.aclose("sfu setup failed")
             raise

@@ -55,7 +55,7 @@ from parley.rtc.peer import PeerState, cancel_tasks, reason_label
 from parley.rtc.tracks import PlayoutTrack, pump_inbound, shorten_jitter_buffer
 from parley.sessions.events import Event
 from parley.voice import events
-from parley.voice.pipeline import VoiceCall
+from parley.voice.call import Call
 
 log = logging.getLogger("parley.rtc")
 
@@ -131,7 +131,7 @@ class SFUCallPeer:
         self._recovery = recovery or Recovery()
         self._on_closed = on_closed
         self._clock = clock
-        self._call: VoiceCall | None = None
+        self._call: Call | None = None
         self._attempt: _Attempt | None = None
         self._numbers = 0
         self._ops = asyncio.Lock()  # one SDP change at a time: (re)connect and re-pulls
@@ -156,7 +156,7 @@ class SFUCallPeer:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self, call: VoiceCall) -> None:
+    async def start(self, call: Call) -> None:
         """Publish the voice and pull the mic (first attempt); raises if that fails."""
         if self.state is not PeerState.NEW:
             raise RuntimeError(f"peer {self.id} already started")
