@@ -100,6 +100,7 @@ def create_app(
             the_store = store or build_store(settings)
             await the_store.open()
             stack.push_async_callback(the_store.aclose)
+            stack.push_async_callback(limits.aclose)
             recovered = await the_store.fail_pending("the server stopped while this reply was written")
             if recovered:
                 log.warning("marked %d interrupted replies as failed", recovered)

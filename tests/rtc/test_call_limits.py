@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import replace
 
 import httpx
@@ -10,7 +11,7 @@ import pytest
 import websockets
 
 from parley.config import Settings
-from parley.errors import ConfigError
+from parley.errors import ConfigError, RateLimited
 from parley.providers.testing import EchoChat
 from parley.web.limits import ClientLimits
 from tests.conftest import ServerFactory
@@ -117,3 +118,26 @@ async def test_new_live_sessions_per_address_are_rate_limited_and_live_ones_stay
 
 def replace_settings(settings: Settings, **values: object) -> Settings:
     return settings.model_copy(update=values)
+
+
+async def test_the_per_address_rates_are_shared_by_every_process_on_one_redis() -> None:
+    """With PARLEY_REDIS_URL two processes count one address together (two limiters on one real
+    Redis here, as two nodes behind a balancer would be)."""
+    from tests.bus.conftest import REDIS_HOST, REDIS_PORT, REDIS_URL
+    from tests.conftest import require_service
+
+    require_service(REDIS_HOST, REDIS_PORT, "Redis, for shared rate limits")
+    address = f"198.51.100.{secrets.randbelow(250) + 1}-{secrets.token_hex(4)}"
+    first = ClientLimits({"ice": "3/minute"}, redis_url=REDIS_URL)
+    second = ClientLimits({"ice": "3/minute"}, redis_url=REDIS_URL)
+    try:
+        await first.hit(address, "ice")
+        await second.hit(address, "ice")
+        await first.hit(address, "ice")
+        with pytest.raises(RateLimited) as refused:
+            await second.hit(address, "ice")  # the fourth, wherever it lands
+        assert refused.value.field == "client" and refused.value.retry_after is not None
+        await second.hit(address + "-other", "ice")  # another address is unaffected
+    finally:
+        await first.aclose()
+        await second.aclose()

@@ -35,3 +35,14 @@ def test_a_conversation_address_serves_the_app_without_a_sign_in(
         bad = client.get("/c/-not-an-id")
         assert bad.status_code == 400
         assert bad.json()["field"] == "sessionId"
+
+
+def test_the_devices_page_serves_the_app_without_a_sign_in(tmp_path: Path, serve: ServerFactory) -> None:
+    server = serve(chat=EchoChat(), settings=make_settings(tmp_path / "data", auth="token"))
+    with httpx.Client(base_url=server.url) as client:
+        page = client.get("/devices")
+        assert page.status_code == 200, page.text  # signed out, the app shows its sign-in
+        assert page.headers["content-type"].startswith("text/html")
+        assert page.headers["Content-Security-Policy"] == APP_CSP
+        # the list itself still needs a sign-in
+        assert client.get("/api/devices").status_code == 401

@@ -1,7 +1,8 @@
 """UserLimits: per-user rates (the `limits` library's moving windows) and daily quotas.
 
 Rates are keyed by user id, so one user at a limit never slows another; with PARLEY_REDIS_URL the
-counters live in Redis and every process behind a balancer shares them. Quotas (model tokens and
+counters live in Redis and every process behind a balancer shares them (`rate_storage`, used by
+the per-address limits too). Quotas (model tokens and
 call minutes per UTC day) are counted from the usage the providers report, in the user store.
 """
 
@@ -65,12 +66,7 @@ class UserLimits:
                 raise ConfigError(
                     f"{setting}={rate!r} is not a rate such as 30/minute", field=setting
                 ) from exc
-        self._storage: storage.Storage
-        if redis_url:
-            uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
-            self._storage = storage.RedisStorage(uri, implementation="redispy", key_prefix="parley-rate")
-        else:
-            self._storage = storage.MemoryStorage()
+        self._storage = rate_storage(redis_url)
         self._limiter = strategies.MovingWindowRateLimiter(self._storage)
         self.users = users
         self.quota_tokens = quota_tokens_per_day
@@ -98,14 +94,9 @@ class UserLimits:
         rate = self.rates.get(what)
         if rate is None:
             return
-        try:
-            allowed = await self._limiter.hit(rate, what, user.id)
-            if allowed:
-                return
-            stats = await self._limiter.get_window_stats(rate, what, user.id)
-        except Exception as exc:  # a Redis that is down: never name the URL (it may hold a password)
-            raise ProviderUnavailable("the rate-limit store (PARLEY_REDIS_URL) is unreachable") from exc
-        wait = max(1, math.ceil(stats.reset_time - time.time()))
+        wait = await spent(self._limiter, rate, what, user.id)
+        if wait is None:
+            return
         raise RateLimited(
             f"too many {WORDS.get(what, what)} (limit {self.spelled[what]}); try again in {wait} s",
             field=what,
@@ -183,9 +174,32 @@ class UserLimits:
         }
 
     async def aclose(self) -> None:
-        if isinstance(self._storage, storage.RedisStorage):
-            bridge: Any = getattr(self._storage, "bridge", None)
-            client: Any = getattr(bridge, "storage", None)
-            close = getattr(client, "aclose", None)
-            if close is not None:
-                await close()
+        await close_storage(self._storage)
+
+
+def rate_storage(redis_url: str | None) -> storage.Storage:
+    """Where rate windows are counted: in Redis when several processes share them, else here."""
+    if not redis_url:
+        return storage.MemoryStorage()
+    uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
+    return storage.RedisStorage(uri, implementation="redispy", key_prefix="parley-rate")
+
+
+async def spent(limiter: strategies.MovingWindowRateLimiter, rate: RateLimitItem, *keys: str) -> int | None:
+    """Count one hit; None when it was allowed, else the seconds until the window lets one in."""
+    try:
+        if await limiter.hit(rate, *keys):
+            return None
+        stats = await limiter.get_window_stats(rate, *keys)
+    except Exception as exc:  # a Redis that is down: never name the URL (it may hold a password)
+        raise ProviderUnavailable("the rate-limit store (PARLEY_REDIS_URL) is unreachable") from exc
+    return max(1, math.ceil(stats.reset_time - time.time()))
+
+
+async def close_storage(counted: storage.Storage) -> None:
+    if isinstance(counted, storage.RedisStorage):
+        bridge: Any = getattr(counted, "bridge", None)
+        client: Any = getattr(bridge, "storage", None)
+        close = getattr(client, "aclose", None)
+        if close is not None:
+            await close()

@@ -26,7 +26,8 @@ from parley.web.errors import refuse
 from parley.web.origins import STATE_CHANGING
 
 #: paths anyone may fetch: the app's own files (they hold no data), liveness, the sign-in exchange
-PUBLIC = frozenset({"/", "/healthz", "/favicon.ico", "/api/auth/signin", "/api/auth/signout"})
+#: /devices: the Devices page (the app's page again: signed out, it shows the sign-in)
+PUBLIC = frozenset({"/", "/devices", "/healthz", "/favicon.ico", "/api/auth/signin", "/api/auth/signout"})
 #: /c/<id>: a conversation's page (the app's page again; the API checks the owner)
 #: /xiaozhi/: devices carry device tokens, checked by web/xiaozhi.py, not user credentials
 PUBLIC_PREFIXES = ("/static/", "/xiaozhi/", "/c/")

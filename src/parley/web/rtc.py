@@ -65,7 +65,7 @@ def calls(request: Request) -> CallRegistry:
 )
 async def ice(request: Request, response: Response) -> dict[str, Any]:
     response.headers["Cache-Control"] = "no-store"
-    count(request, "ice")
+    await count(request, "ice")
     await spend(request, "ice")
     body = (await calls(request).ice_for_call()).to_browser()
     body["mode"] = "cloudflare" if calls(request).realtime is not None else "direct"
@@ -81,7 +81,7 @@ async def ice(request: Request, response: Response) -> dict[str, Any]:
 async def offer(request: Request) -> dict[str, Any]:
     body = validate(OfferIn, await read_json(request, limit=MAX_SDP_CHARS * 2 + 1024))
     key = owned_session(request, body.sessionId)
-    count(request, "offer")
+    await count(request, "offer")
     await spend(request, "calls")
     call_id, answer = await calls(request).open(
         key, body.sdp, language=body.language, client=client_address(request)

@@ -249,7 +249,7 @@ async def start_call(request: Request) -> JSONResponse:
     _own(request, body.sfuSessionId)
     from parley.rtc.sfu_peer import TrackRef
 
-    count(request, "offer")
+    await count(request, "offer")
     await spend(request, "calls")
     peer = await calls(request).open_sfu(
         key, TrackRef(body.sfuSessionId, body.trackName), client=client_address(request)

@@ -89,7 +89,7 @@ async def ws_endpoint(websocket: WebSocket) -> None:
             )
         if key not in svc.sessions:
             # a socket on a session that is not live makes one, which stays until it idles out
-            count(websocket, "new session")
+            await count(websocket, "new session")
         await live_session(websocket, key)
     except ParleyError as exc:
         await _deny(websocket, exc)
