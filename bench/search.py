@@ -2,6 +2,7 @@
 adds to a turn's store writes.
 
     .venv/bin/python bench/search.py [--quick] [--sizes 100000,1000000] [--queries 60] [--turns 1500]
+        [--postgres postgresql://postgres@127.0.0.1:5432/postgres]
 
 The database is built with executemany in one transaction (triggers on, as in production): words
 drawn from a Zipf-distributed vocabulary of 30,000 made-up words, 6-60 words a message, sessions
@@ -14,6 +15,10 @@ ratios within the run. The index's batches (store/sqlite_conversations.py: a bat
 INDEX_BATCH finished messages, and what is left at the end) are timed as part of the turns that
 write them. Goals: p95 under 50 ms at 1,000,000 messages; under 5% added to a turn's
 writes.
+
+With `--postgres <admin URL>` the same messages are also loaded into a database of their own there
+(made and dropped by the bench; COPY, then the GIN index built once, as the migration's backfill
+would) and searched through `PostgresStore.search`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,6 +41,9 @@ from common import machine, percentile, table
 from parley.store.base import MessageStatus
 from parley.store.conversations import parse_query
 from parley.store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from parley.store.postgres import PostgresStore
 
 VOCABULARY = 30_000
 USERS = 10
@@ -124,8 +133,16 @@ def queries(words: list[str], path: Path, rng: random.Random, n: int) -> dict[st
     }
 
 
-async def search_latency(path: Path, kinds: dict[str, list[str]]) -> list[list[str]]:
-    store = SQLiteStore(path)
+async def search_latency(
+    path: Path, kinds: dict[str, list[str]], pg_url: str | None = None
+) -> list[list[str]]:
+    store: SQLiteStore | PostgresStore
+    if pg_url is None:
+        store = SQLiteStore(path)
+    else:
+        from parley.store.postgres import PostgresStore
+
+        store = PostgresStore(pg_url)
     await store.open()
     rows: list[list[str]] = []
     every: list[float] = []
@@ -221,6 +238,59 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+async def load_postgres(admin_url: str, name: str, sqlite_path: Path) -> tuple[str, float]:
+    """The SQLite database's messages in a new PostgreSQL database `name`; its URL and seconds."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    from parley.store.postgres import PostgresStore
+
+    started = time.perf_counter()
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    store = PostgresStore(url)
+    await store.open()  # the schema, by the store's own migrations
+    await store.aclose()
+    db = sqlite3.connect(sqlite_path)
+    rows = db.execute(
+        "SELECT id * 2 - 1, session_id, turn_id, role, content, status, created_at FROM messages"
+    )
+    conn = await asyncpg.connect(url)
+    try:
+        (index,) = [
+            r[0]
+            for r in await conn.fetch("SELECT indexdef FROM pg_indexes WHERE indexname = 'messages_search'")
+        ]
+        await conn.execute("DROP INDEX messages_search")
+        while batch := rows.fetchmany(50_000):
+            await conn.copy_records_to_table(
+                "messages",
+                records=batch,
+                columns=["id", "session_id", "turn_id", "role", "content", "status", "created_at"],
+            )
+        await conn.execute(index)
+        await conn.execute("SELECT setval(pg_get_serial_sequence('messages', 'id'), max(id)) FROM messages")
+        await conn.execute("VACUUM ANALYZE messages")
+        await conn.execute("ANALYZE sessions")
+    finally:
+        await conn.close()
+        db.close()
+    return url, time.perf_counter() - started
+
+
+async def drop_postgres(admin_url: str, name: str) -> None:
+    import asyncpg
+
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="100,000 messages only, fewer queries and turns")
@@ -230,6 +300,7 @@ def main() -> None:
     parser.add_argument(
         "--dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None, help="where the databases go"
     )
+    parser.add_argument("--postgres", default=None, help="an admin URL: search PostgreSQL too")
     args = parser.parse_args()
     sizes = [100_000] if args.quick else [int(s) for s in args.sizes.split(",")]
     n_queries = 20 if args.quick else args.queries
@@ -247,8 +318,18 @@ def main() -> None:
             first = first or path
             mb = path.stat().st_size / 1e6
             print(f"\n## {size:,} messages (built in {seconds:.1f} s, {mb:.0f} MB)\n")
-            rows = asyncio.run(search_latency(path, queries(words, path, rng, n_queries)))
+            kinds = queries(words, path, rng, n_queries)
+            rows = asyncio.run(search_latency(path, kinds))
             print(table(["query", "n", "p50 ms", "p95 ms", "hits/query (limit 20)"], rows))
+            if args.postgres:
+                name = f"parley_bench_search_{size}"
+                try:
+                    url, seconds = asyncio.run(load_postgres(args.postgres, name, path))
+                    print(f"\n### PostgreSQL, the same {size:,} messages (loaded in {seconds:.1f} s)\n")
+                    rows = asyncio.run(search_latency(path, kinds, url))
+                    print(table(["query", "n", "p50 ms", "p95 ms", "hits/query (limit 20)"], rows))
+                finally:
+                    asyncio.run(drop_postgres(args.postgres, name))
         assert first is not None
         print(
             f"\n## A turn's store writes ({turns} turns each, on copies of the {sizes[0]:,}-message database)\n"

@@ -32,7 +32,7 @@ from parley.store.base import (
     message_from_row,
 )
 from parley.store.postgres_conversations import MIGRATION as CONVERSATIONS_MIGRATION
-from parley.store.postgres_conversations import PostgresConversations
+from parley.store.postgres_conversations import SEARCH_MIGRATION, PostgresConversations
 from parley.store.postgres_devices import MIGRATION as DEVICES_MIGRATION
 from parley.store.postgres_devices import PostgresDevices
 from parley.store.postgres_users import PostgresUsers
@@ -110,6 +110,8 @@ MIGRATIONS: list[str] = [
         fence       BIGINT  NOT NULL
     );
     """,
+    # 8: the search index keyed by owner (store/postgres_conversations.py), as SQLite's 8 is
+    SEARCH_MIGRATION,
 ]
 
 

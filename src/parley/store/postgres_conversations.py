@@ -11,6 +11,7 @@ stemming.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,23 @@ ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS (
 ) STORED;
 CREATE INDEX messages_search ON messages USING gin (search);
 """
+
+#: 8: each finished message's tsvector also holds its owner as one lexeme (`owner <md5 of the id>`:
+#: a space, so no parsed word is one), so the GIN index finds a user's matches itself instead of
+#: intersecting them with every message of the user from the session index
+SEARCH_MIGRATION = """
+ALTER TABLE messages DROP COLUMN search;
+ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS (
+    CASE WHEN status <> 'pending' AND content <> '' THEN
+        to_tsvector('parley_search', content)
+        || array_to_tsvector(ARRAY['owner ' || md5(split_part(session_id, '/', 1))])
+    END
+) STORED;
+CREATE INDEX messages_search ON messages USING gin (search);
+"""
+
+#: how many of the newest matching messages a search ranks (as on SQLite)
+RANK_WINDOW = 5000
 
 #: ts_headline marks matches with these (as SQLite's snippet() does); private-use characters
 _HEADLINE = (
@@ -174,16 +192,19 @@ class PostgresConversations(ConversationStore):
         self, owner: str, terms: tuple[Term, ...], *, limit: int, key: str | None = None
     ) -> list[SearchHit]:
         query, texts = tsquery_sql(terms, first=6)
-        if key is not None:
-            scope, scope_args = "m.session_id = $4 AND $5::text IS NULL", [key, None]
-        else:
-            scope, scope_args = "m.session_id >= $4 AND m.session_id < $5", [owner + "/", owner + "0"]
-        # Ranked first, headlines after for the page only: ts_headline re-parses the whole message.
+        # the owner's lexeme (migration 8) in the query: the GIN index yields only their matches
+        mine = f"'owner {hashlib.md5(owner.encode()).hexdigest()}'"
+        scope = "m.session_id = $5" if key is not None else "$5::text IS NULL"
+        # The newest RANK_WINDOW matches are ranked, and headlines made for the page only:
+        # ts_headline re-parses the whole message. An empty query (only stop characters) matches
+        # nothing, as it does without the owner's lexeme.
         rows = await self.pool.fetch(
-            f"WITH q AS (SELECT {query} AS q), ranked AS ("
+            f"WITH q AS (SELECT {query} AS q), recent AS ("
+            "  SELECT m.id FROM q, messages m"
+            f"  WHERE numnode(q.q) > 0 AND m.search @@ (q.q && $4::tsquery) AND {scope}"
+            f"  AND m.status <> 'replaced' ORDER BY m.id DESC LIMIT {RANK_WINDOW}), ranked AS ("
             "  SELECT m.id, m.session_id, m.role, m.created_at, m.content, s.title, ts_rank(m.search, q.q) AS rank"
-            "  FROM q, messages m JOIN sessions s ON s.key = m.session_id"
-            f"  WHERE m.search @@ q.q AND {scope} AND m.status <> 'replaced' "
+            "  FROM q, recent w JOIN messages m ON m.id = w.id JOIN sessions s ON s.key = m.session_id"
             "  ORDER BY rank DESC, m.id DESC LIMIT $1) "
             "SELECT r.id, r.session_id, r.role, r.created_at, r.title, r.content, "
             "  ts_headline('parley_search', r.content, q.q, $2), strpos(r.content, $3) "
@@ -191,7 +212,8 @@ class PostgresConversations(ConversationStore):
             limit,
             _HEADLINE,
             MARK_OPEN,
-            *scope_args,
+            mine,
+            key,
             *texts,
         )
         hits = []
