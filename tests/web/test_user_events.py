@@ -15,9 +15,13 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from parley.bus.memory import LocalBus
 from parley.providers.testing import EchoChat
 from parley.sessions.events import user_topic
+from parley.sessions.registry import SessionRegistry
+from parley.sessions.session import ANNOUNCING_MAX, SessionConfig
 from parley.standins.server import BackgroundServer
+from parley.store.sqlite import SQLiteStore
 from tests.auth.test_token_mode import TOKEN_SETTINGS, add_user, bearer
 from tests.conftest import ServerFactory, make_settings
 
@@ -191,3 +195,45 @@ async def test_the_users_channel_takes_one_subscription_per_socket(serve: Server
         for ws in (a, b):
             await next_event(ws, "connected")
         assert bus.subscriber_count(user_topic("local")) == 2
+
+
+class HeldBus(LocalBus):
+    """A LocalBus whose publishes on users' topics wait until released: Redis not answering."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def publish(self, topic: str, event: str, **options: Any) -> str:
+        if topic.endswith("/"):
+            await self.release.wait()
+        return await super().publish(topic, event, **options)
+
+
+async def test_announcements_waiting_on_a_bus_that_does_not_answer_are_bounded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SQLiteStore(tmp_path / "p.db")
+    await store.open()
+    bus = HeldBus()
+    config = SessionConfig(system_prompt="sys", history_limit=20, max_tokens=64, max_queued_turns=4)
+    registry = SessionRegistry(store=store, chat=EchoChat(), bus=bus, config=config)
+    sub = bus.subscribe(user_topic("alice"))
+    try:
+        session = registry.get("alice/s1")
+        for i in range(ANNOUNCING_MAX + 4):
+            # every turn ends while its announcements wait
+            assert (await session.submit(f"turn {i}").done).content == f"You said: turn {i}"
+        assert "announcements wait" in caplog.text
+        bus.release.set()
+        told = [json.loads(await asyncio.wait_for(sub.get(), 10)) for _ in range(ANNOUNCING_MAX)]
+        assert told[0]["action"] == "created"  # in order: the first turn's first
+        assert all(e["action"] == "updated" for e in told[1:])  # no titler here
+        assert sub.queued == 0  # the rest were dropped, not queued
+        await session.submit("once more").done
+        last = json.loads(await asyncio.wait_for(sub.get(), 10))
+        assert (last["action"], last["session"]["messageCount"]) == ("updated", 2 * (ANNOUNCING_MAX + 5))
+    finally:
+        bus.unsubscribe(sub)
+        await registry.aclose()
+        await store.aclose()

@@ -31,6 +31,9 @@ from parley.text import valid_text
 
 log = logging.getLogger("parley.turn")
 
+#: announcements to the owner's sockets one session may have waiting (ChatSession._announce_soon)
+ANNOUNCING_MAX = 16
+
 
 def window_overflow(roles: Sequence[str], limit: int) -> int:
     """How many of the oldest earlier messages (`roles`, oldest first) leave the model's window now.
@@ -460,7 +463,14 @@ class ChatSession:
 
     def _announce_soon(self, made_at: float | None = None) -> None:
         """`_announce` beside the worker, after the announcement before it: the session is idle
-        once its turn is done, and the owner's sockets hear of the conversation in order."""
+        once its turn is done, and the owner's sockets hear of the conversation in order. At most
+        ANNOUNCING_MAX wait (a bus that does not answer): later ones are dropped, as a failed
+        publish would be."""
+        if len(self._announcing) >= ANNOUNCING_MAX:
+            log.warning(
+                "session=%s: the owner's list not told: %d announcements wait", self.id, ANNOUNCING_MAX
+            )
+            return
         task = asyncio.create_task(
             self._announce(made_at, after=self._last_announcement), name=f"announce:{self.key}"
         )
