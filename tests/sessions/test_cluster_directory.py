@@ -164,12 +164,20 @@ async def test_a_node_cut_off_past_its_lease_cannot_write_the_session_again(
     await admin.aclose()
     after = await b.submit("b's turn")
     assert (await after.done).content == "You said: b's turn"
+    watcher = await b.bus.join(KEY)  # a socket on b, from after the take-over
     # the take failed a's pending reply; a's late writes are refused, so nothing of it changes
     with pytest.raises(Fenced):
         await a.store.finish_message(held.message_id or 0, "late", MessageStatus.COMPLETE, fence=1)
     a.chat.release.set()
     with pytest.raises(Fenced):  # its final write was refused: the turn fails, nothing stored
         await held.done
+    # nor did a's late chunks reach b's socket: its events were refused like its writes
+    await b.bus.publish(KEY, json.dumps({"type": "marker"}))
+    seen = []
+    while (event := json.loads(await watcher.get()))["type"] != "marker":
+        seen.append(event)
+    assert [e for e in seen if e.get("turnId") == held.id] == []
+    b.bus.unsubscribe(watcher)
     stored = await b.store.list_messages(KEY)
     assert [(m.role, m.status, m.content) for m in stored] == [
         ("user", MessageStatus.COMPLETE, "a long one #hold"),

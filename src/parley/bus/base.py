@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 from parley.errors import InvalidInput
 
@@ -82,6 +83,16 @@ class Subscription:
         await self._ready.wait()
 
 
+@dataclass(slots=True, frozen=True)
+class Guard:
+    """Publish only while `key` holds `holder` (a node's lease on a session, sessions/cluster.py):
+    the check and the publish are one step on the bus, so a node that lost its lease cannot slip
+    an event in after another node took the session over."""
+
+    key: str
+    holder: str
+
+
 class Bus(ABC):
     @abstractmethod
     def subscribe(self, topic: str, *, maxsize: int = 1024, after: str | None = None) -> Subscription: ...
@@ -90,8 +101,9 @@ class Bus(ABC):
     def unsubscribe(self, sub: Subscription) -> None: ...
 
     @abstractmethod
-    async def publish(self, topic: str, event: str) -> str:
-        """Send `event` to every subscriber of `topic`; returns its id."""
+    async def publish(self, topic: str, event: str, *, guard: Guard | None = None) -> str:
+        """Send `event` to every subscriber of `topic`; returns its id. With `guard`, `Fenced`
+        instead when the guard no longer holds (a bus in one process has nothing to guard)."""
 
     async def join(self, topic: str, *, maxsize: int = 1024, after: str | None = None) -> Subscription:
         """subscribe() and wait until the subscription is live (a distributed bus needs a round trip)."""

@@ -7,7 +7,7 @@ import secrets
 import time
 from collections import OrderedDict, deque
 
-from parley.bus.base import Bus, Subscription, parse_id
+from parley.bus.base import Bus, Guard, Subscription, parse_id
 
 
 class LocalBus(Bus):
@@ -52,7 +52,7 @@ class LocalBus(Bus):
             if not subs:
                 del self._topics[sub.topic]
 
-    async def publish(self, topic: str, event: str) -> str:
+    async def publish(self, topic: str, event: str, *, guard: Guard | None = None) -> str:
         event_id = f"{self._epoch}-{next(self._ids)}"
         self._forget_idle()
         kept = self._history.pop(topic, None)

@@ -23,14 +23,21 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from parley.bus.base import Bus, Subscription, parse_id
+from parley.bus.base import Bus, Guard, Subscription, parse_id
 from parley.bus.cancel import Backoff, stop_readers, unavailable, uncancelled
-from parley.errors import BusUnavailable
+from parley.errors import BusUnavailable, Fenced
 
 log = logging.getLogger("parley.bus")
 
 _FIELD = "e"
 _BATCH = 500
+#: XADD (and the stream's expiry) only while KEYS[2] holds ARGV[3]; nil when it does not
+_GUARDED_XADD = """
+if redis.call('GET', KEYS[2]) ~= ARGV[3] then return false end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return id
+"""
 #: stream entries as a client with decode_responses=True returns them
 _Entries = list[tuple[str, dict[str, str]]]
 
@@ -62,6 +69,7 @@ class RedisBus(Bus):
         self._maxlen = maxlen
         self._ttl = ttl_seconds
         self._block_ms = block_ms
+        self._guarded = client.register_script(_GUARDED_XADD)
         self._wake_key = f"{prefix}wake:{uuid.uuid4().hex}"
         self._wake_cursor = "0-0"
         self._topics: dict[str, _Topic] = {}
@@ -119,14 +127,23 @@ class RedisBus(Bus):
 
     # -- publishing --------------------------------------------------------------------------
 
-    async def publish(self, topic: str, event: str) -> str:
-        """Append to the topic's stream. Publishes awaited one after another keep their order."""
+    async def publish(self, topic: str, event: str, *, guard: Guard | None = None) -> str:
+        """Append to the topic's stream. Publishes awaited one after another keep their order.
+        With `guard`, the append happens in one script with the check that the guard's key still
+        holds its holder (Redis runs a script alone: no take-over falls between the two)."""
         key = self._key(topic)
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.xadd(key, {_FIELD: event}, maxlen=self._maxlen, approximate=True)
-                pipe.expire(key, self._ttl)
-                event_id, _ = await uncancelled(pipe.execute())
+            if guard is not None:
+                event_id = await uncancelled(
+                    self._guarded(keys=[key, guard.key], args=[self._maxlen, event, guard.holder, self._ttl])
+                )
+                if event_id is None:
+                    raise Fenced("another node runs this session now: its events are that node's")
+            else:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    pipe.xadd(key, {_FIELD: event}, maxlen=self._maxlen, approximate=True)
+                    pipe.expire(key, self._ttl)
+                    event_id, _ = await uncancelled(pipe.execute())
         except (RedisError, OSError) as exc:
             raise BusUnavailable(
                 f"the event bus (Redis) did not take the event ({type(exc).__name__})"

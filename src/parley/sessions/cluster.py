@@ -32,7 +32,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from parley.bus.base import Bus
+from parley.bus.base import Bus, Guard
 from parley.bus.cancel import stop_readers, unavailable, uncancelled
 from parley.errors import BusUnavailable, Busy, NotFound, ParleyError
 from parley.sessions import events
@@ -99,6 +99,8 @@ class ClusterDirectory(SessionDirectory):
         # a session live here writes with this node's fence while it owns the session, else with 0,
         # which the store refuses: no path around the directory can write another node's session
         registry.fence_of = lambda key: self._owned.get(key, 0)
+        # and its events go out only while its lease still names this node (bus/redis.py)
+        registry.guard_of = lambda key: Guard(self._lease(key), self.instance) if key in self._owned else None
 
     @classmethod
     def from_url(cls, registry: SessionRegistry, url: str, **options: Any) -> ClusterDirectory:

@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 
-from parley.bus.base import Bus
+from parley.bus.base import Bus, Guard
 from parley.errors import InvalidInput
 from parley.providers.llm import ChatProvider, Usage
 from parley.sessions.session import ChatSession, SessionConfig
@@ -71,6 +71,8 @@ class SessionRegistry:
         #: the fencing token a new live session writes with (sessions/cluster.py sets it: a node's
         #: own sessions get their lease's token, any other 0, which the store always refuses)
         self.fence_of: Callable[[str], int | None] = lambda key: None
+        #: the bus guard of a live session's events (sessions/cluster.py: its lease, while owned)
+        self.guard_of: Callable[[str], Guard | None] = lambda key: None
         #: tools lent to sessions by key for a while (a connected device's MCP tools)
         self._toolboxes: dict[str, Toolbox] = {}
 
@@ -96,6 +98,7 @@ class SessionRegistry:
                 on_turn=self._on_turn,
                 fence_of=lambda key: self.fence_of(key),
                 toolbox_of=self._toolboxes.get,
+                guard_of=lambda key: self.guard_of(key),
             )
             self._sessions[key] = session
         session.last_active = self._clock()

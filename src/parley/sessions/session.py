@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
-from parley.bus.base import Bus
+from parley.bus.base import Bus, Guard
 from parley.errors import BusUnavailable, Busy, Fenced, NotFound, ParleyError, ProviderError, TurnCancelled
 from parley.language import reply_instruction
 from parley.providers.llm import ChatDelta, ChatMessage, ChatProvider, ChatRequest, ToolCall, Usage
@@ -81,6 +81,7 @@ class ChatSession:
         on_turn: Callable[[str, str], Awaitable[None]] | None = None,
         fence_of: Callable[[str], int | None] = lambda key: None,
         toolbox_of: Callable[[str], Toolbox | None] = lambda key: None,
+        guard_of: Callable[[str], Guard | None] = lambda key: None,
     ) -> None:
         #: the session key (`<owner>/<id>`, sessions/keys.py): what the store and the bus know it by
         self.key = key
@@ -114,6 +115,7 @@ class ChatSession:
         self._announcing: set[asyncio.Task[None]] = set()
         self._last_announcement: asyncio.Task[None] | None = None
         self._toolbox_of = toolbox_of
+        self._guard_of = guard_of
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -262,7 +264,9 @@ class ChatSession:
         """
         self.last_active = self._clock()
         try:
-            return await self._bus.publish(self.key, event.data)
+            # guarded by this node's lease on the session (several nodes): once another node has
+            # taken it over, this one's events are refused (Fenced) as its writes are
+            return await self._bus.publish(self.key, event.data, guard=self._guard_of(self.key))
         except BusUnavailable as exc:
             log.warning("session=%s: event %s not sent: %s", self.id, event.type, exc.message)
             return ""
