@@ -109,6 +109,23 @@ async def test_removing_messages_queued_or_indexed_keeps_the_index_in_step(store
     )
 
 
+async def test_a_search_while_another_process_holds_the_database_still_answers(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    await store.add_message(f"{A}/s1", "t", "user", "a dipper")  # queued
+    await store.db.execute("PRAGMA busy_timeout = 50")  # not the 5 s of a real wait
+    other = sqlite3.connect(tmp_path / "parley.db")
+    other.execute("BEGIN IMMEDIATE")  # e.g. `parley users add` writing
+    try:
+        assert await found(store, "dipper") == []  # the batch waits, the search does not
+        assert await queued(store) == 1
+    finally:
+        other.rollback()
+        other.close()
+    assert await found(store, "dipper") == ["a dipper"]
+    await in_step(store)
+
+
 @pytest.mark.parametrize("owner", ["a-b", "A", "ünï cödé", "u.x", "1"])
 async def test_an_owner_is_one_token_whatever_the_id_holds(store: SQLiteStore, owner: str) -> None:
     # ids that share a token, a prefix or a case with `owner` are other owners

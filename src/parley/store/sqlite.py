@@ -123,7 +123,7 @@ class SQLiteStore(SQLiteUsers, SQLiteDevices, SQLiteConversations, Store):
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute("PRAGMA foreign_keys=ON")
         await self._migrate()
-        await self.index_queued()  # what a crash left queued
+        await self.index_queued_or_later("what a crash left queued")
 
     async def _migrate(self) -> None:
         async with self.db.execute("PRAGMA user_version") as cur:

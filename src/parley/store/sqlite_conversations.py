@@ -20,6 +20,7 @@ delete, an edit's `replaced`) stays immediate, as FTS5 needs the text that was i
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from typing import TYPE_CHECKING
@@ -40,6 +41,8 @@ from parley.store.conversations import (
     conversation_from_row,
     marked,
 )
+
+log = logging.getLogger("parley.store")
 
 _OWNER = "substr({0}, 1, instr({0}, '/') - 1)"
 #: which messages the index holds: the finished ones with text
@@ -175,7 +178,7 @@ def scoped_match(owner: str | None, terms: tuple[Term, ...], key: str | None = N
 
 
 _INDEX_QUEUED = """
-BEGIN;
+BEGIN IMMEDIATE;
 INSERT INTO messages_fts (rowid, content, owner, conversation)
     SELECT s.id, s.content, s.owner, s.conversation
     -- the queue drives: an empty queue's statistics would have the planner scan the messages
@@ -258,7 +261,7 @@ class SQLiteConversations(ConversationStore):
     async def search(
         self, owner: str, terms: tuple[Term, ...], *, limit: int, key: str | None = None
     ) -> list[SearchHit]:
-        await self.index_queued()
+        await self.index_queued_or_later("a search")  # else the newest may be missing
         # bm25 counts the rows of every part of the query once per search, the owner's token too:
         # a server with one user (PARLEY_AUTH=none) searches the whole index without it
         sole = key is None and await self._sole_owner(owner)
@@ -318,11 +321,20 @@ class SQLiteConversations(ConversationStore):
         async with self._fence_lock:
             await self.db.executescript(_INDEX_QUEUED)
 
+    async def index_queued_or_later(self, why: str) -> None:
+        """index_queued, where a failure (another process holding the database past the busy
+        timeout) must not fail what asked: the queue keeps its rows for the next batch."""
+        try:
+            await self.index_queued()
+        except sqlite3.Error as exc:
+            log.warning("search index: the queue is indexed later (%s): %s", why, exc)
+            await self.db.commit()  # ends the script's transaction if it stopped inside it
+
     async def queued_for_index(self, count: int) -> None:
         """`count` more messages were queued: index the queue once a batch is full."""
         self._queued += count
         if self._queued >= INDEX_BATCH:
-            await self.index_queued()
+            await self.index_queued_or_later("a full batch")
 
     async def export_conversations(
         self, owner: str, key: str | None = None
@@ -367,7 +379,7 @@ class SQLiteConversations(ConversationStore):
                 messages,
             )
             await self.db.commit()
-            await self.index_queued()
+            await self.index_queued_or_later("an import")
         except BaseException:
             # Not a rollback: the connection's open transaction may hold other sessions' writes.
             # The keys were free just before (checked above), so removing them takes back what
