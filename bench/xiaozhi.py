@@ -1,6 +1,6 @@
 """XiaoZhi devices: end of speech -> first downlink audio packet, and downlink packets on time.
 
-    .venv/bin/python bench/xiaozhi.py [--quick] [--devices 1,10,30]
+    .venv/bin/python bench/xiaozhi.py [--quick] [--devices 30,50,75,100] [--turns 3] [--profile FILE]
 
 The server is the real app in a process of its own (uvicorn, Silero VAD, the fixed-latency
 providers of bench/voice.py: STT 100 ms, LLM first token 200 ms then 30 tokens/s, TTS first byte
@@ -23,6 +23,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cpu_seconds, machine, percentile, table
+from common import cpu_seconds, machine, percentile, raise_nofile, run_loop, table
 
 STT_DELAY, FIRST_TOKEN, TOKEN_INTERVAL, TTS_FIRST_BYTE, STOP_SECS = 0.1, 0.2, 1 / 30, 0.1, 0.2
 RATE = 16000
@@ -42,18 +43,25 @@ FRAME = RATE * 60 // 1000
 SAYING = "Please turn on the kitchen lights."
 
 
-def serve(port: int, data_dir: str, ready: Any) -> None:
-    """The server process: the real app on uvicorn with the fixed-latency providers."""
+def serve(port: int, data_dir: str, ready: Any, profile: str | None) -> None:
+    """The server process: the real app run as `parley serve` runs it (uvicorn.run: uvloop, the
+    same options, a frozen GC), with the fixed-latency providers; `profile`: cProfile it into
+    that file until it is stopped (SIGTERM)."""
+    import cProfile
+
+    import uvicorn
+
     from parley.app import create_app
     from parley.config import Settings
     from parley.providers.factory import build_vad
     from parley.providers.testing import EchoChat
     from parley.providers.testing_voice import FixedLatencySTT, FixedLatencyTTS
-    from parley.standins.server import BackgroundServer
+    from parley.web.server import server_options
 
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None,
         data_dir=Path(data_dir),
+        port=port,
         vad="silero",
         llm="none",
         stt="none",
@@ -70,14 +78,34 @@ def serve(port: int, data_dir: str, ready: Any) -> None:
         stt=FixedLatencySTT(delay=STT_DELAY, text="turn on the lights"),
         tts=FixedLatencyTTS(first_byte=TTS_FIRST_BYTE, secs_per_char=0.06),
         vad=build_vad(settings),
+        freeze_gc=True,
     )
-    server = BackgroundServer(app, port=port).start()
+    profiler = cProfile.Profile() if profile else None
+    if profiler is not None and profile is not None:
+        path = profile
+
+        def dump(*_: object) -> None:  # SIGUSR1: uvicorn re-raises SIGTERM, so no finally runs
+            profiler.disable()
+            profiler.dump_stats(path)
+
+        signal.signal(signal.SIGUSR1, dump)
+        profiler.enable()
     ready.send(os.getpid())
-    try:
-        while True:
-            time.sleep(3600)
-    finally:
-        server.stop()
+    uvicorn.run(app, **server_options(settings))
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def speech() -> tuple[bytes, float]:
@@ -123,6 +151,7 @@ class Results:
     packets: int = 0
     late: int = 0
     missed: int = 0
+    lags: list[float] = field(default_factory=list)
 
 
 async def device(index: int, base: str, talk: list[bytes], end_secs: float, turns: int, out: Results) -> None:
@@ -178,19 +207,40 @@ async def device(index: int, base: str, talk: list[bytes], end_secs: float, turn
 
 async def measure(base: str, count: int, turns: int, talk: list[bytes], end_secs: float) -> Results:
     out = Results()
-    await asyncio.gather(*(device(i + count * 1000, base, talk, end_secs, turns, out) for i in range(count)))
+    watch = asyncio.create_task(watch_lag(out.lags))
+    try:
+        await asyncio.gather(
+            *(device(i + count * 1000, base, talk, end_secs, turns, out) for i in range(count))
+        )
+    finally:
+        watch.cancel()
     return out
+
+
+async def watch_lag(lags: list[float]) -> None:
+    """How late this (the devices') loop wakes from a 10 ms sleep: a late packet that a late
+    client loop saw late is the client's doing, not the server's."""
+    while True:
+        before = time.perf_counter()
+        await asyncio.sleep(0.01)
+        lags.append(time.perf_counter() - before - 0.01)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--devices", default=None, help="comma-separated device counts")
+    parser.add_argument("--quick", action="store_true", help="1 and 10 devices, 2 turns each")
+    parser.add_argument(
+        "--devices", default=None, help="comma-separated device counts (default 1,10,30,50,75,100)"
+    )
+    parser.add_argument("--turns", type=int, default=None, help="turns per device (default 3)")
+    parser.add_argument("--profile", default=None, help="cProfile the server process into this file")
     args = parser.parse_args()
-    counts = [int(c) for c in (args.devices or ("1,10" if args.quick else "1,10,30,50")).split(",")]
-    turns = 2 if args.quick else 3
+    default = "1,10" if args.quick else "1,10,30,50,75,100"
+    counts = [int(c) for c in (args.devices or default).split(",")]
+    turns = args.turns or (2 if args.quick else 3)
     from parley.standins.server import free_port
 
+    raise_nofile()
     pcm, end_secs = speech()
     talk = packets(pcm)
     port = free_port("127.0.0.1")
@@ -199,18 +249,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=serve, args=(port, tmp, child), daemon=True)
+        proc = ctx.Process(target=serve, args=(port, tmp, child, args.profile), daemon=True)
         proc.start()
         pid = parent.recv()
+        wait_for_port(port)
         base = f"http://127.0.0.1:{port}"
         rows = []
+        within = 0  # the most devices with < 1% late packets and every turn answered
         try:
             for count in counts:
-                cpu = cpu_seconds(pid)
+                cpu, own = cpu_seconds(pid), cpu_seconds(os.getpid())
                 began = time.perf_counter()
-                res = asyncio.run(measure(base, count, turns, talk, end_secs))
+                res = run_loop(measure(base, count, turns, talk, end_secs))
                 wall = time.perf_counter() - began
+                used = (cpu_seconds(pid) - cpu) / wall * 100
+                client = (cpu_seconds(os.getpid()) - own) / wall * 100
+                lags = sorted(res.lags)
                 lat = sorted(res.latencies)
+                late = res.late / max(1, res.packets) * 100
+                if late < 1 and not res.missed:
+                    within = max(within, count)
                 rows.append(
                     [
                         str(count),
@@ -218,22 +276,46 @@ def main() -> None:
                         str(res.missed),
                         f"{percentile(lat, 50) * 1000:.0f}" if lat else "-",
                         f"{percentile(lat, 95) * 1000:.0f}" if lat else "-",
-                        f"{res.late / max(1, res.packets) * 100:.2f}%",
-                        f"{(cpu_seconds(pid) - cpu) / wall * 100:.0f}%",
+                        f"{late:.2f}%",
+                        f"{used:.0f}%",
+                        f"{used / count:.2f}%",
+                        f"{client:.0f}%",
+                        f"{percentile(lags, 99) * 1000:.0f}" if lags else "-",
                     ]
                 )
         finally:
-            proc.terminate()
-            proc.join(10)
+            if args.profile:
+                os.kill(pid, signal.SIGUSR1)
+                deadline = time.monotonic() + 30
+                while not Path(args.profile).exists() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                time.sleep(1)  # written by then
+            proc.terminate()  # uvicorn shuts down on SIGTERM; the profile is written after it
+            proc.join(30)
     print("## XiaoZhi devices: end of speech -> first downlink packet\n")
     print("\n".join(f"- {line}" for line in machine()))
     print(
         f"- providers: STT {STT_DELAY * 1000:.0f} ms, LLM first token {FIRST_TOKEN * 1000:.0f} ms, "
         f"TTS first byte {TTS_FIRST_BYTE * 1000:.0f} ms; VAD hangover {STOP_SECS * 1000:.0f} ms "
-        f"(a floor of {(STT_DELAY + FIRST_TOKEN + TTS_FIRST_BYTE + STOP_SECS) * 1000:.0f} ms)\n"
+        f"(a floor of {(STT_DELAY + FIRST_TOKEN + TTS_FIRST_BYTE + STOP_SECS) * 1000:.0f} ms)"
     )
-    headers = ["devices", "turns", "unanswered", "p50 ms", "p95 ms", "late packets", "server CPU"]
+    print(f"- {turns} turns per device, every device talking at once; server CPU in % of one core\n")
+    headers = [
+        "devices",
+        "turns",
+        "unanswered",
+        "p50 ms",
+        "p95 ms",
+        "late packets",
+        "server CPU",
+        "per device",
+        "devices' CPU",
+        "devices' loop lag p99 ms",
+    ]
     print(table(headers, rows))
+    print(f"\nDevices with < 1% late packets and every turn answered: {within or 'none'} of {counts}")
+    if args.profile:
+        print(f"\nServer profile: {args.profile} (python -m pstats {args.profile})")
 
 
 if __name__ == "__main__":

@@ -158,11 +158,7 @@ class DeviceConnection:
             self._spawn(self._pump(), "xiaozhi-downlink")
             if self.typed is not None:
                 self._spawn(self.typed.run(), "xiaozhi-typed")
-            while True:
-                frame = await self._receive(self.limits.idle_seconds, "idle")
-                self._handle(frame)
-                if isinstance(frame, str) or not self.speaking:
-                    await asyncio.sleep(0)  # a burst of frames must not starve the downlink
+            await self._serve_frames()
         except Closed as exc:
             code, reason = exc.code, exc.reason
         except Exception:
@@ -241,6 +237,9 @@ class DeviceConnection:
                 frame = await self.channel.receive()
         except TimeoutError:
             raise Closed(CLOSE_NORMAL, why) from None
+        return self._checked(frame)
+
+    def _checked(self, frame: str | bytes | None) -> str | bytes:
         if frame is None:
             raise Closed(0, "gone")
         if len(frame) > protocol.MAX_FRAME_BYTES:
@@ -248,6 +247,36 @@ class DeviceConnection:
             self._alert(PayloadTooLarge(f"frame is larger than {limit} bytes", field="frame", limit=limit))
             raise Closed(CLOSE_TOO_BIG, f"frame larger than {limit} bytes")
         return frame
+
+    async def _serve_frames(self) -> None:
+        """Every frame after hello, until the device goes, is closed or stays quiet too long.
+
+        One idle timer for the session, moved at most every `slack` seconds rather than armed
+        and cancelled around each frame (16 a second per device): the socket closes between
+        `idle_seconds` and `idle_seconds + slack` after the last input, never earlier.
+        """
+        loop = asyncio.get_running_loop()
+        timeout = self.limits.idle_seconds
+        slack = min(1.0, timeout / 10)
+        previous = armed = loop.time()
+        try:
+            async with asyncio.timeout(armed + timeout + slack) as idle:
+                while True:
+                    frame = self._checked(await self.channel.receive())
+                    now = loop.time()
+                    if now - armed > slack:
+                        idle.reschedule(now + timeout + slack)
+                        armed = now
+                    self._handle(frame)
+                    # Frames back to back are a burst the reader would go through without
+                    # yielding (the socket's queue has them): let the downlink pump run between.
+                    if now - previous < 0.002 and (isinstance(frame, str) or not self.speaking):
+                        await asyncio.sleep(0)
+                    previous = now
+        except TimeoutError:
+            if idle.expired():
+                raise Closed(CLOSE_NORMAL, "idle") from None
+            raise
 
     # -- device -> server ---------------------------------------------------------------------
 

@@ -80,6 +80,9 @@ class _Model:
     #: whether it takes the sample rate as an input (`silero-vad`'s export does)
     takes_rate: bool
     label: str
+    #: whether the input's first dimension is a sequence of one stream's frames, carried through
+    #: the LSTM in order (faster-whisper's export), rather than a batch of streams
+    takes_sequence: bool
 
     def zero_state(self) -> list[np.ndarray]:
         import numpy as np
@@ -129,7 +132,12 @@ def _load(onnx: OnnxFile) -> _Model:
         raise ProviderUnavailable(f"{onnx.path} has outputs this version does not expect")
     # Unnamed dimensions (the batch) are 1: one stream, one frame at a time.
     shapes = tuple(tuple(d if isinstance(d, int) else 1 for d in inputs[name].shape) for name in state_names)
-    return _Model(session, state_names, shapes, takes_rate="sr" in names, label=onnx.label)
+    # faster-whisper's export: input [seq_len, 576] with h/c [1, 1, 128], every frame of the
+    # sequence scored in order from one state (checked equal to frame-by-frame runs).
+    sequence = state_names == ("h", "c") and not isinstance(inputs["input"].shape[0], int)
+    return _Model(
+        session, state_names, shapes, takes_rate="sr" in names, label=onnx.label, takes_sequence=sequence
+    )
 
 
 class SileroVAD(SpeechModel):
@@ -180,6 +188,32 @@ class SileroVAD(SpeechModel):
         # Outputs: the probability, then the new state in the order of the state inputs.
         self._state = outputs[1:]
         return float(outputs[0].reshape(-1)[0])
+
+    def score_frames(self, frames: bytes) -> list[float]:
+        """`probability` of each whole frame in `frames`, in order. On a model that takes a
+        sequence this is one onnxruntime run for them all (two frames: ~125 us, against ~80 us
+        each alone), with the same scores and state as frame by frame."""
+        count, odd = divmod(len(frames), self._frame_bytes)
+        if odd:
+            raise ValueError(f"Silero scores frames of {FRAME_SAMPLES} samples at {SAMPLE_RATE} Hz")
+        if count <= 1 or not self._model.takes_sequence:
+            step = self._frame_bytes
+            return [self.probability(frames[i : i + step]) for i in range(0, len(frames), step)]
+        import numpy as np
+
+        # One row per frame: the 64 samples before it, then the frame (as `probability` does).
+        samples = np.empty(CONTEXT_SAMPLES + count * FRAME_SAMPLES, dtype=np.float32)
+        samples[:CONTEXT_SAMPLES] = self._input[0, -CONTEXT_SAMPLES:]
+        np.multiply(
+            np.frombuffer(frames, dtype="<i2"), _SCALE, out=samples[CONTEXT_SAMPLES:], dtype=np.float32
+        )
+        rows = np.lib.stride_tricks.sliding_window_view(samples, CONTEXT_SAMPLES + FRAME_SAMPLES)
+        feed = {"input": np.ascontiguousarray(rows[::FRAME_SAMPLES])}
+        feed.update(zip(self._model.state_names, self._state, strict=True))
+        outputs = self._model.session.run(None, feed)
+        self._state = outputs[1:]
+        self._input[0] = samples[-(CONTEXT_SAMPLES + FRAME_SAMPLES) :]
+        return [float(p) for p in outputs[0].reshape(-1)]
 
     def fresh(self) -> SileroVAD:
         return SileroVAD(self._onnx)
