@@ -154,7 +154,9 @@ class Results:
     lags: list[float] = field(default_factory=list)
 
 
-async def device(index: int, base: str, talk: list[bytes], end_secs: float, turns: int, out: Results) -> None:
+async def device(
+    index: int, base: str, talk: list[bytes], end_secs: float, turns: int, out: Results, delay: float = 0.0
+) -> None:
     import httpx
     import websockets
 
@@ -171,6 +173,7 @@ async def device(index: int, base: str, talk: list[bytes], end_secs: float, turn
         await ws.send(json.dumps({"type": "hello", "version": 3, "audio_params": {"format": "opus"}}))
         json.loads(await ws.recv())
         await ws.send(json.dumps({"type": "listen", "state": "start", "mode": "realtime"}))
+        await asyncio.sleep(delay)
         for _ in range(turns):
             stopped = asyncio.Event()
             arrivals: list[float] = []
@@ -205,12 +208,20 @@ async def device(index: int, base: str, talk: list[bytes], end_secs: float, turn
             out.late += sum(1 for i, at in enumerate(arrivals) if at - (arrivals[0] + i * 0.06) > 0.06)
 
 
-async def measure(base: str, count: int, turns: int, talk: list[bytes], end_secs: float) -> Results:
+async def measure(
+    base: str, count: int, turns: int, talk: list[bytes], end_secs: float, stagger: bool
+) -> Results:
+    """`stagger`: the devices' first words spread evenly over one utterance, as independent
+    devices would be, instead of every device ending its speech in the same 60 ms."""
     out = Results()
     watch = asyncio.create_task(watch_lag(out.lags))
+    spread = len(talk) * 0.06 if stagger else 0.0
     try:
         await asyncio.gather(
-            *(device(i + count * 1000, base, talk, end_secs, turns, out) for i in range(count))
+            *(
+                device(i + count * 1000, base, talk, end_secs, turns, out, delay=spread * i / count)
+                for i in range(count)
+            )
         )
     finally:
         watch.cancel()
@@ -234,6 +245,11 @@ def main() -> None:
     )
     parser.add_argument("--turns", type=int, default=None, help="turns per device (default 3)")
     parser.add_argument("--profile", default=None, help="cProfile the server process into this file")
+    parser.add_argument(
+        "--stagger",
+        action="store_true",
+        help="spread the devices' turns over one utterance (not all at once)",
+    )
     args = parser.parse_args()
     default = "1,10" if args.quick else "1,10,30,50,75,100"
     counts = [int(c) for c in (args.devices or default).split(",")]
@@ -260,7 +276,7 @@ def main() -> None:
             for count in counts:
                 cpu, own = cpu_seconds(pid), cpu_seconds(os.getpid())
                 began = time.perf_counter()
-                res = run_loop(measure(base, count, turns, talk, end_secs))
+                res = run_loop(measure(base, count, turns, talk, end_secs, args.stagger))
                 wall = time.perf_counter() - began
                 used = (cpu_seconds(pid) - cpu) / wall * 100
                 client = (cpu_seconds(os.getpid()) - own) / wall * 100
@@ -299,7 +315,8 @@ def main() -> None:
         f"TTS first byte {TTS_FIRST_BYTE * 1000:.0f} ms; VAD hangover {STOP_SECS * 1000:.0f} ms "
         f"(a floor of {(STT_DELAY + FIRST_TOKEN + TTS_FIRST_BYTE + STOP_SECS) * 1000:.0f} ms)"
     )
-    print(f"- {turns} turns per device, every device talking at once; server CPU in % of one core\n")
+    when = "turns spread over one utterance (--stagger)" if args.stagger else "every device talking at once"
+    print(f"- {turns} turns per device, {when}; server CPU in % of one core\n")
     headers = [
         "devices",
         "turns",

@@ -52,18 +52,26 @@ async def spend(connection: HTTPConnection, what: str) -> User:
     """Count one `what` (chat, transcribe, speak, calls, ice) against the user's rate, and refuse a
     turn or call whose daily quota is spent (429, Retry-After). Returns the user."""
     user = current_user(connection)
-    services: Services = connection.app.state.services
+    await spend_as(connection.app.state.services, user, what)
+    return user
+
+
+async def spend_as(services: Services, user: User, what: str) -> None:
+    """`spend` for a user known without a request (a device on MQTT)."""
     if services.user_limits is not None:
         await services.user_limits.check_quota(user, what)
         await services.user_limits.hit(user, what)
-    return user
 
 
 async def live_session(connection: HTTPConnection, key: SessionKey) -> ChatSession:
     """The live session of `key`, making it live if it is not: bounded per process
     (PARLEY_MAX_LIVE_SESSIONS) and, for a conversation not stored yet, per user
     (PARLEY_MAX_SESSIONS_PER_USER)."""
-    services: Services = connection.app.state.services
+    return await live_session_of(connection.app.state.services, key)
+
+
+async def live_session_of(services: Services, key: SessionKey) -> ChatSession:
+    """`live_session` without a request."""
     if key in services.sessions:
         return services.sessions.get(key)
     settings = services.settings

@@ -28,7 +28,6 @@ from parley.errors import (
     ParleyError,
     PayloadTooLarge,
     ProviderNotConfigured,
-    Unauthenticated,
 )
 from parley.services import Services
 from parley.sessions.events import Event
@@ -38,10 +37,10 @@ from parley.store.users import User
 from parley.voice.pipeline import VoiceCall, new_call_id
 from parley.web.body import parse_json
 from parley.web.errors import error_response
-from parley.web.users import live_session, spend
+from parley.web.users import live_session_of, spend_as
 from parley.xiaozhi import protocol
 from parley.xiaozhi.connection import CLOSE_NORMAL, Channel, DeviceConnection
-from parley.xiaozhi.devices import NOT_VALID, Devices, check_client_id, check_device_id
+from parley.xiaozhi.devices import Devices, check_client_id, check_device_id
 from parley.xiaozhi.firmware import board_of, firmware_file, newer_firmware
 from parley.xiaozhi.mqtt import INSTALL_HINT, Broker, MqttChannel, MqttGateway
 from parley.xiaozhi.ota import WS_PATH, firmware_version, mqtt_block, mqtt_endpoint, ota_answer, websocket_url
@@ -55,7 +54,10 @@ MAX_OTA_BYTES = 64 * 1024
 
 
 def devices_of(request: HTTPConnection) -> Devices:
-    svc: Services = request.app.state.services
+    return _devices(request.app.state.services)
+
+
+def _devices(svc: Services) -> Devices:
     store = svc.store
     if not isinstance(store, DeviceStore):
         raise ConfigError("XiaoZhi devices need a store that keeps devices", field="PARLEY_DATABASE_URL")
@@ -64,7 +66,11 @@ def devices_of(request: HTTPConnection) -> Devices:
 
 def live_devices(request: HTTPConnection) -> dict[str, DeviceConnection]:
     """The open device sockets of this app, by device id (one per device: a newer one wins)."""
-    state = request.app.state
+    return _live(request.app)
+
+
+def _live(app: Starlette) -> dict[str, DeviceConnection]:
+    state = app.state
     if not hasattr(state, "xiaozhi_devices"):
         state.xiaozhi_devices = {}
     live: dict[str, DeviceConnection] = state.xiaozhi_devices
@@ -181,40 +187,40 @@ async def device_socket(websocket: WebSocket) -> None:
         )
         device_hint = websocket.headers.get("device-id") or websocket.query_params.get("device-id")
         device, user = await devices_of(websocket).authenticate(_token(websocket), device_hint)
-        key = await admit(websocket, device, user)
+        websocket.state.user = user  # for the access log
+        key = await admit(websocket.app, device, user)
     except ParleyError as exc:
         await _deny(websocket, exc)
         return
     await websocket.accept()
-    await serve_device(websocket, device, key, SocketChannel(websocket), version=version)
+    await serve_device(websocket.app, device, user, key, SocketChannel(websocket), version=version)
 
 
-async def admit(conn: HTTPConnection, device: Device, user: User) -> SessionKey:
+async def admit(app: Starlette, device: Device, user: User) -> SessionKey:
     """What a device's session needs before it opens, on any transport: a VAD, room under
     PARLEY_MAX_CALLS, the user's `calls` rate, and its conversation owned here and live."""
-    svc: Services = conn.app.state.services
+    svc: Services = app.state.services
     if svc.calls.vad is None:
         raise ProviderNotConfigured(
             "XiaoZhi devices need voice activity detection (PARLEY_VAD)", field="PARLEY_VAD"
         )
-    live = live_devices(conn)
+    live = _live(app)
     if device.device_id not in live and len(live) >= svc.settings.max_calls:
         raise Busy(f"too many devices at once (limit {svc.settings.max_calls})", limit=svc.settings.max_calls)
-    conn.state.user = user
-    await spend(conn, "calls")
+    await spend_as(svc, user, "calls")
     key = session_key(user.id, device_session_id(device))
     await svc.directory.own(key)  # the device's turns run here, beside its audio
-    await live_session(conn, key)
+    await live_session_of(svc, key)
     return key
 
 
 async def serve_device(
-    conn: HTTPConnection, device: Device, key: SessionKey, channel: Channel, *, version: int
+    app: Starlette, device: Device, user: User, key: SessionKey, channel: Channel, *, version: int
 ) -> None:
     """Run an admitted device's session on `channel` to its end; a newer one of the device
     replaces it."""
-    svc: Services = conn.app.state.services
-    live = live_devices(conn)
+    svc: Services = app.state.services
+    live = _live(app)
     sub = svc.bus.subscribe(key)
     voice = svc.calls.config.voice.tts_voice
     connection = DeviceConnection(
@@ -232,7 +238,7 @@ async def serve_device(
     log.info(
         "xiaozhi device=%s user=%s connected transport=%s protocol=%d",
         device.device_id,
-        conn.state.user.name,
+        user.name,
         channel.transport,
         version,
     )
@@ -276,11 +282,10 @@ async def start_mqtt(app: Starlette, settings: Settings) -> MqttGateway:
         ) from exc
 
     async def open_session(digest: str, channel: MqttChannel) -> None:
-        conn = HTTPConnection({"type": "websocket", "app": app, "headers": [], "state": {}})
-        device, user = await _device_of_digest(devices_of(conn), digest)
-        key = await admit(conn, device, user)
+        device, user = await _devices(app.state.services).by_digest(digest, field="topic")
+        key = await admit(app, device, user)
         # version 1: what the UDP session hands over is a bare Opus packet, and takes one
-        await serve_device(conn, device, key, channel, version=1)
+        await serve_device(app, device, user, key, channel, version=1)
 
     gateway = MqttGateway(broker, udp, open_session, prefix=settings.mqtt_topic_prefix)
     gateway.start()
@@ -288,17 +293,6 @@ async def start_mqtt(app: Starlette, settings: Settings) -> MqttGateway:
     await gateway.attempted.wait()
     log.info("xiaozhi mqtt broker=%s:%d udp=%s:%d", broker.host, broker.port, udp_host, udp.port)
     return gateway
-
-
-async def _device_of_digest(devices: Devices, digest: str) -> tuple[Device, User]:
-    """The device whose current token has this digest (its MQTT key), and its user."""
-    device = await devices.store.token_device(digest)
-    if device is None or device.user_id is None:
-        raise Unauthenticated(NOT_VALID, field="topic")
-    user = await devices.owner(device)
-    if user is None or user.disabled:
-        raise Unauthenticated("the device's user is disabled or gone", field="topic")
-    return device, user
 
 
 def _host_of(url: str | None) -> str | None:

@@ -126,14 +126,23 @@ class Devices:
             )
         if len(token) > credentials.MAX_LENGTH:
             raise Unauthenticated(NOT_VALID, field="Authorization")
-        device = await self.store.token_device(credentials.digest(token))
+        return await self.by_digest(credentials.digest(token), field="Authorization", device_id=device_id)
+
+    async def by_digest(
+        self, digest: str, *, field: str, device_id: str | None = None
+    ) -> tuple[Device, User]:
+        """The device whose current token has this digest, and its user (bound, enabled);
+        Unauthenticated naming `field` otherwise. On MQTT the digest is all a device shows
+        (its topic's key), on a WebSocket it is the token's; `device_id`, when the device also
+        says who it is, must be the token's device."""
+        device = await self.store.token_device(digest)
         if device is None or device.user_id is None:
-            raise Unauthenticated(NOT_VALID, field="Authorization")
+            raise Unauthenticated(NOT_VALID, field=field)
         if device_id is not None and check_device_id(device_id) != device.device_id:
             raise Unauthenticated("the token belongs to another device", field="Device-Id")
         user = await self.owner(device)
         if user is None or user.disabled:
-            raise Unauthenticated("the device's user is disabled or gone", field="Authorization")
+            raise Unauthenticated("the device's user is disabled or gone", field=field)
         return device, user
 
     async def owner(self, device: Device) -> User | None:
