@@ -202,17 +202,17 @@ class SileroVAD(SpeechModel):
         import numpy as np
 
         # One row per frame: the 64 samples before it, then the frame (as `probability` does).
-        samples = np.empty(CONTEXT_SAMPLES + count * FRAME_SAMPLES, dtype=np.float32)
-        samples[:CONTEXT_SAMPLES] = self._input[0, -CONTEXT_SAMPLES:]
-        np.multiply(
-            np.frombuffer(frames, dtype="<i2"), _SCALE, out=samples[CONTEXT_SAMPLES:], dtype=np.float32
-        )
-        rows = np.lib.stride_tricks.sliding_window_view(samples, CONTEXT_SAMPLES + FRAME_SAMPLES)
-        feed = {"input": np.ascontiguousarray(rows[::FRAME_SAMPLES])}
+        rows = np.empty((count, CONTEXT_SAMPLES + FRAME_SAMPLES), dtype=np.float32)
+        body = rows[:, CONTEXT_SAMPLES:]
+        pcm = np.frombuffer(frames, dtype="<i2").reshape(count, FRAME_SAMPLES)
+        np.multiply(pcm, _SCALE, out=body, dtype=np.float32)
+        rows[0, :CONTEXT_SAMPLES] = self._input[0, -CONTEXT_SAMPLES:]
+        rows[1:, :CONTEXT_SAMPLES] = body[:-1, -CONTEXT_SAMPLES:]
+        feed = {"input": rows}
         feed.update(zip(self._model.state_names, self._state, strict=True))
         outputs = self._model.session.run(None, feed)
         self._state = outputs[1:]
-        self._input[0] = samples[-(CONTEXT_SAMPLES + FRAME_SAMPLES) :]
+        self._input[0] = rows[-1]
         return [float(p) for p in outputs[0].reshape(-1)]
 
     def fresh(self) -> SileroVAD:
