@@ -167,6 +167,8 @@ def server_env(standin_url: str, data_dir: str | Path) -> dict[str, str]:
         "PARLEY_LLM_MODEL": MODEL,
         "PARLEY_DATA_DIR": str(data_dir),
         "PARLEY_LOG_LEVEL": "WARNING",
+        # a new conversation's title would be a second model call per measured turn
+        "PARLEY_TITLES": "words",
     }
 
 

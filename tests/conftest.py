@@ -77,6 +77,9 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         # loading real models ahead costs every server a test starts seconds of CPU; the tests of
         # the warm-up itself (tests/realmodels) turn it on
         "warm_up": False,
+        # the test chat providers echo: a title they "wrote" would be the echo of the prompt
+        # (the model's titles have their own tests: tests/sessions/test_titles.py)
+        "titles": "words",
     }
     base.update(overrides)
     return Settings(_env_file=None, **base)  # type: ignore[call-arg]

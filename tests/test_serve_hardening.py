@@ -52,6 +52,7 @@ def _env(tmp_path: Path, extra: dict[str, str]) -> dict[str, str]:
         "PARLEY_TTS": "none",
         "PARLEY_WARM_UP": "false",
         "PARLEY_LOG_LEVEL": "WARNING",
+        "PARLEY_TITLES": "words",  # as make_settings: the stand-ins' echo is no title
         **extra,
     }
 

@@ -24,6 +24,7 @@ from parley.logs import AccessLog
 from parley.providers.llm import ChatProvider, Usage
 from parley.providers.stt import STTProvider
 from parley.providers.tts import TTSProvider
+from parley.providers.unconfigured import UnconfiguredChat
 from parley.providers.vad import SpeechModel
 from parley.providers.warmup import WarmUp
 from parley.rtc.cloudflare import CloudflareRealtimeClient
@@ -132,7 +133,11 @@ def create_app(
                 if user_limits is not None:
                     await user_limits.record_tokens(owner_of(key), usage.total_tokens)
 
-            titler = Titler(the_store, the_bus) if isinstance(the_store, ConversationStore) else None
+            titler = None
+            if isinstance(the_store, ConversationStore):
+                writer = the_chat if settings.titles == "model" and not isinstance(the_chat, UnconfiguredChat) else None
+                titler = Titler(the_store, the_bus, writer)
+                stack.push_async_callback(titler.aclose)
             app.state.titler = titler
             registry = SessionRegistry(
                 store=the_store,

@@ -137,8 +137,9 @@ class ConversationStore(ABC):
         """Set the title; NotFound (field sessionId) when there is no such conversation."""
 
     @abstractmethod
-    async def set_first_title(self, key: str, title: str) -> bool:
-        """Title a conversation that has none yet; whether it did (a rename always wins)."""
+    async def set_first_title(self, key: str, title: str, *, replacing: str = "") -> bool:
+        """Title a conversation whose title is still `replacing` (none yet, or the automatic one
+        a better one replaces); whether it did (a rename always wins)."""
 
     @abstractmethod
     async def delete_conversation(self, key: str) -> bool:

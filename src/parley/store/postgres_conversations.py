@@ -173,9 +173,9 @@ class PostgresConversations(ConversationStore):
         assert renamed is not None
         return renamed
 
-    async def set_first_title(self, key: str, title: str) -> bool:
+    async def set_first_title(self, key: str, title: str, *, replacing: str = "") -> bool:
         status = await self.pool.execute(
-            "UPDATE sessions SET title = $1 WHERE key = $2 AND title = ''", title, key
+            "UPDATE sessions SET title = $1 WHERE key = $2 AND title = $3", title, key, replacing
         )
         return bool(status != "UPDATE 0")
 

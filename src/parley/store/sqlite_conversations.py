@@ -240,9 +240,9 @@ class SQLiteConversations(ConversationStore):
         assert renamed is not None
         return renamed
 
-    async def set_first_title(self, key: str, title: str) -> bool:
+    async def set_first_title(self, key: str, title: str, *, replacing: str = "") -> bool:
         cur = await self.db.execute(
-            "UPDATE sessions SET title = ? WHERE key = ? AND title = ''", (title, key)
+            "UPDATE sessions SET title = ? WHERE key = ? AND title = ?", (title, key, replacing)
         )
         await self.db.commit()
         return cur.rowcount > 0
