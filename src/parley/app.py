@@ -135,7 +135,11 @@ def create_app(
 
             titler = None
             if isinstance(the_store, ConversationStore):
-                writer = the_chat if settings.titles == "model" and not isinstance(the_chat, UnconfiguredChat) else None
+                writer = (
+                    the_chat
+                    if settings.titles == "model" and not isinstance(the_chat, UnconfiguredChat)
+                    else None
+                )
                 titler = Titler(the_store, the_bus, writer)
                 stack.push_async_callback(titler.aclose)
             app.state.titler = titler
