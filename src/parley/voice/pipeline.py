@@ -51,7 +51,15 @@ from parley.sessions.registry import SessionRegistry
 from parley.sessions.turn import Turn
 from parley.voice import events
 from parley.voice.playout import Playout
-from parley.voice.turns import ReplyContext, ReplyPhase, Timings, Utterance, VoiceReply, transcribe
+from parley.voice.turns import (
+    ReplyContext,
+    ReplyPhase,
+    Timings,
+    Utterance,
+    VoiceReply,
+    public_error,
+    transcribe,
+)
 from parley.voice.vad_stream import VADStream
 
 log = logging.getLogger("parley.voice")
@@ -288,7 +296,9 @@ class VoiceCall:
                 found = await self.vad.feed_async(pcm)
             except Exception as exc:  # a broken model must not end the call silently
                 log.exception("voice activity detection failed call=%s", self.id)
-                self._emit(events.error(self.session_id, self.id, "vad", {"error": str(exc)}), True)
+                self._emit(
+                    events.error(self.session_id, self.id, "vad", public_error({"error": str(exc)})), True
+                )
                 continue
             for event in found:
                 if event.kind == "speech_start":
@@ -335,7 +345,9 @@ class VoiceCall:
                 transcript = await transcribe(self._ctx, utterance)
             except Exception as exc:  # a provider's bug must not end this call's STT for good
                 log.exception("speech-to-text crashed call=%s", self.id)
-                self._emit(events.error(self.session_id, self.id, "stt", {"error": str(exc)}), True)
+                self._emit(
+                    events.error(self.session_id, self.id, "stt", public_error({"error": str(exc)})), True
+                )
                 transcript = None
             finally:
                 self._transcribing = False

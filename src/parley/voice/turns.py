@@ -18,10 +18,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from parley import metrics
 from parley.audio.encode import encode_wav
@@ -278,7 +280,20 @@ def report_failure(ctx: ReplyContext, stage: str, exc: ParleyError) -> None:
     else:
         log.warning("voice %s failed session=%s call=%s: %s", stage, ctx.session_id, ctx.call_id, exc)
     metrics.errors_total.labels(stage).inc()
-    ctx.emit(events.error(ctx.session_id, ctx.call_id, stage, exc.to_dict()), True)
+    ctx.emit(events.error(ctx.session_id, ctx.call_id, stage, public_error(exc.to_dict())), True)
+
+
+#: an absolute file path on the server (two parts at least), not the path of a URL
+_SERVER_PATH = re.compile(r"(?<![\w.:/~-])(?:~/|/)(?:[^\s/'\"()\[\],;:]+/)+[^\s/'\"()\[\],;:]*")
+
+
+def public_error(body: dict[str, Any]) -> dict[str, Any]:
+    """An error's JSON for the call's client and the session's tabs: any server path in its
+    message replaced (a model's folder, a cache file); the log line above keeps the full text."""
+    text = body.get("error")
+    if isinstance(text, str):
+        body = {**body, "error": _SERVER_PATH.sub("<server path>", text)}
+    return body
 
 
 def wav_bytes(pcm: bytes, sample_rate: int = SAMPLE_RATE) -> bytes:

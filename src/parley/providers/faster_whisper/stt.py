@@ -86,9 +86,13 @@ class FasterWhisperSTT(STTProvider):
                 local_files_only=True,
             )
         except (RuntimeError, ValueError, OSError) as exc:
+            # The folder and CTranslate2's own words (which quote it) go to the log only: this
+            # message reaches browsers, which must never see the server's paths.
+            log.error("cannot load faster-whisper %s from %s: %s", self.model, folder, exc)
             raise ProviderUnavailable(
-                f"cannot load faster-whisper model {self.model} from {folder} ({exc}); the files may be "
-                f"damaged: delete that folder to download them again",
+                f"cannot load faster-whisper model {self.model} from its folder ({type(exc).__name__}; "
+                "the server's log names the folder); the files may be damaged: delete that folder to "
+                "download them again",
                 field="PARLEY_STT_MODEL",
             ) from exc
 

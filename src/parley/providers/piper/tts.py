@@ -95,9 +95,12 @@ class PiperTTS(TTSProvider):
         except Exception as exc:
             # onnxruntime raises its own classes (InvalidProtobuf, Fail) straight from Exception,
             # the config reader raises ValueError/KeyError: all mean "these files are not a voice".
+            # The path (and onnxruntime's words, which quote it) go to the log only: this
+            # message reaches browsers, which must never see the server's paths.
+            log.error("cannot load piper voice %s from %s: %s: %s", name, path, type(exc).__name__, exc)
             raise ProviderUnavailable(
-                f"cannot load piper voice {name} from {path} ({type(exc).__name__}: {exc}); the files "
-                f"may be damaged: delete {path.parent} to download them again",
+                f"cannot load piper voice {name} ({type(exc).__name__}; the server's log names its "
+                "folder); the files may be damaged: delete that folder to download them again",
                 field="PARLEY_TTS_VOICE",
             ) from exc
 
