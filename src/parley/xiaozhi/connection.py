@@ -14,8 +14,8 @@ the reply at once; `listen detect` with text (a wake word, or typed text) is a t
 A device whose hello says `features.mcp` has its tools listed (xiaozhi/mcp.py) and lent to its
 session while it is connected, so the model can call them.
 
-Downlink audio goes out paced on an absolute 60 ms schedule, the first packet of a reply at once;
-every packet is exactly 60 ms (the end of a reply is padded with silence). Everything sent goes
+Downlink audio goes out paced on an absolute 60 ms schedule, the first `LEAD_PACKETS` of a reply
+at once (the device's jitter buffer then absorbs a stall that long); every packet is exactly 60 ms (the end of a reply is padded with silence). Everything sent goes
 through one outbox, so `tts start` and `sentence_start` always precede the audio they announce.
 
 A bad frame (malformed JSON, an unknown type, bad Opus) gets an `alert` and the connection goes
@@ -55,6 +55,8 @@ MAX_BAD_FRAMES = 50
 #: playout frames (20 ms at 48 kHz) per downlink packet
 FRAMES_PER_PACKET = FRAME_MS // 20
 DOWNLINK_RATE = 24000
+#: packets of a reply sent ahead of its real-time schedule (xiaozhi-esp32-server sends 3)
+LEAD_PACKETS = 3
 
 CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008
@@ -424,7 +426,10 @@ class DeviceConnection:
                 self.speaking = True
                 self._send_emotion()
                 self._outbox.put_nowait(protocol.tts(self.session_id, "start"))
-                due = loop.time()
+                # The first LEAD_PACKETS go out at once, as the reference server's pre-buffer
+                # does: the device's queue then holds that much, and a stall of the server (or
+                # the network) shorter than it is not a hole in the reply.
+                due = loop.time() - LEAD_PACKETS * period
                 segment = None
             pcm = bytearray()
             audible = False
