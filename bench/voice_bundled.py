@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -139,10 +140,16 @@ async def bench(turns: int, stop_secs: float) -> None:
         ),
     )
     stopped = asyncio.Event()
+    # each turn's `metrics` event: how long each provider took (the call's own accounting)
+    providers: dict[str, list[float]] = {}
 
     def on_event(event: Any) -> None:
-        if getattr(event, "type", None) == "assistant_stopped_speaking":
+        kind = getattr(event, "type", None)
+        if kind == "assistant_stopped_speaking":
             stopped.set()
+        elif kind == "metrics":
+            for name, ms in json.loads(event.data)["providers"].items():
+                providers.setdefault(name, []).append(ms)
 
     call = VoiceCall(
         "bench-bundled",
@@ -228,6 +235,12 @@ async def bench(turns: int, stop_secs: float) -> None:
     if total:
         verdict = "met" if statistics.median(total) < 1000 else "not met"
         print(f"\ngoal p50 < 1000 ms end of speech -> first reply audio: {verdict}")
+    print("\n| provider (the call's metrics event, ms) | p50 | p95 | max |")
+    print("|---|---|---|---|")
+    for name, values in providers.items():
+        print(
+            f"| {name} | {statistics.median(values):.0f} | {percentile(values, 95):.0f} | {max(values):.0f} |"
+        )
     print(
         f"\nresident memory: {rss_before:.0f} MB before loading, {rss_loaded:.0f} MB with every model loaded"
     )

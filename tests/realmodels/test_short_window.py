@@ -63,7 +63,7 @@ async def test_the_short_window_hears_what_the_30_s_window_hears(
     for question in QUESTIONS:
         audio = await utterance(tts, question)
         short = transcribe_short(model, audio, language)
-        assert short is not None, question
+        assert short is not None and short.text is not None, question
         assert short.language == "en"
         assert word_error_rate(question, short.text) <= 0.15, (question, short.text)
         segments, _ = model.transcribe(audio, language="en", beam_size=1, condition_on_previous_text=False)
@@ -88,7 +88,9 @@ async def test_the_provider_falls_back_when_the_short_window_is_unsure(
     audio = await utterance(tts, "Yes.")
     # A one-word answer scores below the short window's bar (measured -1.0 to -1.3): it is not
     # trusted, and the provider still answers through the 30 s window.
-    assert transcribe_short(model, audio, "en") is None
+    short = transcribe_short(model, audio, "en")
+    assert short is not None and short.text is None
+    assert short.language == "en"  # what the 30 s window is then given
     wav = wav_of(audio)
     transcript = await stt.transcribe(AudioInput(wav, "audio/wav", "yes.wav"), language="en")
     assert word_error_rate("Yes.", transcript.text) == 0.0, transcript.text

@@ -41,26 +41,31 @@ COMPRESSION_RATIO_LIMIT = 2.4
 #: "No thanks", -0.83) came with -0.4 to -0.9, its right sentences with -0.03 to -0.3; one-word
 #: answers ("Yes.", "Stop.", -1.0 to -1.3) take the 30 s way.
 LOG_PROB_LIMIT = -0.7
-#: a detected language less likely than this is left to the 30 s window's detection
+#: a detected language less likely than this is not trusted for the text, and one less likely
+#: than the second not even for the 30 s window (which then detects it again, one pass more)
 LANGUAGE_PROB_LIMIT = 0.5
+LANGUAGE_SURE = 0.8
 
 
 @dataclass(slots=True, frozen=True)
 class ShortResult:
-    text: str
-    language: str
+    #: None: not trusted, the 30 s window decides
+    text: str | None
+    #: the language given or detected (with `text` None: only when it was sure; else None, for
+    #: the 30 s window to detect)
+    language: str | None
     duration: float
 
 
 def transcribe_short(model: Any, samples: np.ndarray, language: str | None) -> ShortResult | None:
-    """The transcript of `samples` (16 kHz float32) from one short encoder pass, or None when the
-    30 s window must decide (too long, or any sign that the short decode went wrong).
+    """The transcript of `samples` (16 kHz float32) from one short encoder pass; its `text` is
+    None when the 30 s window must decide (any sign that the short decode went wrong), and None
+    as a whole when the recording is too long for a short window.
 
     `model` is a loaded `faster_whisper.WhisperModel`: its feature extractor, tokenizer and the
     CTranslate2 model inside it are used directly.
     """
     import ctranslate2  # type: ignore[import-untyped]
-    from faster_whisper.tokenizer import Tokenizer  # type: ignore[import-untyped]
 
     extractor = model.feature_extractor
     duration = len(samples) / extractor.sampling_rate
@@ -79,9 +84,22 @@ def transcribe_short(model: Any, samples: np.ndarray, language: str | None) -> S
             language = "en"
         else:
             token, probability = whisper.detect_language(encoded)[0][0]
+            detected = token[2:-2]
             if probability < LANGUAGE_PROB_LIMIT:
-                return None
-            language = token[2:-2]
+                return ShortResult(None, None, duration)
+            result = _decode(model, encoded, detected, duration)
+            if result.text is None and probability < LANGUAGE_SURE:
+                # good enough to decode with, not to spare the 30 s window its own detection
+                return ShortResult(None, None, duration)
+            return result
+    return _decode(model, encoded, language, duration)
+
+
+def _decode(model: Any, encoded: Any, language: str, duration: float) -> ShortResult:
+    """Greedy decoding of the short window's encoding; `text` None when it looks wrong."""
+    from faster_whisper.tokenizer import Tokenizer  # type: ignore[import-untyped]
+
+    whisper = model.model
     tokenizer = Tokenizer(model.hf_tokenizer, whisper.is_multilingual, task="transcribe", language=language)
     prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
     budget = int(duration * TOKENS_PER_SECOND) + SPARE_TOKENS
@@ -98,11 +116,9 @@ def transcribe_short(model: Any, samples: np.ndarray, language: str | None) -> S
     mean_log_prob = float(result.scores[0])
     # Noise and silence score low too: faster-whisper's no-speech test then decides what to drop.
     if len(tokens) >= budget or mean_log_prob < LOG_PROB_LIMIT:
-        return None
+        return ShortResult(None, language, duration)
     text = tokenizer.decode(tokens).strip()
-    if _looks_like_a_loop(text):
-        return None
-    return ShortResult(text, language, duration)
+    return ShortResult(None if _looks_like_a_loop(text) else text, language, duration)
 
 
 def _looks_like_a_loop(text: str) -> bool:

@@ -118,8 +118,13 @@ class FasterWhisperSTT(STTProvider):
             except (RuntimeError, ValueError) as exc:
                 log.warning("faster-whisper's short window failed (%s); using the 30 s window", exc)
                 short = None
-            if short is not None:
+            if short is not None and short.text is not None:
                 return Transcript(text=short.text, language=short.language, duration=short.duration)
+            log.debug(
+                "faster-whisper's short window is unsure of %.1f s; using the 30 s window", len(pcm) / 32000
+            )
+            if short is not None and language is None:
+                language = short.language  # when sure: the 30 s window need not detect it again
         try:
             segments, info = model.transcribe(
                 samples, language=language, beam_size=self.beam_size, condition_on_previous_text=False
