@@ -10,8 +10,11 @@ while the rest are still being made and cancelling the consumer stops after the 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from parley.errors import ProviderError, ProviderUnavailable
@@ -42,6 +45,26 @@ def choose_voice(
     if language and not _speaks(default, language):
         return voice_for_language(language)
     return configured or default
+
+
+def _open_voice(path: Path) -> PiperVoice:
+    """`PiperVoice.load` with onnxruntime's session set for a shared CPU: half the cores and no
+    spinning. By default onnxruntime takes every core and its idle threads spin between
+    operators, which on 2 cores fights the LLM writing the rest of the reply at the same time.
+    Measured on 2 busy cores (4 replies' first sentences, 16 runs each): 159 ms p50 / 342 ms max
+    by default, 132 / 160 ms with one thread and no spinning."""
+    import onnxruntime  # type: ignore[import-untyped]
+    from piper import PiperConfig, PiperVoice
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = max((os.cpu_count() or 1) // 2, 1)
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    config = PiperConfig.from_dict(json.loads(Path(f"{path}.json").read_text(encoding="utf-8")))
+    session = onnxruntime.InferenceSession(
+        str(path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    return PiperVoice(config=config, session=session)
 
 
 def _speaks(voice: str, language: str) -> bool:
@@ -85,13 +108,13 @@ class PiperTTS(TTSProvider):
 
     def _load(self, name: str) -> PiperVoice:
         try:
-            from piper import PiperVoice
+            import piper  # noqa: F401 (the install hint, before any download)
         except ImportError as exc:
             raise ProviderUnavailable(INSTALL_HINT, field="PARLEY_TTS") from exc
         path = self.locator.fetch(name)
         log.info("loading piper voice %s from %s", name, path)
         try:
-            return PiperVoice.load(path)
+            return _open_voice(path)
         except Exception as exc:
             # onnxruntime raises its own classes (InvalidProtobuf, Fail) straight from Exception,
             # the config reader raises ValueError/KeyError: all mean "these files are not a voice".
