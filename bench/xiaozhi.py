@@ -91,7 +91,42 @@ def serve(port: int, data_dir: str, ready: Any, profile: str | None) -> None:
         signal.signal(signal.SIGUSR1, dump)
         profiler.enable()
     ready.send(os.getpid())
-    uvicorn.run(app, **server_options(settings))
+    uvicorn.run(LagWatch(app), **server_options(settings))
+
+
+class LagWatch:
+    """The app, plus how late the server's loop wakes from a 10 ms sleep; `GET /bench/lag`
+    answers the lags since the last ask (a late packet from a stalled server loop is the
+    server's; one from a stalled devices' loop is the bench's)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.lags: list[float] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.task is None and scope["type"] != "lifespan":
+            self.task = asyncio.create_task(self.watch())
+        if scope["type"] == "http" and scope["path"] == "/bench/lag":
+            body = json.dumps(self.lags).encode()
+            self.lags = []
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+    async def watch(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.01)
+            self.lags.append(time.perf_counter() - before - 0.01)
+
+
+def server_lags(base: str) -> list[float]:
+    import httpx
+
+    lags: list[float] = httpx.get(f"{base}/bench/lag", timeout=30).json()
+    return lags
 
 
 def wait_for_port(port: int, timeout: float = 30.0) -> None:
@@ -274,6 +309,7 @@ def main() -> None:
         within = 0  # the most devices with < 1% late packets and every turn answered
         try:
             for count in counts:
+                server_lags(base)  # the lags of the counts before are not this one's
                 cpu, own = cpu_seconds(pid), cpu_seconds(os.getpid())
                 began = time.perf_counter()
                 res = run_loop(measure(base, count, turns, talk, end_secs, args.stagger))
@@ -281,6 +317,7 @@ def main() -> None:
                 used = (cpu_seconds(pid) - cpu) / wall * 100
                 client = (cpu_seconds(os.getpid()) - own) / wall * 100
                 lags = sorted(res.lags)
+                stalls = sorted(server_lags(base))
                 lat = sorted(res.latencies)
                 late = res.late / max(1, res.packets) * 100
                 if late < 1 and not res.missed:
@@ -297,6 +334,7 @@ def main() -> None:
                         f"{used / count:.2f}%",
                         f"{client:.0f}%",
                         f"{percentile(lags, 99) * 1000:.0f}" if lags else "-",
+                        f"{percentile(stalls, 99) * 1000:.0f} / {stalls[-1] * 1000:.0f}" if stalls else "-",
                     ]
                 )
         finally:
@@ -328,6 +366,7 @@ def main() -> None:
         "per device",
         "devices' CPU",
         "devices' loop lag p99 ms",
+        "server loop lag p99 / max ms",
     ]
     print(table(headers, rows))
     print(f"\nDevices with < 1% late packets and every turn answered: {within or 'none'} of {counts}")
