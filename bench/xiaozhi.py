@@ -1,18 +1,26 @@
 """XiaoZhi devices: end of speech -> first downlink audio packet, and downlink packets on time.
 
-    .venv/bin/python bench/xiaozhi.py [--quick] [--devices 30,50,75,100] [--turns 3] [--profile FILE]
+    .venv/bin/python bench/xiaozhi.py [--quick] [--devices 30,50,75,100] [--turns 3] [--stagger]
+                                      [--profile FILE]
 
-The server is the real app in a process of its own (uvicorn, Silero VAD, the fixed-latency
-providers of bench/voice.py: STT 100 ms, LLM first token 200 ms then 30 tokens/s, TTS first byte
-100 ms); the devices are WebSocket clients in this process, each streaming Piper-spoken speech as
-60 ms Opus frames in real time, then silence, in realtime mode, for a few turns each. Both
-processes stamp `time.perf_counter()` (one monotonic clock on Linux).
+The server is the real app in a process of its own, run as `parley serve` runs it (uvicorn.run:
+uvloop, the same options, a frozen GC), with Silero VAD and the fixed-latency providers of
+bench/voice.py: STT 100 ms, LLM first token 200 ms then 30 tokens/s, TTS first byte 100 ms. The
+devices are WebSocket clients in this process (uvloop too), each streaming Piper-spoken speech
+as 60 ms Opus frames in real time, then silence, in realtime mode, for a few turns each: all at
+once by default (every device ends its speech in the same 60 ms: the stress case), or spread
+over one utterance with `--stagger`, as independent devices are. Both processes stamp
+`time.perf_counter()` (one monotonic clock on Linux).
 
 - latency: from the true end of the speech in the stream (its last non-silent sample, sent at
   its real-time instant) to the first binary packet of the reply; p50 / p95 over every turn.
   It includes the VAD's 0.2 s hangover and the providers' 0.4 s, which are listed apart.
 - late packets: a reply's packet k is due at first + k x 60 ms; one arriving more than 60 ms after
   that is late (a device's jitter buffer holds about that much).
+- CPU: the server's per count (of one core) and per device; the devices' own, and how late each
+  loop wakes from a 10 ms sleep (a late packet the devices' loop saw late is the bench's doing).
+- the last line: the most devices with < 1% late packets and every turn answered.
+- `--profile FILE`: cProfile the server process (read it with `python -m pstats FILE`).
 Prints markdown; always exits 0.
 """
 
