@@ -1,6 +1,6 @@
 """Voice latency on the bundled models: end of speech -> first reply audio, stage by stage.
 
-    .venv/bin/python bench/voice_bundled.py [--turns 20] [--stop-secs 0.2]
+    .venv/bin/python bench/voice_bundled.py [--turns 20] [--stop-secs 0.2] [--per-turn]
 
 One call, in-process (`VoiceCall` fed 20 ms frames in real time, a 20 ms pacer reading its
 playout as a WebRTC sender would), on what a new user runs: Silero VAD, Whisper base, SmolLM2 on
@@ -108,7 +108,7 @@ async def spoken(tts: TTSProvider, text: str) -> np.ndarray:
     return samples[voiced[0] : voiced[-1] + 1]
 
 
-async def bench(turns: int, stop_secs: float) -> None:
+async def bench(turns: int, stop_secs: float, per_turn: bool = False) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="parley-voice-bundled-"))
     settings = Settings(_env_file=None, data_dir=tmp / "data", llm=None, stt=None, tts=None)  # type: ignore[call-arg]
     chat, stt, tts, vad = build_chat(settings), build_stt(settings), build_tts(settings), build_vad(settings)
@@ -222,6 +222,9 @@ async def bench(turns: int, stop_secs: float) -> None:
         for stage, at in firsts.items():
             if at is not None:
                 per_stage[stage].append((at - end) * 1000)
+        if per_turn:
+            row = " ".join(f"{s}={(at - end) * 1000:.0f}" for s, at in firsts.items() if at is not None)
+            print(f"turn {k + 1}: {row}")
     print(f"\n{turns} turns, {missed} without a reply; models loaded in {loaded:.1f} s")
     print("\n| stage (ms after the end of speech) | p50 | p95 | max |")
     print("|---|---|---|---|")
@@ -254,8 +257,9 @@ def main() -> None:
     parser.add_argument(
         "--stop-secs", type=float, default=0.2, help="the VAD's hangover (PARLEY_VAD_STOP_SECS)"
     )
+    parser.add_argument("--per-turn", action="store_true", help="also print each turn's stages")
     args = parser.parse_args()
-    asyncio.run(bench(args.turns, args.stop_secs))
+    asyncio.run(bench(args.turns, args.stop_secs, args.per_turn))
 
 
 if __name__ == "__main__":
