@@ -153,6 +153,8 @@ class VoiceReply:
     task: asyncio.Task[None] | None = None
     _feed: asyncio.Queue[Event | None] | None = field(default=None)
     _tts_failed: bool = field(default=False)
+    _voiced: bool = field(default=False)  # audio above the lead level has been played
+    _lead_cut: float = field(default=0.0)  # seconds of leading silence not played
 
     def submit(self) -> bool:
         """Queue the session turn now; False (and an `error` event) when the session refused it.
@@ -267,7 +269,19 @@ class VoiceReply:
     def _play(self, segment: Segment, resampler: Resampler, chunk: AudioChunk) -> None:
         if self.timings.first_tts_audio is None:
             self.timings.first_tts_audio = self.ctx.clock()
-        self.ctx.playout.write(segment, resampler.convert(chunk.pcm, chunk.sample_rate))
+        pcm = chunk.pcm
+        if not self._voiced:
+            # The reply's own leading silence is not worth waiting for; later sentences keep
+            # theirs (it is the pause between them). A voice quieter than the level throughout
+            # plays as it is once `LEAD_MAX_SECS` would have been cut.
+            trimmed = trim_lead(pcm, chunk.sample_rate)
+            self._lead_cut += (len(pcm) - len(trimmed)) / SAMPLE_WIDTH / chunk.sample_rate
+            if self._lead_cut <= LEAD_MAX_SECS:
+                pcm = trimmed
+            if not pcm:
+                return
+            self._voiced = True
+        self.ctx.playout.write(segment, resampler.convert(pcm, chunk.sample_rate))
 
     def _fail(self, stage: str, exc: ParleyError) -> None:
         report_failure(self.ctx, stage, exc)
@@ -294,6 +308,27 @@ def public_error(body: dict[str, Any]) -> dict[str, Any]:
     if isinstance(text, str):
         body = {**body, "error": _SERVER_PATH.sub("<server path>", text)}
     return body
+
+
+#: the first sample of a reply's audio that counts as voice: 1% of full scale
+LEAD_LEVEL = 328
+#: kept before it, so the onset is not clipped
+LEAD_KEEP_SECS = 0.01
+#: at most this much of a reply's start is cut
+LEAD_MAX_SECS = 0.3
+
+
+def trim_lead(pcm: bytes, sample_rate: int) -> bytes:
+    """`pcm` (s16le mono) from `LEAD_KEEP_SECS` before its first sample above `LEAD_LEVEL`; b""
+    when it has none. Piper starts a sentence with 40-60 ms of near-silence: heard as latency."""
+    import numpy as np
+
+    samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % SAMPLE_WIDTH], dtype="<i2")
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > LEAD_LEVEL)
+    if not len(loud):
+        return b""
+    start = max(0, int(loud[0]) - int(LEAD_KEEP_SECS * sample_rate))
+    return pcm[start * SAMPLE_WIDTH :]
 
 
 def wav_bytes(pcm: bytes, sample_rate: int = SAMPLE_RATE) -> bytes:
