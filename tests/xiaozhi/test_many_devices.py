@@ -134,3 +134,101 @@ def test_silero_scores_a_packets_frames_in_one_run_as_it_scores_them_one_by_one(
         offset += int(size) * step
     assert max(expected) > 0.9 and min(expected) < 0.1  # speech and silence both scored
     assert got == expected
+
+
+class QueueChannel:
+    """A device session's channel in this process: frames in through a queue, what is sent kept."""
+
+    transport = "websocket"
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self.sent: list[str | bytes] = []
+        self.closed: list[tuple[int, str]] = []
+
+    async def receive(self) -> str | bytes | None:
+        return await self.inbox.get()
+
+    def hello_fields(self, hello: Any) -> dict[str, Any]:
+        return {}
+
+    async def send_text(self, text: str) -> None:
+        self.sent.append(text)
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed.append((code, reason))
+
+
+HELLO = '{"type":"hello","version":1,"audio_params":{"format":"opus"}}'
+
+
+async def idle_session(tmp_path: Any, idle_seconds: float) -> tuple[Any, QueueChannel, Any]:
+    from parley.bus.memory import LocalBus
+    from parley.sessions.keys import session_key
+    from parley.sessions.registry import SessionRegistry
+    from parley.sessions.session import SessionConfig
+    from parley.store.sqlite import SQLiteStore
+    from parley.store.users import LOCAL_USER
+    from parley.voice.pipeline import VoiceCall
+    from parley.xiaozhi.connection import DeviceConnection, Limits
+
+    store = SQLiteStore(tmp_path / "idle.db")
+    await store.open()
+    sessions = SessionRegistry(
+        store=store,
+        chat=EchoChat(),
+        bus=LocalBus(),
+        config=SessionConfig(system_prompt="sys", history_limit=20, max_tokens=128, max_queued_turns=4),
+    )
+    vad = build_vad(make_settings(tmp_path / "data", vad="silero"))
+    key = session_key(LOCAL_USER.id, "xiaozhi-idle")
+    channel = QueueChannel()
+    connection = DeviceConnection(
+        channel,
+        lambda on_event: VoiceCall(
+            key,
+            sessions=sessions,
+            model=vad.fresh(),
+            stt=FixedLatencySTT(),
+            tts=FixedLatencyTTS(),
+            on_event=on_event,
+        ),
+        version=1,
+        device_id="aa:bb:cc:05:ff:01",
+        limits=Limits(idle_seconds=idle_seconds),
+    )
+
+    async def close() -> None:
+        await sessions.aclose()
+        await store.aclose()
+
+    return connection, channel, close
+
+
+async def test_a_quiet_device_is_closed_as_idle_by_the_sessions_one_timer(tmp_path: Any) -> None:
+    connection, channel, close = await idle_session(tmp_path, idle_seconds=0.5)
+    try:
+        channel.inbox.put_nowait(HELLO)
+        await connection.run()  # returns only when the idle timer closes the session
+        assert connection.close_reason == "idle" and channel.closed == [(1000, "idle")]
+    finally:
+        await close()
+
+
+async def test_a_device_that_keeps_sending_is_not_idle_however_long_it_talks(tmp_path: Any) -> None:
+    """The timer is moved by input: 3 s of frames against a 1 s limit, then quiet, then closed."""
+    connection, channel, close = await idle_session(tmp_path, idle_seconds=1.0)
+    try:
+        running = asyncio.create_task(connection.run())
+        channel.inbox.put_nowait(HELLO)
+        for _ in range(60):  # a frame every 50 ms: the device's input pattern, not a wait
+            await asyncio.sleep(0.05)
+            assert not running.done(), "a device sending input was closed as idle"
+            channel.inbox.put_nowait('{"type":"listen","state":"start","mode":"auto"}')
+        await running
+        assert connection.close_reason == "idle"
+    finally:
+        await close()

@@ -262,7 +262,7 @@ class DeviceConnection:
         slack = min(1.0, timeout / 10)
         previous = armed = loop.time()
         try:
-            async with asyncio.timeout(armed + timeout + slack) as idle:
+            async with asyncio.timeout_at(armed + timeout + slack) as idle:
                 while True:
                     frame = self._checked(await self.channel.receive())
                     now = loop.time()
