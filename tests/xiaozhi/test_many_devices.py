@@ -5,6 +5,10 @@ devices (tests/xiaozhi/device.py) connected at the same time, each speaking Pipe
 60 ms Opus twice in auto mode (listened to again after each `tts stop`). The work is fixed (50 x 2
 turns), not a minute of wall clock, and nothing here is timed: how late packets are under load
 is bench/xiaozhi.py's to measure.
+
+Also the cheaper paths that many devices rely on: Silero scoring a packet's frames in one run
+(the same scores as one by one), and one idle timer per session instead of one per frame (a
+quiet device is still closed, a talking one is not).
 """
 
 from __future__ import annotations
