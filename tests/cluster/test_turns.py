@@ -96,14 +96,15 @@ async def test_a_stop_sent_to_one_node_stops_the_turn_running_on_another(cluster
 
                 streamed = [event async for event in sse_events(response)]
             seen = await turn_events(watcher, turn_id)
+            # the upstream call itself was cut off, not left streaming to nobody: awaited while
+            # the reply is still held (a release first would let the held stream end normally)
+            await cluster.holds.abandoned(hold)
         finally:
             cluster.holds.release(hold)
             await watcher.close()
 
         assert seen[-1]["type"] == "cancelled", seen
         assert [e["type"] for e in streamed if e.get("turnId") == turn_id][-1] == "cancelled"
-        # the upstream call itself was cut off, not left streaming to nobody
-        await cluster.holds.abandoned(hold)
         stored = await history(http, cluster[0], session)
         assert [(m["role"], m["status"]) for m in stored] == [
             ("user", "complete"),
