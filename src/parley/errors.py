@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from parley.redact import without_paths
+
 
 class ParleyError(Exception):
     status: int = 500
@@ -52,7 +54,12 @@ class ParleyError(Exception):
         self.details = details
 
     def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.message, "code": self.code, "status": self.status}
+        # what clients are told: a server path in the message (a model's folder) is not theirs
+        body: dict[str, Any] = {
+            "error": without_paths(self.message),
+            "code": self.code,
+            "status": self.status,
+        }
         if self.field is not None:
             body["field"] = self.field
         if self.limit is not None:

@@ -81,3 +81,18 @@ def settings_secrets(settings: Settings) -> list[str]:
         elif isinstance(value, str) and "://" in value:
             found += url_secrets(value)
     return found
+
+
+# An absolute path on the server (a model's folder, a cache file, the data dir): a filesystem root
+# Unix servers use, then at least one more part. API routes (`/api/...`) are not one.
+_SERVER_PATH = re.compile(
+    r"(?<![\w.:/~-])(?:~|/(?:home|root|tmp|usr|var|opt|etc|srv|mnt|media|data|work|nix|run|"
+    r"Users|private|app|workspace|models))(?:/[^\s/'\"()\[\],;:]+)+/?"
+)
+SERVER_PATH = "<server path>"
+
+
+def without_paths(text: str) -> str:
+    """`text` with every server path replaced by <server path>: what a client may be told (the
+    log keeps the whole text)."""
+    return _SERVER_PATH.sub(SERVER_PATH, text)

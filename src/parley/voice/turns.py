@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from parley.errors import ParleyError, ProviderError
 from parley.providers.stt import AudioInput, STTProvider, Transcript
 from parley.providers.tts import AudioChunk, TTSProvider
 from parley.providers.vad import SAMPLE_RATE
+from parley.redact import without_paths
 from parley.sessions.events import Event
 from parley.sessions.keys import public_id
 from parley.sessions.registry import SessionRegistry
@@ -298,7 +298,6 @@ def report_failure(ctx: ReplyContext, stage: str, exc: ParleyError) -> None:
 
 
 #: an absolute file path on the server (two parts at least), not the path of a URL
-_SERVER_PATH = re.compile(r"(?<![\w.:/~-])(?:~/|/)(?:[^\s/'\"()\[\],;:]+/)+[^\s/'\"()\[\],;:]*")
 
 
 def public_error(body: dict[str, Any]) -> dict[str, Any]:
@@ -306,7 +305,7 @@ def public_error(body: dict[str, Any]) -> dict[str, Any]:
     message replaced (a model's folder, a cache file); the log line above keeps the full text."""
     text = body.get("error")
     if isinstance(text, str):
-        body = {**body, "error": _SERVER_PATH.sub("<server path>", text)}
+        body = {**body, "error": without_paths(text)}
     return body
 
 
