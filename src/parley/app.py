@@ -55,6 +55,15 @@ from parley.xiaozhi.upstream import UpstreamConfig
 log = logging.getLogger("parley")
 
 
+def title_writer(settings: Settings, chat: ChatProvider) -> ChatProvider | None:
+    """The model that writes conversations' titles (PARLEY_TITLES), or None: their first words."""
+    if isinstance(chat, UnconfiguredChat) or settings.titles == "words":
+        return None
+    if settings.titles == "auto" and chat.in_process:
+        return None  # one request at a time: a title would hold up the next reply's first token
+    return chat
+
+
 def _realtime_credentials(settings: Settings) -> tuple[str, str] | None:
     """(app id, secret) in Cloudflare mode, checked before anything opens; None in direct mode."""
     if settings.rtc != "cloudflare":
@@ -135,11 +144,7 @@ def create_app(
 
             titler = None
             if isinstance(the_store, ConversationStore):
-                writer = (
-                    the_chat
-                    if settings.titles == "model" and not isinstance(the_chat, UnconfiguredChat)
-                    else None
-                )
+                writer = title_writer(settings, the_chat)
                 titler = Titler(the_store, the_bus, writer)
                 stack.push_async_callback(titler.aclose)
             app.state.titler = titler

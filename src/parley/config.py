@@ -139,11 +139,12 @@ class Settings(BaseSettings):
         "several turns each prompt only adds to the previous one and llama.cpp reuses its cache of it.",
     )
     max_tokens: int = Field(512, ge=1, le=32768, description="Reply length limit passed to the model.")
-    titles: Literal["model", "words"] = Field(
-        "model",
+    titles: Literal["auto", "model", "words"] = Field(
+        "auto",
         description="How a conversation is titled after its first turn: `model` asks the chat model for "
         "a short title in the background, after the reply (the first words stand until it answers, "
-        "and if it cannot), `words` takes the first words of the first message.",
+        "and if it cannot), `words` takes the first words of the first message, `auto` is `model` "
+        "except for a model in this process (llama.cpp), whose title would delay the next reply.",
     )
     max_message_chars: int = Field(8000, ge=1, description="Longest user message accepted, in characters.")
     max_audio_bytes: int = Field(

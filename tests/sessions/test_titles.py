@@ -145,3 +145,20 @@ async def test_parley_titles_chooses_who_writes_the_title(
     else:
         assert told == [words] and listed["title"] == words
         assert TITLE_PROMPT not in asked
+
+
+def test_auto_asks_every_model_but_one_in_this_process(tmp_path: Path) -> None:
+    from parley.app import title_writer
+    from parley.providers.llama_cpp.chat import LlamaCppChat
+    from parley.providers.testing import EchoChat
+    from parley.providers.unconfigured import UnconfiguredChat
+
+    hosted, local = EchoChat(), EchoChat()
+    local.in_process = True  # as LlamaCppChat is
+    assert LlamaCppChat.in_process
+    auto = make_settings(tmp_path, titles="auto")
+    assert title_writer(auto, hosted) is hosted
+    assert title_writer(auto, local) is None
+    assert title_writer(make_settings(tmp_path, titles="model"), local) is local
+    assert title_writer(make_settings(tmp_path, titles="words"), hosted) is None
+    assert title_writer(make_settings(tmp_path, titles="model"), UnconfiguredChat("off")) is None

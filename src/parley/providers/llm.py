@@ -92,6 +92,9 @@ class ChatProvider(ABC):
     model: str = ""
     #: whether the provider passes `ChatRequest.tools` on and returns the model's calls
     supports_tools: bool = False
+    #: the model runs in this process, one request at a time (llama.cpp): a call off the turn's
+    #: path (a title) delays the next turn's first token
+    in_process: bool = False
 
     @abstractmethod
     def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:

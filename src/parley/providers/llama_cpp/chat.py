@@ -112,6 +112,7 @@ class LlamaCppChat(ChatProvider):
     """
 
     name = "llama-cpp"
+    in_process = True
 
     def __init__(
         self,
