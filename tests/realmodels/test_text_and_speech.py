@@ -10,7 +10,7 @@ import httpx
 from parley.audio.encode import encode_wav
 from parley.config import Settings
 from parley.providers.factory import build_tts
-from tests.conftest import ServerFactory, sse_events
+from tests.conftest import ServerFactory, require_tool, sse_events
 from tests.realmodels.conftest import spoken, word_error_rate
 
 SENTENCE = "Please turn on the kitchen lights and close the window."
@@ -107,11 +107,18 @@ async def test_stop_ends_a_real_llama_cpp_reply_and_keeps_what_was_written(serve
     assert history[-1]["content"].count("\n") < 50
 
 
-async def test_a_language_without_a_voice_here_is_spoken_by_the_voice_there_is(serve: ServerFactory) -> None:
-    """Offline, German has no Piper voice: the reply is still spoken, and the answer says by whom."""
+async def test_a_language_without_a_voice_here_is_spoken_by_a_voice_that_speaks_it(
+    serve: ServerFactory,
+) -> None:
+    """Offline, German has no Piper voice: espeak-ng speaks it; Xhosa, which espeak-ng does not
+    speak either, is read by the voice there is. Each answer says by whom."""
+    require_tool("espeak-ng", "the fallback voice of languages with no Piper voice here")
     server = serve()
     async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
-        r = await client.post("/api/speak", json={"text": "Guten Tag.", "language": "de"})
-    assert r.status_code == 200, r.text
-    assert r.headers["X-TTS-Voice"] == "en_US-joe-medium"
-    assert r.headers["content-type"] == "audio/wav" and float(r.headers["X-Audio-Duration"]) > 0.3
+        german = await client.post("/api/speak", json={"text": "Guten Tag.", "language": "de"})
+        xhosa = await client.post("/api/speak", json={"text": "Molo.", "language": "xh"})
+    for r in (german, xhosa):
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "audio/wav" and float(r.headers["X-Audio-Duration"]) > 0.3
+    assert german.headers["X-TTS-Voice"] == "espeak-ng de"
+    assert xhosa.headers["X-TTS-Voice"] == "en_US-joe-medium"

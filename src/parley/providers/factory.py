@@ -131,11 +131,19 @@ def build_tts(settings: Settings) -> TTSProvider:
     choice = choose("text-to-speech", settings)
     if choice.vendor == "piper":
         from parley.models import ModelLocator
+        from parley.providers.espeak import EspeakTTS
         from parley.providers.piper import PiperTTS
 
         locator = ModelLocator.from_settings(settings, progress=True)
+        # offline, a language with no Piper voice here is spoken by espeak-ng if it is installed
+        espeak = EspeakTTS()
         try:
-            return PiperTTS(locator, voice=settings.tts_voice, default_voice=locator.default_voice())
+            return PiperTTS(
+                locator,
+                voice=settings.tts_voice,
+                default_voice=locator.default_voice(),
+                fallback=espeak if espeak.binary is not None else None,
+            )
         except ParleyError as exc:  # a malformed voice name
             return UnconfiguredTTS(exc.message)
     if choice.vendor == "espeak":

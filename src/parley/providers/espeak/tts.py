@@ -74,7 +74,7 @@ class EspeakTTS(TTSProvider):
                     raise ProviderError(f"espeak-ng wrote unreadable audio: {exc}") from exc
                 if pcm:
                     assert wav.sample_rate is not None
-                    yield AudioChunk(pcm, wav.sample_rate)
+                    yield AudioChunk(pcm, wav.sample_rate, f"espeak-ng {chosen}")
             code = await proc.wait()
             message = (await stderr).decode("utf-8", "replace").strip()
             if code != 0 or wav.sample_rate is None:

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from parley.errors import ProviderError, ProviderUnavailable
+from parley.errors import InvalidInput, ProviderError, ProviderUnavailable
 from parley.models.bundled import BUNDLED
 from parley.models.catalog import DEFAULT_PIPER_VOICE, piper_voice, voice_for_language
 from parley.models.locate import ModelLocator
@@ -76,7 +76,12 @@ def _speaks(voice: str, language: str) -> bool:
 
 class PiperTTS(TTSProvider):
     """`voice` is the configured default (PARLEY_TTS_VOICE); None means by language, else
-    `default_voice` (the locator's: a pulled catalogue voice, else the bundled one)."""
+    `default_voice` (the locator's: a pulled catalogue voice, else the bundled one).
+
+    A language whose Piper voice is not here and cannot be fetched (offline) is spoken by
+    `fallback` (espeak-ng, robotic but in ~100 languages) when it speaks that language, else by
+    the default voice; every chunk names the voice that spoke it.
+    """
 
     name = "piper"
 
@@ -87,6 +92,7 @@ class PiperTTS(TTSProvider):
         voice: str | None = None,
         default_voice: str = DEFAULT_PIPER_VOICE,
         length_scale: float = 1.0,
+        fallback: TTSProvider | None = None,
     ) -> None:
         if voice is not None and voice not in BUNDLED:
             piper_voice(voice)  # a malformed name fails at start-up, not on the first reply
@@ -95,6 +101,7 @@ class PiperTTS(TTSProvider):
         self.voice = voice or default_voice
         self.locator = locator
         self.length_scale = length_scale
+        self.fallback = fallback
         self._voices: dict[str, PiperVoice] = {}
         self._loading = asyncio.Lock()
 
@@ -143,8 +150,19 @@ class PiperTTS(TTSProvider):
         except ProviderUnavailable as exc:
             if voice is not None or name == self.default_voice:
                 raise
-            # The language's voice is neither pulled nor downloadable here (offline): speak with
-            # the voice this machine has rather than not at all; the chunks say which one spoke.
+            # The language's voice is neither pulled nor downloadable here (offline): a voice that
+            # speaks the language, else the one this machine has; the chunks say which one spoke.
+            if language and self.fallback is not None:
+                spoken = False
+                try:
+                    async for piece in self.fallback.synthesize(text, language=language):
+                        spoken = True
+                        yield piece
+                    log.warning("no voice %s here (%s); spoke with %s", name, exc.message, self.fallback.name)
+                    return
+                except InvalidInput:  # the fallback does not speak it either
+                    if spoken:
+                        raise
             log.warning("no voice %s here (%s); speaking with %s", name, exc.message, self.default_voice)
             name, piper = self.default_voice, await self.load(self.default_voice)
         sentences = self._sentences(piper, text)
