@@ -17,9 +17,10 @@ from websockets.asyncio.client import ClientConnection
 
 from parley.bus.memory import LocalBus
 from parley.providers.testing import EchoChat
+from parley.sessions.announce import ANNOUNCING_MAX
 from parley.sessions.events import user_topic
 from parley.sessions.registry import SessionRegistry
-from parley.sessions.session import ANNOUNCING_MAX, SessionConfig
+from parley.sessions.session import SessionConfig
 from parley.standins.server import BackgroundServer
 from parley.store.sqlite import SQLiteStore
 from tests.auth.test_token_mode import TOKEN_SETTINGS, add_user, bearer

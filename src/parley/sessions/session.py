@@ -21,18 +21,15 @@ from parley.errors import BusUnavailable, Busy, Fenced, NotFound, ParleyError, P
 from parley.language import reply_instruction
 from parley.providers.llm import ChatDelta, ChatMessage, ChatProvider, ChatRequest, ToolCall, Usage
 from parley.sessions import events
+from parley.sessions.announce import ListAnnouncer
 from parley.sessions.events import Event
-from parley.sessions.keys import owner_of, public_id
+from parley.sessions.keys import public_id
 from parley.sessions.tools import MAX_TOOL_ROUNDS, Toolbox, use_tool
 from parley.sessions.turn import Turn, TurnState
 from parley.store.base import Message, MessageStatus, Store
-from parley.store.conversations import ConversationStore
 from parley.text import valid_text
 
 log = logging.getLogger("parley.turn")
-
-#: announcements to the owner's sockets one session may have waiting (ChatSession._announce_soon)
-ANNOUNCING_MAX = 16
 
 
 def window_overflow(roles: Sequence[str], limit: int) -> int:
@@ -109,11 +106,8 @@ class ChatSession:
         self._closed = False
         self.last_active = clock()
         self._fence_of = fence_of
-        #: the title last told to the owner's sockets (`_announce`), to tell a rename from an update
-        self._told_title: str | None = None
-        #: announcements under way, each after the one before it (cancelled by aclose)
-        self._announcing: set[asyncio.Task[None]] = set()
-        self._last_announcement: asyncio.Task[None] | None = None
+        #: tells the owner's list how this conversation stands (sessions/announce.py)
+        self._announcer = ListAnnouncer(key, store=store, bus=bus)
         self._toolbox_of = toolbox_of
         self._guard_of = guard_of
 
@@ -252,7 +246,7 @@ class ChatSession:
             self._recent.clear()
         await self.publish(events.cleared(self.id))
         # awaited: a delete clears first, and its `deleted` must be the last word
-        await self._announce(after=self._last_announcement)
+        await self._announcer.now()
         return removed
 
     async def publish(self, event: Event) -> str:
@@ -288,9 +282,7 @@ class ChatSession:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
-        for task in tuple(self._announcing):
-            task.cancel()
-        await asyncio.gather(*self._announcing, return_exceptions=True)
+        await self._announcer.aclose()
         self._idle.set()  # a clear() waiting for the worker must not wait for ever
         # Every waiter hears first; then the sockets, so a failing bus cannot leave a turn open.
         told = [
@@ -422,7 +414,7 @@ class ChatSession:
             await self._emit(turn, events.turn_started(self.id, turn.id, pending.id))
             released.set()
             if first:  # maybe this turn made the conversation: the owner's other tabs list it now
-                self._announce_soon(made_at=user.created_at)
+                self._announcer.soon(made_at=user.created_at)
 
             if turn.stream_task is not None:
                 await self._stream(turn, pending)
@@ -463,56 +455,7 @@ class ChatSession:
                 await self._on_turn(self.key, turn.text)
             except Exception:
                 log.exception("after-turn hook failed turn=%s session=%s", turn.id, self.key)
-        self._announce_soon()
-
-    def _announce_soon(self, made_at: float | None = None) -> None:
-        """`_announce` beside the worker, after the announcement before it: the session is idle
-        once its turn is done, and the owner's sockets hear of the conversation in order. At most
-        ANNOUNCING_MAX wait (a bus that does not answer): later ones are dropped, as a failed
-        publish would be."""
-        if len(self._announcing) >= ANNOUNCING_MAX:
-            log.warning(
-                "session=%s: the owner's list not told: %d announcements wait", self.id, ANNOUNCING_MAX
-            )
-            return
-        task = asyncio.create_task(
-            self._announce(made_at, after=self._last_announcement), name=f"announce:{self.key}"
-        )
-        self._last_announcement = task
-        self._announcing.add(task)
-        task.add_done_callback(self._announcing.discard)
-
-    async def _announce(
-        self, made_at: float | None = None, *, after: asyncio.Task[None] | None = None
-    ) -> None:
-        """Tell every socket of the owner, whatever conversation it is on, how this one stands:
-        `created` when its row is no older than `made_at` (the first message of the turn that
-        made it), else `renamed` when its title is not the one last told, else `updated`; nothing
-        for a conversation that was already there when `made_at` is given. One read of its row;
-        a failure costs only the event."""
-        if after is not None:
-            await asyncio.wait([after])
-        if not isinstance(self._store, ConversationStore):
-            return
-        try:
-            found = await self._store.get_conversation(self.key)
-            if found is None:
-                return
-            action: events.ConversationAction = "updated"
-            if made_at is not None:
-                if found.created_at < made_at:
-                    self._told_title = found.title
-                    return
-                action = "created"
-            elif self._told_title is not None and found.title != self._told_title:
-                action = "renamed"
-            self._told_title = found.title
-            event = events.conversations(action, events.conversation_wire(found))
-            await self._bus.publish(events.user_topic(owner_of(self.key)), event.data)
-        except BusUnavailable as exc:
-            log.warning("session=%s: the owner's list not told: %s", self.id, exc.message)
-        except Exception:
-            log.exception("session=%s: could not tell the owner's list", self.id)
+        self._announcer.soon()
 
     async def _write_failed(self, turn: Turn, exc: Exception) -> None:
         """The turn's writes failed: end the model call and the turn; no event of it was sent."""
