@@ -8,10 +8,15 @@ through the `on_event` callback its call was built with.
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 from parley.sessions.events import Event
 from parley.voice.playout import Playout
+
+log = logging.getLogger("parley.voice")
 
 
 class Call(Protocol):
@@ -44,3 +49,46 @@ class Call(Protocol):
 
     async def aclose(self) -> None:
         """Cancel every task and release everything the call holds; idempotent."""
+
+
+# -- what every kind of call does alike --------------------------------------------------------
+
+#: an event for the call's client, and whether the session's sockets get it too
+Outgoing = tuple[Event, bool]
+
+
+async def deliver(
+    outbox: asyncio.Queue[Outgoing],
+    on_event: Callable[[Event], None] | None,
+    publish: Callable[[Event], Awaitable[object]],
+    *,
+    call_id: str,
+) -> None:
+    """A call's events, in order: each to its client (a failing callback is logged, not fatal),
+    and those marked so to the session's sockets."""
+    while True:
+        event, published = await outbox.get()
+        if on_event is not None:
+            try:
+                on_event(event)
+            except Exception:
+                log.exception("call event callback failed call=%s", call_id)
+        if published:
+            await publish(event)
+
+
+def spawn_owned(
+    tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None], name: str
+) -> asyncio.Task[None]:
+    """A task the call owns (kept in `tasks` while it runs, cancelled with the call); a crash is
+    logged with its traceback."""
+    task = asyncio.create_task(coro, name=name)
+    tasks.add(task)
+
+    def reap(done: asyncio.Task[None]) -> None:
+        tasks.discard(done)
+        if not done.cancelled() and done.exception() is not None:
+            log.error("call task %s crashed", done.get_name(), exc_info=done.exception())
+
+    task.add_done_callback(reap)
+    return task

@@ -33,7 +33,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -50,6 +50,7 @@ from parley.sessions.keys import public_id
 from parley.sessions.registry import SessionRegistry
 from parley.sessions.turn import Turn
 from parley.voice import events
+from parley.voice.call import deliver, spawn_owned
 from parley.voice.playout import Playout
 from parley.voice.turns import (
     ReplyContext,
@@ -476,23 +477,11 @@ class VoiceCall:
             self._outbox.put_nowait((event, publish))
 
     async def _deliver(self) -> None:
-        while True:
-            event, publish = await self._outbox.get()
-            if self._on_event is not None:
-                try:
-                    self._on_event(event)
-                except Exception:
-                    log.exception("voice event callback failed call=%s", self.id)
-            if publish:
-                await self._sessions.get(self.session_key).publish(event)
+        def publish(event: Event) -> Awaitable[str]:
+            # the live session of the moment, as each event is sent (a registry may remake it)
+            return self._sessions.get(self.session_key).publish(event)
+
+        await deliver(self._outbox, self._on_event, publish, call_id=self.id)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro, name=f"{name}:{self.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._reap)
-        return task
-
-    def _reap(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("voice task %s crashed", task.get_name(), exc_info=task.exception())
+        return spawn_owned(self._tasks, coro, f"{name}:{self.id}")
